@@ -1,0 +1,5 @@
+"""`python -m aggregator` is the `aggregator` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,354 @@
+"""TOML config file → validated, immutable Config. Every user mistake is caught here, at load.
+
+Reads the file (I/O) and validates it with pydantic; nothing else in the package parses config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from . import PROJECT_URL, __version__
+from .errors import ConfigError
+from .filters import Rules, compile_rule
+
+DEFAULT_CONFIG = "config/aggregator.toml"
+CONFIG_ENV = "AGGREGATOR_CONFIG"
+DEFAULT_USER_AGENT = f"feed-aggregator/{__version__} (+{PROJECT_URL})"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse "90s", "30m", "2h", "1d" (or a number of seconds) into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '90s', '30m', '2h' or '1d'")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    raise ValueError(f"expected a duration such as '90s', '30m', '2h' or '1d', got {value!r}")
+
+
+def parse_size(value: object) -> int:
+    """Parse a byte size: an integer, or "10MiB", "512KiB", "1GB"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    raise ValueError(f"expected a size such as '10MiB' or a number of bytes, got {value!r}")
+
+
+def format_duration(d: timedelta) -> str:
+    """The shortest exact spelling of a duration in the config's own syntax."""
+    seconds = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _in_range(name: str, d: timedelta, low: timedelta, high: timedelta) -> timedelta:
+    if not low <= d <= high:
+        raise ValueError(
+            f"{name} {format_duration(d)} is out of range "
+            f"({format_duration(low)} to {format_duration(high)})"
+        )
+    return d
+
+
+def _check_slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use lower-case letters, digits, '-' and '_' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Settings(_Strict):
+    """The [aggregator] table: daemon-wide settings."""
+
+    database: Path = Path("data/aggregator.db")
+    listen: str = "127.0.0.1:8080"
+    base_url: str = "http://127.0.0.1:8080"
+    user_agent: str = DEFAULT_USER_AGENT
+    timeout: Duration = timedelta(seconds=20)
+    interval: Duration = timedelta(minutes=30)
+    max_concurrency: int = Field(default=32, ge=1, le=1024)
+    max_body_size: Size = Field(default=10 * 1024**2, ge=1024, le=1024**3)
+    parse_workers: int = Field(default=0, ge=0, le=64)
+    log_level: str = "info"
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_range(cls, v: timedelta) -> timedelta:
+        return _in_range("timeout", v, timedelta(seconds=1), timedelta(minutes=10))
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_range(cls, v: timedelta) -> timedelta:
+        return _in_range("interval", v, timedelta(seconds=5), timedelta(days=30))
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        return _check_http_url(v).rstrip("/")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not HOST:PORT (for example '127.0.0.1:8080')")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"{v!r} is not one of debug, info, warning, error")
+        return v.lower()
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class FeedConfig(_Strict):
+    """One [[feeds]] table: a source to poll."""
+
+    name: str
+    url: str
+    title: str | None = None
+    interval: Duration | None = None
+    tags: tuple[str, ...] = ()
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
+    _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_range(cls, v: timedelta | None) -> timedelta | None:
+        if v is None:
+            return v
+        return _in_range("interval", v, timedelta(seconds=5), timedelta(days=30))
+
+
+class OutputConfig(_Strict):
+    """One [[outputs]] table: a merged, filtered view re-published as Atom, RSS and JSON Feed."""
+
+    name: str
+    title: str
+    description: str | None = None
+    feeds: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        problems = []
+        for i, rule in enumerate(v):
+            try:
+                compile_rule(rule)
+            except ValueError as e:
+                problems.append(f"[{i}]: {e}")
+        if problems:
+            # Carry the index so the message names `outputs[1].include[0]`.
+            raise ValueError("; ".join(problems))
+        return v
+
+    @property
+    def rules(self) -> Rules:
+        return Rules.compile(self.include, self.exclude)
+
+
+class Config(_Strict):
+    """The whole validated config. Immutable; a reload builds a new one."""
+
+    aggregator: Settings = Settings()
+    feeds: tuple[FeedConfig, ...] = ()
+    outputs: tuple[OutputConfig, ...] = ()
+
+    def feed(self, name: str) -> FeedConfig:
+        for f in self.feeds:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def output(self, name: str) -> OutputConfig:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    def interval_of(self, feed: FeedConfig) -> timedelta:
+        return feed.interval or self.aggregator.interval
+
+    def sources_of(self, output: OutputConfig) -> tuple[FeedConfig, ...]:
+        """The feeds an output draws from: named ones and those with its tags; neither means all."""
+        if not output.feeds and not output.tags:
+            return self.feeds
+        wanted_tags = set(output.tags)
+        return tuple(
+            f for f in self.feeds if f.name in output.feeds or wanted_tags.intersection(f.tags)
+        )
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not out:
+            out = part
+        else:
+            out += f".{part}"
+    return out
+
+
+def _problems(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = _loc(tuple(e["loc"]))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (is it misspelled?)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        msg = msg.removeprefix("Value error, ")
+        if not loc:
+            lines.extend(msg.splitlines())
+        elif msg.startswith("[") and "]: " in msg:
+            # A list validator reports per-item problems as "[i]: message"; attach them to the key.
+            lines.extend(f"{loc}{part}" for part in msg.split("; "))
+        else:
+            lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def _cross_problems(data: dict[str, Any]) -> list[str]:
+    """Checks across tables (unique names, outputs naming real feeds and tags).
+
+    Run on the raw document, so that these problems are reported together with field errors
+    instead of only after every field is fixed.
+    """
+
+    def tables(key: str) -> list[dict[str, Any]]:
+        value = data.get(key, [])
+        return [t if isinstance(t, dict) else {} for t in value] if isinstance(value, list) else []
+
+    problems: list[str] = []
+    feeds, outputs = tables("feeds"), tables("outputs")
+    seen: dict[str, int] = {}
+    tags: set[str] = set()
+    for i, feed in enumerate(feeds):
+        name = feed.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(
+                    f"feeds[{i}].name: duplicate name {name!r} (also feeds[{seen[name]}])"
+                )
+            seen.setdefault(name, i)
+        feed_tags = feed.get("tags", [])
+        if isinstance(feed_tags, list):
+            tags.update(t for t in feed_tags if isinstance(t, str))
+    out_seen: dict[str, int] = {}
+    for i, out in enumerate(outputs):
+        name = out.get("name")
+        if isinstance(name, str):
+            if name in out_seen:
+                problems.append(
+                    f"outputs[{i}].name: duplicate name {name!r} (also outputs[{out_seen[name]}])"
+                )
+            out_seen.setdefault(name, i)
+        for key, known, what in (
+            ("feeds", seen, "no feed is named"),
+            ("tags", tags, "no feed has the tag"),
+        ):
+            values = out.get(key, [])
+            if not isinstance(values, list):
+                continue
+            for j, value in enumerate(values):
+                if isinstance(value, str) and value not in known:
+                    problems.append(f"outputs[{i}].{key}[{j}]: {what} {value!r}")
+    return problems
+
+
+def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
+    """Validate a decoded TOML document. Raises ConfigError naming every problem."""
+    problems = _cross_problems(data)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(path, _problems(e) + problems) from e
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the config file at `path`, or $AGGREGATOR_CONFIG, or the default."""
+    resolved = str(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    try:
+        with open(resolved, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(resolved, ["file not found"]) from e
+    except OSError as e:
+        raise ConfigError(resolved, [f"cannot read: {e.strerror}"]) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(resolved, [f"not valid TOML: {e}"]) from e
+    return parse_config(data, resolved)

@@ -1,0 +1,59 @@
+"""The exception tree. Library errors are wrapped where they enter, with the cause kept.
+
+AggregatorError
+├── ConfigError          the config file is unusable; lists every problem with its key
+├── FeedError            something went wrong with one feed; carries the feed's name
+│   ├── FetchError       HTTP status, timeout, DNS, connection, body too large
+│   └── ParseError       not a feed at all (no entries and not recognisable)
+└── StoreError           the database could not be opened, migrated or written
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AggregatorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(AggregatorError):
+    """A config file failed validation. `problems` holds one line per problem, naming the key."""
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{path}: invalid config ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class FeedError(AggregatorError):
+    """A failure that concerns one feed; recorded on that feed, never fatal to the daemon."""
+
+    def __init__(self, feed: str, message: str) -> None:
+        self.feed = feed
+        self.message = message
+        super().__init__(f"{feed}: {message}")
+
+    def __reduce__(self) -> tuple[type[FeedError], tuple[str, str]]:
+        # Parse errors cross a process boundary; pickle by constructor arguments, not by .args.
+        return (type(self), (self.feed, self.message))
+
+
+class FetchError(FeedError):
+    """The feed could not be fetched. `status` is the HTTP status when there was one."""
+
+    def __init__(self, feed: str, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(feed, message)
+
+    def __reduce__(self) -> tuple[type[FetchError], tuple[str, str, int | None]]:  # type: ignore[override]
+        return (type(self), (self.feed, self.message, self.status))
+
+
+class ParseError(FeedError):
+    """The fetched document is not a feed."""
+
+
+class StoreError(AggregatorError):
+    """The database failed: cannot open, migrate or commit."""

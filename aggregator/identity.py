@@ -1,0 +1,197 @@
+"""Identity of entries within a feed: canonical links, the key ladder, content hashes. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .models import Entry, KeyKind, ParsedEntry
+
+# Query parameters that only say how a reader reached the link; dropping them never changes the
+# page. Prefix matches are for families such as utm_source/utm_medium/utm_campaign.
+TRACKING_PREFIXES = ("utm_", "_hs", "mtm_", "pk_", "oly_")
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "gclsrc",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "mkt_tok",
+        "vero_id",
+        "vero_conv",
+        "ncid",
+        "wt_mc",
+        "wt.mc_id",
+        "cmpid",
+        "s_cid",
+        "ocid",
+        "spm",
+    }
+)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Feeds predating RSS are not plausible: such a date is a placeholder (often the Unix epoch).
+EARLIEST_PLAUSIBLE = datetime(1995, 1, 1, tzinfo=UTC)
+UID_NAMESPACE = uuid.UUID("6f1f7f2e-2a4e-5b8e-9a52-5d1c9b0a7e11")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _is_tracking(name: str) -> bool:
+    lower = name.lower()
+    return lower in TRACKING_PARAMS or lower.startswith(TRACKING_PREFIXES)
+
+
+def canonical_url(url: str) -> str:
+    """Normalise a link so that the same page has one spelling.
+
+    Lower-cases scheme and host, drops the default port, the fragment and tracking parameters,
+    and sorts the remaining query parameters. Path case and trailing slashes are kept: within one
+    feed they can name different pages.
+    """
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return text
+    scheme = parts.scheme.lower()
+    if not parts.netloc:
+        return text
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    if port is not None and DEFAULT_PORTS.get(scheme) != port:
+        host = f"{host}:{port}"
+    if parts.username:
+        userinfo = parts.username + (f":{parts.password}" if parts.password else "")
+        host = f"{userinfo}@{host}"
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)
+    ]
+    query.sort()
+    return urlunsplit((scheme, host, parts.path or "/", urlencode(query, doseq=True), ""))
+
+
+def clean_text(text: str) -> str:
+    """Drop characters that XML 1.0 forbids, so that every stored string can be republished."""
+    return _CONTROL.sub("", text)
+
+
+def content_hash(entry: ParsedEntry) -> str:
+    """Hash of what a reader sees of an entry; timestamps are left out so that a feed that only
+    bumps its dates does not make the entry "updated"."""
+    link = canonical_url(entry.link) if entry.link else ""
+    h = hashlib.sha256()
+    for part in (entry.title, entry.summary, entry.content, link, entry.author):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def _title_date_hash(entry: ParsedEntry) -> str:
+    when = entry.published or entry.updated
+    stamp = when.isoformat() if when else ""
+    return hashlib.sha256(f"{entry.title}\x1f{stamp}".encode()).hexdigest()[:32]
+
+
+def key_ladder(entry: ParsedEntry) -> list[tuple[KeyKind, str]]:
+    """The keys an entry can be known by, best first: its guid, its canonical link, a hash of
+    its title and date."""
+    rungs: list[tuple[KeyKind, str]] = []
+    if entry.guid and entry.guid.strip():
+        rungs.append(("guid", entry.guid.strip()))
+    if entry.link and entry.link.strip():
+        rungs.append(("link", canonical_url(entry.link)))
+    rungs.append(("hash", _title_date_hash(entry)))
+    return rungs
+
+
+def uid_for(feed: str, key: str) -> str:
+    """The id an entry is published under: derived from feed and key, so it never changes."""
+    name = feed + "\n" + key
+    return f"urn:uuid:{uuid.uuid5(UID_NAMESPACE, name)}"
+
+
+def plausible_date(when: datetime | None, now: datetime) -> datetime | None:
+    """A feed's date if it can be believed: none before 1995; a future date is clamped to now."""
+    if when is None or when < EARLIEST_PLAUSIBLE:
+        return None
+    return min(when, now)
+
+
+def identify(feed: str, entries: Iterable[ParsedEntry], now: datetime) -> list[Entry]:
+    """Key every entry of one fetched document and normalise its fields.
+
+    Each entry takes the best rung of the key ladder not already taken by an earlier entry of the
+    same document (feeds that repeat a guid keep both stories); entries identical on every rung
+    are dropped as repeats. Dates that are missing or implausible become `now`, the first-seen
+    time; `Entry.date_known` says which.
+    """
+    taken: set[str] = set()
+    out: list[Entry] = []
+    for parsed in entries:
+        chosen: tuple[KeyKind, str] | None = None
+        for kind, value in key_ladder(parsed):
+            key = f"{kind}:{value}"
+            if key not in taken:
+                chosen = (kind, key)
+                break
+        if chosen is None:
+            continue
+        kind, key = chosen
+        taken.add(key)
+        published = plausible_date(parsed.published, now)
+        updated = plausible_date(parsed.updated, now)
+        date_known = (published or updated) is not None
+        first = published or updated or now
+        out.append(
+            Entry(
+                feed=feed,
+                key=key,
+                key_kind=kind,
+                uid=uid_for(feed, key),
+                guid=parsed.guid.strip() if parsed.guid else None,
+                link=canonical_url(parsed.link) if parsed.link else None,
+                title=clean_text(parsed.title),
+                summary=clean_text(parsed.summary),
+                content=clean_text(parsed.content),
+                author=clean_text(parsed.author),
+                categories=tuple(clean_text(c) for c in parsed.categories),
+                published=first,
+                updated=max(updated or first, first),
+                date_known=date_known,
+                content_hash=content_hash(parsed),
+            )
+        )
+    return out
+
+
+def with_first_seen_date(entry: Entry, first_seen: datetime) -> Entry:
+    """An undated entry keeps the date it was first seen, not the time of a later poll."""
+    if entry.date_known:
+        return entry
+    return replace(entry, published=first_seen, updated=first_seen)
+
+
+__all__ = [
+    "canonical_url",
+    "clean_text",
+    "content_hash",
+    "identify",
+    "key_ladder",
+    "plausible_date",
+    "uid_for",
+    "with_first_seen_date",
+]

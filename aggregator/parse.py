@@ -1,0 +1,154 @@
+"""Fetched bytes and headers → ParsedFeed. CPU-bound and pure: never touches the network.
+
+feedparser handles RSS 0.9x/1.0/2.0 and Atom 0.3/1.0 (its loose parser copes with broken XML);
+JSON Feed 1.0/1.1, which feedparser 6 does not read, is mapped here by hand. Runs in a worker
+process, so everything it returns or raises must pickle.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser
+import nh3
+
+from .errors import ParseError
+from .models import ParsedEntry, ParsedFeed
+
+JSON_FEED_PREFIX = "https://jsonfeed.org/version/"
+
+
+def _struct_to_dt(value: time.struct_time | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        # feedparser normalises to UTC struct_time; timegm treats it as such.
+        return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _str(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _content(entry: Mapping[str, Any]) -> str:
+    parts = entry.get("content") or []
+    # Prefer HTML over plain text where a feed offers both.
+    for part in parts:
+        if "html" in _str(part.get("type")):
+            return _str(part.get("value"))
+    return _str(parts[0].get("value")) if parts else ""
+
+
+def _from_feedparser(entry: Mapping[str, Any]) -> ParsedEntry:
+    guid = _str(entry.get("id")) or None
+    return ParsedEntry(
+        guid=guid,
+        guid_is_permalink=bool(entry.get("guidislink")),
+        link=_str(entry.get("link")) or None,
+        title=_str(entry.get("title")),
+        summary=_str(entry.get("summary")),
+        content=_content(entry),
+        author=_str(entry.get("author")),
+        categories=tuple(
+            t for t in (_str(tag.get("term")) for tag in entry.get("tags") or []) if t
+        ),
+        published=_struct_to_dt(entry.get("published_parsed")),
+        updated=_struct_to_dt(entry.get("updated_parsed")),
+    )
+
+
+def _iso(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _json_author(item: Mapping[str, Any]) -> str:
+    authors = item.get("authors")
+    if isinstance(authors, list) and authors and isinstance(authors[0], dict):
+        return ", ".join(_str(a.get("name")) for a in authors if _str(a.get("name")))
+    author = item.get("author")
+    return _str(author.get("name")) if isinstance(author, dict) else ""
+
+
+def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ParseError(name, f"not a feed: invalid JSON ({e})") from e
+    if not isinstance(doc, dict) or not _str(doc.get("version")).startswith(JSON_FEED_PREFIX):
+        raise ParseError(name, "not a feed: JSON without a JSON Feed version")
+    home = _str(doc.get("home_page_url")) or None
+    base = _str(doc.get("feed_url")) or url
+    entries = []
+    items = doc.get("items")
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        link = _str(item.get("url")) or _str(item.get("external_url"))
+        html = _str(item.get("content_html"))
+        # feedparser sanitises HTML in XML feeds; do the same here so outputs never carry scripts.
+        content = nh3.clean(html, url_schemes={"http", "https", "mailto"}) if html else ""
+        if not content:
+            content = _str(item.get("content_text"))
+        entries.append(
+            ParsedEntry(
+                guid=_str(item.get("id")) or None,
+                guid_is_permalink=False,
+                link=urljoin(base, link) if link else None,
+                title=_str(item.get("title")),
+                summary=_str(item.get("summary")),
+                content=content,
+                author=_json_author(item) or _json_author(doc),
+                categories=tuple(_str(t) for t in item.get("tags") or [] if _str(t)),
+                published=_iso(item.get("date_published")),
+                updated=_iso(item.get("date_modified")),
+            )
+        )
+    return ParsedFeed(title=_str(doc.get("title")), link=home, entries=tuple(entries))
+
+
+def _looks_like_json(body: bytes, content_type: str) -> bool:
+    return "json" in content_type or body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
+
+
+def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
+    """Parse one fetched document of feed `name`.
+
+    `headers` are the response headers (their Content-Type charset and Content-Location guide
+    feedparser); `url` is the final URL, the base for relative links. A malformed ("bozo") feed
+    that still yields entries is kept, with the problem in `warning`; a document with neither
+    entries nor a recognisable feed format raises ParseError.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    if _looks_like_json(body, lower.get("content-type", "")):
+        return _parse_json_feed(name, body, url)
+    response_headers = dict(lower)
+    response_headers.setdefault("content-location", url)
+    result = feedparser.parse(body, response_headers=response_headers)
+    entries = tuple(_from_feedparser(e) for e in result.entries)
+    problem = result.get("bozo_exception") if result.get("bozo") else None
+    if not entries and (problem is not None or not result.get("version")):
+        detail = f": {problem}" if problem is not None else ""
+        raise ParseError(name, f"not a feed (no entries and no feed format recognised){detail}")
+    feed = result.feed
+    ttl = _str(feed.get("ttl"))
+    return ParsedFeed(
+        title=_str(feed.get("title")),
+        link=_str(feed.get("link")) or None,
+        entries=entries,
+        warning=f"malformed feed, entries kept: {problem}" if problem is not None else None,
+        ttl_minutes=int(ttl) if ttl.isdigit() else None,
+    )

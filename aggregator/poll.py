@@ -1,0 +1,146 @@
+"""poll_source(): the one orchestrator of fetch → parse → identify → store for one feed.
+
+It owns the side effects of a poll; the stages it calls decide. A feed's failure is recorded on
+that feed as a value and never raised to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+
+from .errors import FeedError
+from .fetch import Fetcher
+from .identity import identify
+from .models import Entry, NotModified, ParsedFeed, PollOutcome, PollRecord
+from .parse import parse_feed
+from .store import Store, StoreThreads
+
+log = logging.getLogger("aggregator.poll")
+
+
+@dataclass(frozen=True, slots=True)
+class PollContext:
+    """The shared machinery a poll uses. `parse_pool` runs parse_feed off the event loop
+    (a process pool in the daemon); `on_write` hears the store generation after each commit."""
+
+    fetcher: Fetcher
+    store: StoreThreads
+    parse_pool: Executor | None
+    on_write: Callable[[int], None] = lambda generation: None
+
+
+async def _parse(
+    ctx: PollContext, name: str, body: bytes, headers: dict[str, str], url: str
+) -> ParsedFeed:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(ctx.parse_pool, parse_feed, name, body, headers, url)
+
+
+def _diff(entries: list[Entry], known: dict[str, str]) -> tuple[list[Entry], list[Entry]]:
+    new = [e for e in entries if e.key not in known]
+    updated = [e for e in entries if e.key in known and known[e.key] != e.content_hash]
+    return new, updated
+
+
+async def poll_source(
+    ctx: PollContext, name: str, url: str, now: datetime, next_poll: datetime | None
+) -> PollOutcome:
+    """Poll one feed once and commit the result in one transaction.
+
+    A 304 or a byte-identical body stops early and parses nothing. `now` is the poll's single
+    notion of the current time (first-seen times, last_poll); `next_poll` is stored as when
+    the feed is due again.
+    """
+    started = time.monotonic()
+    state = await ctx.store.read(lambda s: s.feed_state(name))
+    # A changed URL is a different resource: its validators and body hash do not apply.
+    same_url = state is not None and state.url == url
+    validators = state.validators if state is not None and same_url else None
+    rec: PollRecord
+    try:
+        result = await ctx.fetcher.fetch(name, url, validators)
+        if isinstance(result, NotModified):
+            rec = PollRecord(name, url, now, "not_modified", next_poll, http_status=304)
+        else:
+            body_hash = hashlib.sha256(result.body).hexdigest()
+            if same_url and state is not None and state.body_hash == body_hash:
+                rec = PollRecord(
+                    name,
+                    url,
+                    now,
+                    "unchanged",
+                    next_poll,
+                    http_status=result.status,
+                    validators=result.validators,
+                )
+            else:
+                parsed = await _parse(ctx, name, result.body, dict(result.headers), result.url)
+                entries = identify(name, parsed.entries, now)
+                known = await ctx.store.read(lambda s: s.known_hashes(name))
+                new, updated = _diff(entries, known)
+                rec = PollRecord(
+                    name,
+                    url,
+                    now,
+                    "ok",
+                    next_poll,
+                    http_status=result.status,
+                    validators=result.validators,
+                    body_hash=body_hash,
+                    title=parsed.title or None,
+                    link=parsed.link,
+                    warning=parsed.warning,
+                    new=tuple(new),
+                    updated=tuple(updated),
+                )
+    except FeedError as e:
+        rec = PollRecord(
+            name,
+            url,
+            now,
+            "error",
+            next_poll,
+            http_status=getattr(e, "status", None),
+            error=e.message,
+        )
+
+    def write(store: Store) -> int:
+        return store.record_poll(rec)
+
+    generation = await ctx.store.write(write)
+    ctx.on_write(generation)
+    outcome = PollOutcome(
+        feed=name,
+        status=rec.status,
+        new=len(rec.new),
+        updated=len(rec.updated),
+        error=rec.error,
+        elapsed_ms=int((time.monotonic() - started) * 1000),
+    )
+    log_outcome(outcome, rec.warning)
+    return outcome
+
+
+def log_outcome(outcome: PollOutcome, warning: str | None = None) -> None:
+    """One line per poll: feed, status, new, updated, milliseconds (and the error, if any)."""
+    level = logging.WARNING if outcome.status == "error" else logging.INFO
+    extra = f" error={outcome.error!r}" if outcome.error else ""
+    if warning:
+        extra += f" warning={warning!r}"
+    log.log(
+        level,
+        "poll feed=%s status=%s new=%d updated=%d ms=%d%s",
+        outcome.feed,
+        outcome.status,
+        outcome.new,
+        outcome.updated,
+        outcome.elapsed_ms,
+        extra,
+    )

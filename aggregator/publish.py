@@ -1,0 +1,156 @@
+"""Stored entries in, Atom 1.0 / RSS 2.0 / JSON Feed 1.1 bytes out. Pure: no I/O, no clock.
+
+Atom and RSS are built with feedgen. JSON Feed, which feedgen does not write, is built here.
+Every date comes from stored data, so rendering the same entries twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from feedgen.feed import FeedGenerator
+
+from . import PROJECT_URL, __version__
+from .models import OutputFormat, StoredEntry
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
+CONTENT_TYPES: dict[OutputFormat, str] = {
+    "atom": "application/atom+xml; charset=utf-8",
+    "rss": "application/rss+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+}
+_TAGS = re.compile(r"<[^>]*>")
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputMeta:
+    """What an output says about itself."""
+
+    name: str
+    title: str
+    description: str
+    base_url: str  # the daemon's public URL, without a trailing slash
+
+    def url(self, fmt: OutputFormat) -> str:
+        return f"{self.base_url}/outputs/{self.name}.{fmt}"
+
+
+def entry_updated(item: StoredEntry) -> datetime:
+    """When an entry last changed as a subscriber sees it: the publisher's date, or the time we
+    stored an in-place update if that is later (so readers notice edits)."""
+    if item.last_changed > item.first_seen:
+        return max(item.entry.updated, item.last_changed)
+    return item.entry.updated
+
+
+def feed_updated(items: Sequence[StoredEntry]) -> datetime:
+    return max((entry_updated(i) for i in items), default=EPOCH)
+
+
+def _title(item: StoredEntry) -> str:
+    e = item.entry
+    if e.title:
+        return e.title
+    text = _SPACE.sub(" ", html.unescape(_TAGS.sub(" ", e.summary or e.content))).strip()
+    return (text[:80] + "…" if len(text) > 80 else text) or "(untitled)"
+
+
+def _source_url(item: StoredEntry) -> str:
+    return item.feed_link or item.feed_url
+
+
+def _generator(meta: OutputMeta, items: Sequence[StoredEntry], fmt: OutputFormat) -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.id(meta.url("atom"))
+    fg.title(meta.title)
+    fg.subtitle(meta.description)  # RSS <description> as well
+    fg.link(href=meta.url(fmt), rel="self")
+    fg.link(href=f"{meta.base_url}/", rel="alternate")
+    # Atom wants an author on the feed when entries may lack one.
+    fg.author({"name": meta.title})
+    fg.generator("feed-aggregator", __version__, PROJECT_URL)
+    fg.updated(feed_updated(items))
+    for item in items:
+        e = item.entry
+        fe = fg.add_entry(order="append")
+        fe.id(e.uid)
+        fe.guid(e.uid, permalink=False)
+        fe.title(_title(item))
+        if e.link:
+            fe.link(href=e.link, rel="alternate")
+        fe.published(e.published)
+        fe.updated(entry_updated(item))
+        if e.summary:
+            fe.summary(e.summary)
+        fe.content(e.content or e.summary or _title(item), type="CDATA" if fmt == "rss" else "html")
+        if e.author:
+            fe.author({"name": e.author})
+        for term in e.categories:
+            fe.category(term=term)
+        fe.source(url=_source_url(item) if fmt == "atom" else item.feed_url, title=item.feed_title)
+    return fg
+
+
+def render_atom(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
+    """Atom 1.0, newest first as given, each entry naming its source feed in atom:source."""
+    result: bytes = _generator(meta, items, "atom").atom_str(pretty=False)
+    return result
+
+
+def render_rss(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
+    """RSS 2.0 with content:encoded, each item naming its source feed in <source>."""
+    result: bytes = _generator(meta, items, "rss").rss_str(pretty=False)
+    return result
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def render_json(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
+    """JSON Feed 1.1; provenance goes in an `_aggregator` extension object on each item."""
+    out_items: list[dict[str, Any]] = []
+    for item in items:
+        e = item.entry
+        obj: dict[str, Any] = {"id": e.uid, "title": _title(item)}
+        if e.link:
+            obj["url"] = e.link
+        obj["content_html"] = e.content or e.summary or _title(item)
+        if e.summary:
+            obj["summary"] = e.summary
+        obj["date_published"] = _rfc3339(e.published)
+        obj["date_modified"] = _rfc3339(entry_updated(item))
+        if e.author:
+            obj["authors"] = [{"name": e.author}]
+        if e.categories:
+            obj["tags"] = list(e.categories)
+        obj["_aggregator"] = {
+            "source": {"feed": e.feed, "title": item.feed_title, "url": item.feed_url}
+        }
+        out_items.append(obj)
+    doc = {
+        "version": JSON_FEED_VERSION,
+        "title": meta.title,
+        "home_page_url": f"{meta.base_url}/",
+        "feed_url": meta.url("json"),
+        "description": meta.description,
+        "authors": [{"name": meta.title}],
+        "items": out_items,
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+RENDERERS = {"atom": render_atom, "rss": render_rss, "json": render_json}
+
+
+def render(fmt: OutputFormat, meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
+    """Render entries (already selected, newest first) in one format."""
+    return RENDERERS[fmt](meta, items)

@@ -1,0 +1,415 @@
+"""SQLite through sqlite-utils: numbered migrations, one transaction per poll, queries. I/O.
+
+A Store wraps one connection and must stay on the thread that opened it. The daemon keeps
+exactly one writing Store on a dedicated thread (see `StoreThreads`) and reads from others; WAL
+lets readers run while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from .errors import StoreError
+from .identity import with_first_seen_date
+from .models import Entry, FeedState, PollRecord, StoredEntry, Validators
+
+T = TypeVar("T")
+
+migrations = Migrations("aggregator")
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE feeds (
+            name TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            title TEXT,
+            link TEXT,
+            etag TEXT,
+            last_modified TEXT,
+            body_hash TEXT,
+            last_poll TEXT,
+            last_ok TEXT,
+            last_status TEXT,
+            http_status INTEGER,
+            error_count INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            next_poll TEXT,
+            warning TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE entries (
+            feed TEXT NOT NULL REFERENCES feeds(name),
+            key TEXT NOT NULL,
+            key_kind TEXT NOT NULL,
+            uid TEXT NOT NULL UNIQUE,
+            guid TEXT,
+            link TEXT,
+            title TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            content TEXT NOT NULL,
+            author TEXT NOT NULL,
+            categories TEXT NOT NULL,
+            published TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            date_known INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,
+            first_seen TEXT NOT NULL,
+            last_changed TEXT NOT NULL,
+            PRIMARY KEY (feed, key)
+        )
+        """
+    )
+    db.execute("CREATE INDEX entries_feed_published ON entries (feed, published DESC)")
+    db.execute("CREATE INDEX entries_published ON entries (published DESC)")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO meta (key, value) VALUES ('generation', '0')")
+
+
+def _ts(when: datetime | None) -> str | None:
+    """Timestamps are stored as fixed-width UTC ISO 8601 text, so they sort as strings."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _entry_row(entry: Entry) -> dict[str, Any]:
+    return {
+        "feed": entry.feed,
+        "key": entry.key,
+        "key_kind": entry.key_kind,
+        "uid": entry.uid,
+        "guid": entry.guid,
+        "link": entry.link,
+        "title": entry.title,
+        "summary": entry.summary,
+        "content": entry.content,
+        "author": entry.author,
+        "categories": json.dumps(list(entry.categories), ensure_ascii=False),
+        "published": _ts(entry.published),
+        "updated": _ts(entry.updated),
+        "date_known": int(entry.date_known),
+        "content_hash": entry.content_hash,
+    }
+
+
+def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
+    published = _dt(row["published"])
+    updated = _dt(row["updated"])
+    assert published is not None and updated is not None
+    return Entry(
+        feed=row["feed"],
+        key=row["key"],
+        key_kind=row["key_kind"],
+        uid=row["uid"],
+        guid=row["guid"],
+        link=row["link"],
+        title=row["title"],
+        summary=row["summary"],
+        content=row["content"],
+        author=row["author"],
+        categories=tuple(json.loads(row["categories"])),
+        published=published,
+        updated=updated,
+        date_known=bool(row["date_known"]),
+        content_hash=row["content_hash"],
+    )
+
+
+class Store:
+    """One connection to the database file, migrated on open. Not thread-safe by design."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # check_same_thread is off only so that close() can run anywhere; StoreThreads
+            # still keeps every connection on the one thread that uses it.
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            if self.db.journal_mode != "wal":
+                self.db.enable_wal()
+            # WAL with synchronous=NORMAL never corrupts the file and never loses a commit to
+            # a killed process; only a power cut may lose the last transactions.
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            migrations.apply(self.db)
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open database {self.path}: {e}") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- feeds -------------------------------------------------------------------------------
+
+    def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
+        """Make sure every configured (name, url) has a row; keeps all state of known feeds."""
+        with self._atomic():
+            for name, url in feeds:
+                self.db.execute(
+                    "INSERT INTO feeds (name, url) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET url = excluded.url",
+                    [name, url],
+                )
+
+    def feed_state(self, name: str) -> FeedState | None:
+        rows = self._feed_rows("WHERE f.name = ?", [name])
+        return rows[0] if rows else None
+
+    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedState]:
+        if names is None:
+            return self._feed_rows("", [])
+        marks = ",".join("?" for _ in names)
+        return self._feed_rows(f"WHERE f.name IN ({marks})", list(names))
+
+    def _feed_rows(self, where: str, params: list[Any]) -> list[FeedState]:
+        sql = (
+            "SELECT f.*, (SELECT count(*) FROM entries e WHERE e.feed = f.name) AS entry_count "
+            f"FROM feeds f {where} ORDER BY f.name"
+        )
+        return [
+            FeedState(
+                name=r["name"],
+                url=r["url"],
+                title=r["title"],
+                link=r["link"],
+                validators=Validators(r["etag"], r["last_modified"]),
+                body_hash=r["body_hash"],
+                last_poll=_dt(r["last_poll"]),
+                last_ok=_dt(r["last_ok"]),
+                last_status=r["last_status"],
+                http_status=r["http_status"],
+                error_count=r["error_count"],
+                last_error=r["last_error"],
+                next_poll=_dt(r["next_poll"]),
+                warning=r["warning"],
+                entry_count=r["entry_count"],
+            )
+            for r in self.db.execute(sql, params).fetchall()
+        ]
+
+    def known_hashes(self, feed: str) -> dict[str, str]:
+        """Key → content hash of every stored entry of a feed: decides new / updated / unchanged."""
+        rows = self.db.execute("SELECT key, content_hash FROM entries WHERE feed = ?", [feed])
+        return {key: h for key, h in rows.fetchall()}
+
+    # --- one poll ----------------------------------------------------------------------------
+
+    def record_poll(self, rec: PollRecord) -> int:
+        """Write one poll: its new and updated entries and the feed's state, all or nothing.
+
+        Returns the store generation after the write (it grows whenever entries changed, which is
+        what tells outputs to re-render).
+        """
+        now = _ts(rec.now)
+        state: dict[str, Any] = {
+            "url": rec.url,
+            "last_poll": now,
+            "last_status": rec.status,
+            "next_poll": _ts(rec.next_poll),
+        }
+        if rec.http_status is not None:
+            state["http_status"] = rec.http_status
+        if rec.status == "error":
+            state["last_error"] = rec.error
+        else:
+            state.update(last_ok=now, error_count=0, last_error=None)
+        if rec.validators is not None:
+            state.update(etag=rec.validators.etag, last_modified=rec.validators.last_modified)
+        if rec.body_hash is not None:
+            state["body_hash"] = rec.body_hash
+        if rec.title is not None:
+            state["title"] = rec.title
+        if rec.link is not None:
+            state["link"] = rec.link
+        if rec.status == "ok":
+            state["warning"] = rec.warning
+        with self._atomic():
+            sets = ", ".join(f"{k} = ?" for k in state)
+            extra = ", error_count = error_count + 1" if rec.status == "error" else ""
+            cur = self.db.execute(
+                f"UPDATE feeds SET {sets}{extra} WHERE name = ?", [*state.values(), rec.feed]
+            )
+            if cur.rowcount == 0:
+                self.db.execute("INSERT INTO feeds (name, url) VALUES (?, ?)", [rec.feed, rec.url])
+                self.db.execute(
+                    f"UPDATE feeds SET {sets}{extra} WHERE name = ?", [*state.values(), rec.feed]
+                )
+            for entry in rec.new:
+                row = _entry_row(entry)
+                row.update(first_seen=now, last_changed=now)
+                marks = ", ".join("?" for _ in row)
+                self.db.execute(
+                    f"INSERT INTO entries ({', '.join(row)}) VALUES ({marks})", list(row.values())
+                )
+            for entry in rec.updated:
+                old = self.db.execute(
+                    "SELECT first_seen FROM entries WHERE feed = ? AND key = ?",
+                    [entry.feed, entry.key],
+                ).fetchone()
+                first_seen = _dt(old["first_seen"]) if old else rec.now
+                assert first_seen is not None
+                row = _entry_row(with_first_seen_date(entry, first_seen))
+                row["last_changed"] = now
+                # first_seen and uid are left out: an update never changes an entry's identity.
+                row.pop("uid")
+                keys = ("feed", "key")
+                sets = ", ".join(f"{k} = ?" for k in row if k not in keys)
+                self.db.execute(
+                    f"UPDATE entries SET {sets} WHERE feed = ? AND key = ?",
+                    [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key],
+                )
+            if rec.new or rec.updated:
+                self.db.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+                )
+            return self._generation()
+
+    def generation(self) -> int:
+        return self._generation()
+
+    def _generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    # --- reading entries ---------------------------------------------------------------------
+
+    def iter_entries(self, feeds: Sequence[str], batch: int = 200) -> Iterator[StoredEntry]:
+        """Entries of the given feeds, newest first (by published, then by first seen)."""
+        if not feeds:
+            return
+        marks = ",".join("?" for _ in feeds)
+        sql = (
+            "SELECT e.*, f.title AS feed_title, f.url AS feed_url, f.link AS feed_link "
+            f"FROM entries e JOIN feeds f ON f.name = e.feed WHERE e.feed IN ({marks}) "
+            "ORDER BY e.published DESC, e.first_seen DESC, e.uid"
+        )
+        cur = self.db.execute(sql, list(feeds))
+        while rows := cur.fetchmany(batch):
+            for r in rows:
+                first_seen = _dt(r["first_seen"])
+                last_changed = _dt(r["last_changed"])
+                assert first_seen is not None and last_changed is not None
+                yield StoredEntry(
+                    entry=_entry_from_row(r),
+                    first_seen=first_seen,
+                    last_changed=last_changed,
+                    feed_title=r["feed_title"] or r["feed"],
+                    feed_url=r["feed_url"],
+                    feed_link=r["feed_link"],
+                )
+
+    def count_entries(self, feed: str | None = None) -> int:
+        if feed is None:
+            return int(self.db.execute("SELECT count(*) FROM entries").fetchone()[0])
+        row = self.db.execute("SELECT count(*) FROM entries WHERE feed = ?", [feed]).fetchone()
+        return int(row[0])
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write transaction can be taken right now."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            raise StoreError(f"database is not writable: {e}") from e
+
+    def _atomic(self) -> Any:
+        return _Atomic(self)
+
+
+class _Atomic:
+    """BEGIN IMMEDIATE … COMMIT, turning sqlite3 errors into StoreError (and rolling back)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        try:
+            self.store.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot start a transaction: {e}") from e
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        conn = self.store.db.conn
+        if exc_type is not None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"write failed: {exc}") from exc
+            return
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"commit failed: {e}") from e
+
+
+class StoreThreads:
+    """The daemon's access to the database: one writer thread, a small pool of reader threads.
+
+    Every call runs `fn(store)` on the right thread with that thread's own connection, so no
+    connection ever crosses threads and the event loop never waits on SQLite.
+    """
+
+    def __init__(self, path: str | Path, readers: int = 2) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._stores: list[Store] = []
+        self._lock = threading.Lock()
+        # Open (and migrate) once up front so a bad path fails at start, not at the first poll.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-reader")
+        self._writer.submit(self._store).result()
+
+    def _store(self) -> Store:
+        store: Store | None = getattr(self._local, "store", None)
+        if store is None:
+            store = Store(self.path)
+            self._local.store = store
+            with self._lock:
+                self._stores.append(store)
+        return store
+
+    async def write(self, fn: Callable[[Store], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, lambda: fn(self._store()))
+
+    async def read(self, fn: Callable[[Store], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._store()))
+
+    def close(self) -> None:
+        """Wait for queued writes to commit, then close every connection."""
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for store in self._stores:
+                store.close()
+            self._stores.clear()

@@ -1,0 +1,42 @@
+"""Shared fixtures: the loopback feed server, config files in tmp_path, free ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from feedserver import DATA_DIR, FeedServer, feed_server
+
+__all__ = ["DATA_DIR", "FeedServer", "feed_server"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a config file: the [aggregator] table points at a database in tmp_path.
+
+    Call as write_config(feeds_and_outputs_toml, **aggregator_settings); returns the path.
+    """
+
+    def write(body: str = "", name: str = "aggregator.toml", **settings: object) -> Path:
+        values: dict[str, object] = {
+            "database": str(tmp_path / "data" / "aggregator.db"),
+            "interval": "1h",
+        }
+        values.update(settings)
+        lines = ["[aggregator]"]
+        for key, value in values.items():
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
+        path = tmp_path / name
+        path.write_text("\n".join(lines) + "\n\n" + body, encoding="utf-8")
+        return path
+
+    return write
