@@ -61,7 +61,9 @@ def _from_feedparser(entry: Mapping[str, Any]) -> ParsedEntry:
             t for t in (_str(tag.get("term")) for tag in entry.get("tags") or []) if t
         ),
         published=_struct_to_dt(entry.get("published_parsed")),
-        updated=_struct_to_dt(entry.get("updated_parsed")),
+        # `in` first: reading a missing updated_parsed makes feedparser fall back to
+        # published_parsed with a DeprecationWarning (feedparser issue 310).
+        updated=_struct_to_dt(entry["updated_parsed"] if "updated_parsed" in entry else None),
     )
 
 
@@ -124,6 +126,11 @@ def _looks_like_json(body: bytes, content_type: str) -> bool:
     return "json" in content_type or body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
 
 
+def _looks_like_html(body: bytes, content_type: str) -> bool:
+    head = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:512].lower()
+    return "html" in content_type or head.startswith((b"<!doctype html", b"<html"))
+
+
 def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
     """Parse one fetched document of feed `name`.
 
@@ -140,7 +147,15 @@ def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> 
     result = feedparser.parse(body, response_headers=response_headers)
     entries = tuple(_from_feedparser(e) for e in result.entries)
     problem = result.get("bozo_exception") if result.get("bozo") else None
+    if isinstance(problem, feedparser.NonXMLContentType):
+        # A missing or non-XML Content-Type says nothing about the document itself: a
+        # well-formed feed served as text/plain (or with no header) is neither malformed nor,
+        # when it has no items yet, "not a feed".
+        problem = None
     if not entries and (problem is not None or not result.get("version")):
+        if _looks_like_html(body, lower.get("content-type", "")):
+            # Typically a login wall, a challenge page or a parked domain: never "an empty feed".
+            raise ParseError(name, "not a feed: the server sent an HTML page")
         detail = f": {problem}" if problem is not None else ""
         raise ParseError(name, f"not a feed (no entries and no feed format recognised){detail}")
     feed = result.feed

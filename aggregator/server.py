@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -46,8 +46,15 @@ def render_output(store: Store, config: Config, name: str, fmt: OutputFormat) ->
     """
     output = config.output(name)
     generation = store.generation()
-    sources = [f.name for f in config.sources_of(output)]
-    items = select(store.iter_entries(sources), output.rules, output.limit)
+    sources = config.sources_of(output)
+    items = select(store.iter_entries([f.name for f in sources]), output.rules, output.limit)
+    # A title set in the config names the source in place of the one the feed gives itself.
+    titles = {f.name: f.title for f in sources if f.title}
+    if titles:
+        items = [
+            replace(i, feed_title=titles[i.entry.feed]) if i.entry.feed in titles else i
+            for i in items
+        ]
     meta = OutputMeta(
         name=output.name,
         title=output.title,
