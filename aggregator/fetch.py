@@ -101,7 +101,8 @@ class Fetcher:
         self, feed: str, url: str, headers: dict[str, str], started: float
     ) -> Fetched | NotModified:
         assert self._session is not None
-        async with self._session.get(url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
+        # aiohttp raises once the count of redirects *reaches* max_redirects; allow MAX_REDIRECTS.
+        async with self._session.get(url, headers=headers, max_redirects=MAX_REDIRECTS + 1) as resp:
             final_url = str(resp.url)
             response_headers = {k: v for k, v in resp.headers.items()}
             if resp.status == 304:

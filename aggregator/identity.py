@@ -140,10 +140,17 @@ def identify(feed: str, entries: Iterable[ParsedEntry], now: datetime) -> list[E
     time; `Entry.date_known` says which.
     """
     taken: set[str] = set()
+    seen_ladders: set[tuple[tuple[KeyKind, str], ...]] = set()
     out: list[Entry] = []
     for parsed in entries:
+        ladder = tuple(key_ladder(parsed))
+        if ladder in seen_ladders:
+            # The same item listed twice: without this it would take the next free rung and be
+            # published a second time.
+            continue
+        seen_ladders.add(ladder)
         chosen: tuple[KeyKind, str] | None = None
-        for kind, value in key_ladder(parsed):
+        for kind, value in ladder:
             key = f"{kind}:{value}"
             if key not in taken:
                 chosen = (kind, key)

@@ -63,7 +63,7 @@ def _from_feedparser(entry: Mapping[str, Any]) -> ParsedEntry:
         published=_struct_to_dt(entry.get("published_parsed")),
         # `in` first: reading a missing updated_parsed makes feedparser fall back to
         # published_parsed with a DeprecationWarning (feedparser issue 310).
-        updated=_struct_to_dt(entry["updated_parsed"] if "updated_parsed" in entry else None),
+        updated=_struct_to_dt(entry["updated_parsed"] if "updated_parsed" in entry else None),  # noqa: SIM401
     )
 
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .errors import FeedError
@@ -36,11 +36,25 @@ class PollContext:
     on_write: Callable[[int], None] = lambda generation: None
 
 
+def parse_and_identify(
+    name: str, body: bytes, headers: dict[str, str], url: str, now: datetime
+) -> tuple[ParsedFeed, list[Entry]]:
+    """Parse a document and key its entries: the CPU part of a poll, run in a worker process.
+
+    The parsed entries are dropped from the returned ParsedFeed, so only the identified entries
+    cross back to the event loop's process.
+    """
+    parsed = parse_feed(name, body, headers, url)
+    return replace(parsed, entries=()), identify(name, parsed.entries, now)
+
+
 async def _parse(
-    ctx: PollContext, name: str, body: bytes, headers: dict[str, str], url: str
-) -> ParsedFeed:
+    ctx: PollContext, name: str, body: bytes, headers: dict[str, str], url: str, now: datetime
+) -> tuple[ParsedFeed, list[Entry]]:
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(ctx.parse_pool, parse_feed, name, body, headers, url)
+    return await loop.run_in_executor(
+        ctx.parse_pool, parse_and_identify, name, body, headers, url, now
+    )
 
 
 def _diff(entries: list[Entry], known: dict[str, str]) -> tuple[list[Entry], list[Entry]]:
@@ -64,6 +78,7 @@ async def poll_source(
     same_url = state is not None and state.url == url
     validators = state.validators if state is not None and same_url else None
     rec: PollRecord
+    http_status: int | None = None  # of a 200 whose body then failed to parse
     try:
         result = await ctx.fetcher.fetch(name, url, validators)
         if isinstance(result, NotModified):
@@ -81,8 +96,10 @@ async def poll_source(
                     validators=result.validators,
                 )
             else:
-                parsed = await _parse(ctx, name, result.body, dict(result.headers), result.url)
-                entries = identify(name, parsed.entries, now)
+                http_status = result.status
+                parsed, entries = await _parse(
+                    ctx, name, result.body, dict(result.headers), result.url, now
+                )
                 known = await ctx.store.read(lambda s: s.known_hashes(name))
                 new, updated = _diff(entries, known)
                 rec = PollRecord(
@@ -107,7 +124,7 @@ async def poll_source(
             now,
             "error",
             next_poll,
-            http_status=getattr(e, "status", None),
+            http_status=getattr(e, "status", http_status),
             error=e.message,
         )
 

@@ -167,12 +167,19 @@ class Store:
     # --- feeds -------------------------------------------------------------------------------
 
     def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
-        """Make sure every configured (name, url) has a row; keeps all state of known feeds."""
+        """Make sure every configured (name, url) has a row; keeps all state of known feeds.
+
+        A changed URL is a different resource: its validators and body hash are dropped, or the
+        first poll of the new URL would send the old ETag and compare against the old body.
+        """
         with self._atomic():
             for name, url in feeds:
                 self.db.execute(
                     "INSERT INTO feeds (name, url) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET url = excluded.url",
+                    "ON CONFLICT (name) DO UPDATE SET url = excluded.url, "
+                    "etag = CASE WHEN url = excluded.url THEN etag END, "
+                    "last_modified = CASE WHEN url = excluded.url THEN last_modified END, "
+                    "body_hash = CASE WHEN url = excluded.url THEN body_hash END",
                     [name, url],
                 )
 
@@ -331,11 +338,15 @@ class Store:
 
     def check_writable(self) -> None:
         """Raise StoreError unless a write transaction can be taken right now."""
+        # Wait a little for another process's write (a CLI run, a backup), not the full 30 s.
+        self.db.execute("PRAGMA busy_timeout = 5000")
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("ROLLBACK")
         except sqlite3.Error as e:
             raise StoreError(f"database is not writable: {e}") from e
+        finally:
+            self.db.execute("PRAGMA busy_timeout = 30000")
 
     def _atomic(self) -> Any:
         return _Atomic(self)

@@ -440,7 +440,7 @@ README_ROWS = _readme_rows()
 
 def test_readme_lists_every_fixture() -> None:
     listed = {row.filename for row in README_ROWS}
-    present = {p.name for p in DATA_DIR.iterdir() if p.name != "README.md"}
+    present = {p.name for p in DATA_DIR.iterdir() if p.is_file() and p.name != "README.md"}
     assert listed == present
 
 

@@ -1,0 +1,374 @@
+"""Tests of aggregator.store against real SQLite files in tmp_path."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aggregator.errors import StoreError
+from aggregator.identity import identify
+from aggregator.models import Entry, ParsedEntry, PollRecord, Validators
+from aggregator.store import Store
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def parsed(
+    n: int,
+    *,
+    title: str | None = None,
+    published: datetime | None = None,
+    dated: bool = True,
+) -> ParsedEntry:
+    return ParsedEntry(
+        guid=f"guid-{n}",
+        guid_is_permalink=False,
+        link=f"https://example.com/{n}",
+        title=title if title is not None else f"Entry {n}",
+        summary=f"Summary {n}",
+        content=f"<p>Content {n}</p>",
+        author="Ann",
+        categories=("a", "b"),
+        published=(published or T0 - timedelta(days=n)) if dated else None,
+        updated=None,
+    )
+
+
+def entries(feed: str, *items: ParsedEntry, now: datetime = T0) -> tuple[Entry, ...]:
+    return tuple(identify(feed, items, now))
+
+
+def ok(feed: str, now: datetime = T0, **fields: object) -> PollRecord:
+    return replace(
+        PollRecord(feed, f"https://{feed}.example/feed.xml", now, "ok", now + timedelta(hours=1)),
+        **fields,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "x.db")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@contextlib.contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "x.db"
+    first = Store(path)
+    try:
+        first.sync_feeds([("a", "https://a.example/feed.xml")])
+        first.record_poll(ok("a", new=entries("a", parsed(1), parsed(2))))
+    finally:
+        first.close()
+
+    second = Store(path)
+    try:
+        assert second.count_entries("a") == 2
+        assert second.generation() == 1
+    finally:
+        second.close()
+
+    with raw(path) as conn:
+        names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
+        generations = conn.execute("SELECT count(*) FROM meta WHERE key = 'generation'")
+        assert generations.fetchone()[0] == 1
+    assert names == ["m001_initial"]
+
+
+def test_wal_mode_is_on(store: Store, tmp_path: Path) -> None:
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with raw(tmp_path / "x.db") as conn:
+        # WAL is a property of the file: every other connection sees it too.
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+
+    with pytest.raises(StoreError, match="cannot open database"):
+        Store(tmp_path / "dir.db")
+
+
+def test_record_poll_is_all_or_nothing(store: Store) -> None:
+    store.sync_feeds([("a", "https://a.example/feed.xml")])
+    store.record_poll(ok("a", new=entries("a", parsed(1)), title="Before"))
+    before = store.feed_state("a")
+    generation = store.generation()
+
+    [first] = entries("a", parsed(2))
+    clash = replace(first, title="Same key, other story")  # same feed + key, so same uid
+    bad = ok(
+        "a",
+        T0 + timedelta(hours=1),
+        new=(first, clash),
+        title="After",
+        validators=Validators('"v2"', "Fri, 01 Mar 2024 13:00:00 GMT"),
+        body_hash="h2",
+    )
+
+    with pytest.raises(StoreError, match="write failed"):
+        store.record_poll(bad)
+
+    assert store.count_entries("a") == 1
+    assert store.feed_state("a") == before
+    assert store.generation() == generation
+    assert not store.db.conn.in_transaction
+    # The connection is still usable after the rollback.
+    store.record_poll(ok("a", T0 + timedelta(hours=2), new=(first,)))
+    assert store.count_entries("a") == 2
+
+
+def test_record_poll_creates_an_unknown_feed(store: Store) -> None:
+    store.record_poll(ok("new", new=entries("new", parsed(1))))
+
+    state = store.feed_state("new")
+    assert state is not None
+    assert state.url == "https://new.example/feed.xml"
+    assert state.entry_count == 1
+
+
+def test_iter_entries_newest_first_and_only_requested_feeds(store: Store) -> None:
+    store.record_poll(ok("a", new=entries("a", parsed(3), parsed(1)), title="Feed A"))
+    store.record_poll(ok("b", new=entries("b", parsed(2))))
+    store.record_poll(ok("c", new=entries("c", parsed(0))))
+
+    got = list(store.iter_entries(["a", "b"], batch=1))
+
+    assert [(s.entry.feed, s.entry.title) for s in got] == [
+        ("a", "Entry 1"),
+        ("b", "Entry 2"),
+        ("a", "Entry 3"),
+    ]
+    assert got[0].feed_title == "Feed A"
+    assert got[1].feed_title == "b"  # no title yet: the feed's name stands in
+    assert got[0].entry == entries("a", parsed(1))[0]
+    assert got[0].first_seen == T0
+    assert list(store.iter_entries([])) == []
+
+
+def test_feed_states_and_entry_counts(store: Store) -> None:
+    store.sync_feeds([("a", "https://a.example/"), ("b", "https://b.example/")])
+    store.record_poll(ok("a", new=entries("a", parsed(1), parsed(2), parsed(3))))
+
+    states = {s.name: s for s in store.feed_states()}
+    assert states["a"].entry_count == 3
+    assert states["b"].entry_count == 0
+    assert [s.name for s in store.feed_states(["b"])] == ["b"]
+    assert store.feed_state("missing") is None
+
+
+def test_known_hashes(store: Store) -> None:
+    new = entries("a", parsed(1), parsed(2))
+    store.record_poll(ok("a", new=new))
+    store.record_poll(ok("b", new=entries("b", parsed(9))))
+
+    assert store.known_hashes("a") == {e.key: e.content_hash for e in new}
+    assert store.known_hashes("nobody") == {}
+
+
+def test_sync_feeds_keeps_state_and_updates_url(store: Store) -> None:
+    store.sync_feeds([("a", "https://old.example/feed.xml")])
+    store.record_poll(
+        replace(
+            ok("a", new=entries("a", parsed(1))),
+            url="https://old.example/feed.xml",
+            validators=Validators('"tag"', "Fri, 01 Mar 2024 12:00:00 GMT"),
+            body_hash="hash",
+            title="A",
+        )
+    )
+
+    before = store.feed_state("a")
+
+    store.sync_feeds([("a", "https://old.example/feed.xml"), ("b", "https://b.example/")])
+
+    assert store.feed_state("a") == before
+    assert store.feed_state("b") is not None
+
+    store.sync_feeds([("a", "https://new.example/feed.xml")])
+
+    state = store.feed_state("a")
+    assert state is not None
+    assert state.url == "https://new.example/feed.xml"
+    # Another URL is another resource: what the old one said about itself no longer applies.
+    assert state.validators == Validators(None, None)
+    assert state.body_hash is None
+    assert state.title == "A"
+    assert (state.last_poll, state.last_status) == (T0, "ok")
+    assert state.entry_count == 1
+
+
+def test_error_poll_counts_and_success_resets(store: Store) -> None:
+    for i in range(2):
+        store.record_poll(
+            ok("a", T0 + timedelta(minutes=i), status="error", error="HTTP 500", http_status=500)
+        )
+    state = store.feed_state("a")
+    assert state is not None
+    assert (state.error_count, state.last_error, state.last_status) == (2, "HTTP 500", "error")
+    assert state.last_ok is None
+
+    store.record_poll(ok("a", T0 + timedelta(minutes=5)))
+    state = store.feed_state("a")
+    assert state is not None
+    assert (state.error_count, state.last_error, state.last_status) == (0, None, "ok")
+    assert state.last_ok == T0 + timedelta(minutes=5)
+
+
+def test_generation_grows_only_when_entries_change(store: Store) -> None:
+    assert store.generation() == 0
+    assert store.record_poll(ok("a", new=entries("a", parsed(1)))) == 1
+    assert store.record_poll(ok("a", status="not_modified")) == 1
+    assert store.record_poll(ok("a", status="error", error="x")) == 1
+    changed = replace(entries("a", parsed(1, title="Retitled"))[0])
+    assert store.record_poll(ok("a", updated=(changed,))) == 2
+
+
+def test_update_in_place_keeps_identity_and_first_seen(store: Store) -> None:
+    [original] = entries("a", parsed(1))
+    store.record_poll(ok("a", new=(original,)))
+    later = T0 + timedelta(days=1)
+    [edited] = entries("a", parsed(1, title="Retitled"), now=later)
+
+    store.record_poll(ok("a", later, updated=(edited,)))
+
+    [stored] = store.iter_entries(["a"])
+    assert stored.entry.uid == original.uid
+    assert stored.entry.title == "Retitled"
+    assert stored.first_seen == T0
+    assert stored.last_changed == later
+    assert store.count_entries() == 1
+
+
+def test_undated_entry_keeps_first_seen_date_on_update(store: Store) -> None:
+    [undated] = entries("a", parsed(1, dated=False), now=T0)
+    assert not undated.date_known and undated.published == T0
+    store.record_poll(ok("a", new=(undated,)))
+    later = T0 + timedelta(days=2)
+    [edited] = entries("a", parsed(1, dated=False, title="Retitled"), now=later)
+    assert edited.published == later
+
+    store.record_poll(ok("a", later, updated=(edited,)))
+
+    [stored] = store.iter_entries(["a"])
+    assert stored.entry.title == "Retitled"
+    assert stored.entry.published == T0
+    assert stored.entry.updated == T0
+    assert stored.last_changed == later
+
+
+def test_check_writable(store: Store, tmp_path: Path) -> None:
+    store.check_writable()
+
+    with raw(tmp_path / "x.db") as other:
+        other.isolation_level = None
+        other.execute("BEGIN IMMEDIATE")
+        # Do not wait out the 30 s busy timeout: fail as soon as the lock is seen.
+        store.db.execute("PRAGMA busy_timeout = 0")
+        with pytest.raises(StoreError, match="not writable"):
+            store.check_writable()
+        other.execute("ROLLBACK")
+
+    store.check_writable()
+    assert not store.db.conn.in_transaction
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.identity import identify
+    from aggregator.models import ParsedEntry, PollRecord
+    from aggregator.store import Store
+
+    store = Store(sys.argv[1])
+    store.sync_feeds([("crash", "https://crash.example/feed.xml")])
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    poll = 0
+    while True:
+        poll += 1
+        now = start + timedelta(seconds=poll)
+        items = [
+            ParsedEntry(f"p{poll}-{i}", False, None, f"poll {poll} entry {i}", "s" * 500,
+                        "c" * 2000, "", (), now, None)
+            for i in range(10)
+        ]
+        store.record_poll(
+            PollRecord("crash", "https://crash.example/feed.xml", now, "ok", None,
+                       title=str(poll), body_hash=str(poll),
+                       new=tuple(identify("crash", items, now)))
+        )
+    """
+)
+
+
+def test_killed_writer_leaves_only_whole_polls(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        committed = 0
+        while committed < 50:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the writer committed too little in time"
+            if path.exists():
+                with raw(path) as conn, contextlib.suppress(sqlite3.OperationalError):
+                    # The table may not exist yet while the writer migrates.
+                    committed = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        if proc.stderr:
+            proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    with raw(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store = Store(path)
+    try:
+        state = store.feed_state("crash")
+        assert state is not None and state.title is not None
+        polls = int(state.title)
+        assert state.body_hash == str(polls)
+        assert state.entry_count == store.count_entries("crash") == 10 * polls >= 50
+        assert state.last_poll == datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=polls)
+        # Every poll that left a trace left all ten of its entries.
+        counts = store.db.execute(
+            "SELECT substr(key, 1, instr(key, '-')) AS p, count(*) FROM entries GROUP BY p"
+        ).fetchall()
+        assert len(counts) == polls
+        assert {c for _, c in counts} == {10}
+    finally:
+        store.close()
