@@ -163,7 +163,7 @@ def fetch(config_path: str, feed_names: tuple[str, ...]) -> None:
 )
 def render(config_path: str, output: str, fmt: str) -> None:
     """Render OUTPUT from the stored entries to standard output."""
-    from .server import render_output
+    from .output import render_output
 
     config = _load(config_path)
     if not any(o.name == output for o in config.outputs):

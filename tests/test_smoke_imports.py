@@ -16,6 +16,7 @@ MODULES = [
     "store",
     "poll",
     "schedule",
+    "output",
     "server",
     "daemon",
     "cli",
