@@ -16,6 +16,7 @@ MODULES = [
     "store",
     "poll",
     "schedule",
+    "opml",
     "output",
     "server",
     "daemon",
