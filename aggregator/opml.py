@@ -40,4 +40,5 @@ def render_opml(title: str, feeds: Sequence[Subscription]) -> bytes:
             attrs["category"] = ",".join(feed.tags)
         ET.SubElement(body, "outline", attrs)
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
