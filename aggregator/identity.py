@@ -180,6 +180,7 @@ def identify(feed: str, entries: Iterable[ParsedEntry], now: datetime) -> list[E
                 updated=max(updated or first, first),
                 date_known=date_known,
                 content_hash=content_hash(parsed),
+                base=parsed.base,
             )
         )
     return out

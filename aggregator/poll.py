@@ -20,6 +20,7 @@ from .fetch import Fetcher
 from .identity import identify
 from .models import Entry, NotModified, ParsedFeed, PollOutcome, PollRecord
 from .parse import parse_feed
+from .sanitize import sanitize_html
 from .store import Store, StoreThreads
 
 log = logging.getLogger("aggregator.poll")
@@ -36,31 +37,57 @@ class PollContext:
     on_write: Callable[[int], None] = lambda generation: None
 
 
-def parse_and_identify(
-    name: str, body: bytes, headers: dict[str, str], url: str, now: datetime
-) -> tuple[ParsedFeed, list[Entry]]:
-    """Parse a document and key its entries: the CPU part of a poll, run in a worker process.
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What the worker process sends back: the feed's own metadata and only the entries that
+    are new or changed, already sanitised."""
 
-    The parsed entries are dropped from the returned ParsedFeed, so only the identified entries
-    cross back to the event loop's process.
-    """
-    parsed = parse_feed(name, body, headers, url)
-    return replace(parsed, entries=()), identify(name, parsed.entries, now)
+    feed: ParsedFeed  # without entries
+    new: tuple[Entry, ...]
+    updated: tuple[Entry, ...]
+    seen: int  # entries in the document
 
 
-async def _parse(
-    ctx: PollContext, name: str, body: bytes, headers: dict[str, str], url: str, now: datetime
-) -> tuple[ParsedFeed, list[Entry]]:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        ctx.parse_pool, parse_and_identify, name, body, headers, url, now
+def _sanitized(entry: Entry) -> Entry:
+    return replace(
+        entry,
+        summary=sanitize_html(entry.summary, entry.base),
+        content=sanitize_html(entry.content, entry.base),
+        base=None,
     )
 
 
-def _diff(entries: list[Entry], known: dict[str, str]) -> tuple[list[Entry], list[Entry]]:
-    new = [e for e in entries if e.key not in known]
-    updated = [e for e in entries if e.key in known and known[e.key] != e.content_hash]
-    return new, updated
+def digest(
+    name: str,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    known: dict[str, str],
+) -> Digest:
+    """Parse a document, key its entries, keep those that are new or changed against `known`
+    (key → content hash), and sanitise only those: the CPU part of a poll, run in a worker.
+    """
+    parsed = parse_feed(name, body, headers, url)
+    entries = identify(name, parsed.entries, now)
+    new = tuple(_sanitized(e) for e in entries if e.key not in known)
+    updated = tuple(
+        _sanitized(e) for e in entries if e.key in known and known[e.key] != e.content_hash
+    )
+    return Digest(replace(parsed, entries=()), new, updated, len(entries))
+
+
+async def _digest(
+    ctx: PollContext,
+    name: str,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    known: dict[str, str],
+) -> Digest:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(ctx.parse_pool, digest, name, body, headers, url, now, known)
 
 
 async def poll_source(
@@ -97,11 +124,11 @@ async def poll_source(
                 )
             else:
                 http_status = result.status
-                parsed, entries = await _parse(
-                    ctx, name, result.body, dict(result.headers), result.url, now
-                )
                 known = await ctx.store.read(lambda s: s.known_hashes(name))
-                new, updated = _diff(entries, known)
+                d = await _digest(
+                    ctx, name, result.body, dict(result.headers), result.url, now, known
+                )
+                parsed = d.feed
                 rec = PollRecord(
                     name,
                     url,
@@ -114,8 +141,8 @@ async def poll_source(
                     title=parsed.title or None,
                     link=parsed.link,
                     warning=parsed.warning,
-                    new=tuple(new),
-                    updated=tuple(updated),
+                    new=d.new,
+                    updated=d.updated,
                 )
     except FeedError as e:
         rec = PollRecord(
