@@ -17,7 +17,7 @@ from datetime import datetime
 
 from .errors import FeedError
 from .fetch import Fetcher
-from .identity import identify
+from .identity import clean_text, identify
 from .models import Entry, NotModified, ParsedFeed, PollOutcome, PollRecord
 from .parse import parse_feed
 from .sanitize import sanitize_html
@@ -49,10 +49,12 @@ class Digest:
 
 
 def _sanitized(entry: Entry) -> Entry:
+    # clean_text again after sanitising: the sanitiser decodes character references, and one
+    # such as "&#8;" would otherwise put a character XML forbids into every output.
     return replace(
         entry,
-        summary=sanitize_html(entry.summary, entry.base),
-        content=sanitize_html(entry.content, entry.base),
+        summary=clean_text(sanitize_html(entry.summary, entry.base)),
+        content=clean_text(sanitize_html(entry.content, entry.base)),
         base=None,
     )
 

@@ -157,3 +157,16 @@ def test_only_new_or_changed_entries_are_returned(tmp_path: Path) -> None:
     edited = (DATA_DIR / "rss20-edited.xml").read_bytes()
     changed = digest("f", edited, {}, "https://f.example/", NOW, known)
     assert (changed.new, len(changed.updated)) == ((), 1)
+
+
+def test_character_references_to_control_characters_never_reach_the_store() -> None:
+    body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>c</title>'
+        b"<item><title>t</title><guid>g</guid><description>a&amp;#8;b</description>"
+        b"<content:encoded xmlns:content='http://purl.org/rss/1.0/modules/content/'>"
+        b"<![CDATA[<p>caption &#8 cut &#x0B; here</p>]]></content:encoded></item></channel></rss>"
+    )
+    [entry] = digest("c", body, {}, "https://c.example/", NOW, {}).new
+    for text in (entry.summary, entry.content):
+        assert not any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text), repr(text)
+    assert "cut" in entry.content
