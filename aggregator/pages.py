@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from .models import StoredEntry
-from .publish import OutputMeta, entry_base, entry_html, entry_updated
+from .publish import OutputMeta, entry_html, entry_updated
 
 FEED_TYPES = (
     ("atom", "application/atom+xml", "Atom"),
@@ -104,11 +104,15 @@ def _entry(item: StoredEntry) -> str:
     if entry_updated(item) > e.published:
         meta += f" · updated {_time(entry_updated(item))}"
     shown = summary or content
-    base = escape(entry_base(item))
+    # The full text, when there is more than the summary, folded away under it.
+    more = (
+        f'<details><summary>Full text</summary><div class="content">{content}</div></details>'
+        if summary and content and content != summary
+        else ""
+    )
     return (
-        f'<article class="entry" data-base="{base}"><h2>{heading}</h2>'
-        f'<p class="meta">{meta}</p>'
-        f'<div class="summary">{shown}</div></article>\n'
+        f'<article class="entry"><h2>{heading}</h2><p class="meta">{meta}</p>'
+        f'<div class="summary">{shown}</div>{more}</article>\n'
     )
 
 

@@ -132,7 +132,7 @@ def _generator(meta: OutputMeta, items: Sequence[StoredEntry], fmt: OutputFormat
         fe.published(e.published)
         fe.updated(entry_updated(item))
         if summary:
-            fe.summary(summary)
+            fe.summary(summary, type="html")
         fe.content(content or summary or title, type="CDATA" if fmt == "rss" else "html")
         if e.author:
             fe.author({"name": xml_safe(e.author)})
