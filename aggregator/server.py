@@ -159,7 +159,13 @@ class OutputServer:
                 self._cache.clear()  # rare (many ?limit= values): re-rendering is the cost
             entry = (
                 fresh,
-                make_cached(fresh.body, SERVED_TYPES[fmt], fresh.last_modified, fresh.etag),
+                # An OPML has no date of its own (it follows the config): ETag only.
+                make_cached(
+                    fresh.body,
+                    SERVED_TYPES[fmt],
+                    None if fmt == "opml" else fresh.last_modified,
+                    fresh.etag,
+                ),
             )
             self._cache[key] = entry
             return entry
