@@ -157,7 +157,7 @@ def fetch(config_path: str, feed_names: tuple[str, ...]) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["atom", "rss", "json"]),
+    type=click.Choice(["atom", "rss", "json", "html", "opml"]),
     default="atom",
     show_default=True,
 )

@@ -122,6 +122,7 @@ class Settings(_Strict):
     max_body_size: Size = Field(default=10 * 1024**2, ge=1024, le=1024**3)
     parse_workers: int = Field(default=0, ge=0, le=64)
     log_level: str = "info"
+    hub: str | None = None
 
     @field_validator("timeout")
     @classmethod
@@ -137,6 +138,11 @@ class Settings(_Strict):
     @classmethod
     def _base_url(cls, v: str) -> str:
         return _check_http_url(v).rstrip("/")
+
+    @field_validator("hub")
+    @classmethod
+    def _hub(cls, v: str | None) -> str | None:
+        return None if v is None else _check_http_url(v)
 
     @field_validator("listen")
     @classmethod

@@ -19,11 +19,13 @@ from aiohttp import web
 
 from .config import Config, FeedConfig
 from .fetch import Fetcher
+from .metrics import TimedFetcher, record_outcome, seed_last_success
 from .models import PollOutcome
 from .poll import PollContext, poll_source
 from .schedule import FeedScheduler, first_run
 from .server import Metrics, OutputServer
 from .store import StoreThreads
+from .websub import HubNotifier
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
@@ -38,8 +40,17 @@ def make_parse_pool(workers: int) -> Executor:
     return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver"))
 
 
-def make_fetcher(config: Config) -> Fetcher:
+def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
+    """The fetcher the config asks for; with `metrics`, one that times every fetch."""
     s = config.aggregator
+    if metrics is not None:
+        return TimedFetcher(
+            user_agent=s.user_agent,
+            timeout=s.timeout.total_seconds(),
+            max_body_size=s.max_body_size,
+            max_concurrency=s.max_concurrency,
+            metrics=metrics,
+        )
     return Fetcher(
         user_agent=s.user_agent,
         timeout=s.timeout.total_seconds(),
@@ -60,11 +71,14 @@ class Daemon:
         self._in_flight: set[asyncio.Task[object]] = set()
         self._ctx: PollContext | None = None
         self._rng = random.Random()
+        self._notifier: HubNotifier | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
     def _on_write(self, generation: int) -> None:
+        if generation > self.generation and self._notifier is not None:
+            self._notifier.changed()
         self.generation = max(self.generation, generation)
 
     async def _poll(self, name: str) -> None:
@@ -77,9 +91,7 @@ class Daemon:
             outcome: PollOutcome = await poll_source(
                 self._ctx, feed.name, feed.url, now, self.scheduler.next_run(name)
             )
-            self.metrics.polls.labels(outcome.status).inc()
-            self.metrics.entries.labels("new").inc(outcome.new)
-            self.metrics.entries.labels("updated").inc(outcome.updated)
+            record_outcome(self.metrics, outcome, now)
         except KeyError:
             log.warning("feed %s is no longer configured", name)
         except Exception:
@@ -106,13 +118,9 @@ class Daemon:
             await store.write(lambda s: s.sync_feeds(feeds))
             self.generation = await store.read(lambda s: s.generation())
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
-            async with make_fetcher(self.config) as fetcher:
+            seed_last_success(self.metrics, states.values())
+            async with make_fetcher(self.config, self.metrics) as fetcher:
                 self._ctx = PollContext(fetcher, store, pool, self._on_write)
-                now = datetime.now(UTC)
-                for feed in self.config.feeds:
-                    state = states.get(feed.name)
-                    self._schedule(feed, state.next_poll if state else None, now)
-                self.scheduler.start()
                 server = OutputServer(
                     store,
                     lambda: self.config,
@@ -120,6 +128,12 @@ class Daemon:
                     lambda: self.scheduler.running,
                     self.metrics,
                 )
+                notifier_task = await self._start_notifier(server)
+                now = datetime.now(UTC)
+                for feed in self.config.feeds:
+                    state = states.get(feed.name)
+                    self._schedule(feed, state.next_poll if state else None, now)
+                self.scheduler.start()
                 runner = web.AppRunner(server.app(), access_log=None)
                 await runner.setup()
                 site = web.TCPSite(runner, settings.host, settings.port)
@@ -135,6 +149,8 @@ class Daemon:
                 log.info("stopping")
                 self.scheduler.shutdown()
                 await self._drain()
+                if notifier_task is not None:
+                    notifier_task.cancel()
         finally:
             self.scheduler.shutdown()
             if runner is not None:
@@ -143,6 +159,22 @@ class Daemon:
             # Waits for queued writes: a poll that reached the writer is committed whole.
             await asyncio.to_thread(store.close)
             log.info("stopped")
+
+    async def _start_notifier(self, server: OutputServer) -> asyncio.Task[None] | None:
+        """With a WebSub hub configured, ping it whenever an output changes. Seeded before
+        the first poll, so only changes made by this run are announced."""
+        if self.config.aggregator.hub is None:
+            return None
+
+        async def etag_of(name: str) -> str:
+            return (await server.rendered(name, "atom")).etag
+
+        notifier = HubNotifier(
+            lambda: self.config, etag_of, lambda r: self.metrics.hub_pings.labels(r).inc()
+        )
+        await notifier.seed()
+        self._notifier = notifier
+        return asyncio.create_task(notifier.run())
 
     async def _drain(self) -> None:
         """Let in-flight polls finish for a moment, then cancel the rest (their fetches)."""

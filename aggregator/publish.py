@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from feedgen.feed import FeedGenerator
+from lxml import etree
 
 from . import PROJECT_URL, __version__
 from .models import OutputFormat, StoredEntry
+from .sanitize import clean_html, xml_safe
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -28,6 +30,7 @@ CONTENT_TYPES: dict[OutputFormat, str] = {
 }
 _TAGS = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
+ATOM_NS = "http://www.w3.org/2005/Atom"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +41,34 @@ class OutputMeta:
     title: str
     description: str
     base_url: str  # the daemon's public URL, without a trailing slash
+    hub: str | None = None  # WebSub hub advertised with rel="hub"
+    page: int = 1  # RFC 5005 paging: which page this is, and whether another follows
+    per_page: int | None = None  # None: the default page size, left out of page URLs
+    has_next: bool = False
 
     def url(self, fmt: OutputFormat) -> str:
         return f"{self.base_url}/outputs/{self.name}.{fmt}"
+
+    def page_url(self, fmt: str, page: int) -> str:
+        """The URL of page `page` of this output in format `fmt` (page 1 is the plain URL)."""
+        query = []
+        if page > 1:
+            query.append(f"page={page}")
+        if self.per_page is not None:
+            query.append(f"limit={self.per_page}")
+        url = f"{self.base_url}/outputs/{self.name}.{fmt}"
+        return url + ("?" + "&".join(query) if query else "")
+
+    def paging_links(self, fmt: str) -> list[tuple[str, str]]:
+        """(rel, href) pairs besides self: hub, first, previous and next (RFC 5005 section 3)."""
+        links = [("hub", self.hub)] if self.hub else []
+        if self.page > 1 or self.has_next:
+            links.append(("first", self.page_url(fmt, 1)))
+        if self.page > 1:
+            links.append(("previous", self.page_url(fmt, self.page - 1)))
+        if self.has_next:
+            links.append(("next", self.page_url(fmt, self.page + 1)))
+        return links
 
 
 def entry_updated(item: StoredEntry) -> datetime:
@@ -63,6 +91,17 @@ def _title(item: StoredEntry) -> str:
     return (text[:80] + "…" if len(text) > 80 else text) or "(untitled)"
 
 
+def entry_base(item: StoredEntry) -> str:
+    """What an entry's relative links resolve against: its own link, else its feed's."""
+    return item.entry.link or item.feed_link or item.feed_url
+
+
+def entry_html(item: StoredEntry) -> tuple[str, str]:
+    """An entry's (summary, content) as sanitised HTML with absolute links."""
+    e, base = item.entry, entry_base(item)
+    return clean_html(e.summary, base), clean_html(e.content, base)
+
+
 def _source_url(item: StoredEntry) -> str:
     return item.feed_link or item.feed_url
 
@@ -70,12 +109,14 @@ def _source_url(item: StoredEntry) -> str:
 def _generator(meta: OutputMeta, items: Sequence[StoredEntry], fmt: OutputFormat) -> FeedGenerator:
     fg = FeedGenerator()
     fg.id(meta.url("atom"))
-    fg.title(meta.title)
-    fg.subtitle(meta.description)  # RSS <description> as well
-    fg.link(href=meta.url(fmt), rel="self")
+    fg.title(xml_safe(meta.title))
+    fg.subtitle(xml_safe(meta.description))  # RSS <description> as well
+    fg.link(href=meta.page_url(fmt, meta.page), rel="self")
     fg.link(href=f"{meta.base_url}/", rel="alternate")
+    for rel, href in meta.paging_links(fmt):
+        fg.link(href=href, rel=rel)
     # Atom wants an author on the feed when entries may lack one.
-    fg.author({"name": meta.title})
+    fg.author({"name": xml_safe(meta.title)})
     fg.generator("feed-aggregator", __version__, PROJECT_URL)
     fg.updated(feed_updated(items))
     for item in items:
@@ -83,19 +124,24 @@ def _generator(meta: OutputMeta, items: Sequence[StoredEntry], fmt: OutputFormat
         fe = fg.add_entry(order="append")
         fe.id(e.uid)
         fe.guid(e.uid, permalink=False)
-        fe.title(_title(item))
+        title = xml_safe(_title(item))
+        summary, content = entry_html(item)
+        fe.title(title)
         if e.link:
             fe.link(href=e.link, rel="alternate")
         fe.published(e.published)
         fe.updated(entry_updated(item))
-        if e.summary:
-            fe.summary(e.summary)
-        fe.content(e.content or e.summary or _title(item), type="CDATA" if fmt == "rss" else "html")
+        if summary:
+            fe.summary(summary, type="html")
+        fe.content(content or summary or title, type="CDATA" if fmt == "rss" else "html")
         if e.author:
-            fe.author({"name": e.author})
+            fe.author({"name": xml_safe(e.author)})
         for term in e.categories:
-            fe.category(term=term)
-        fe.source(url=_source_url(item) if fmt == "atom" else item.feed_url, title=item.feed_title)
+            fe.category(term=xml_safe(term))
+        fe.source(
+            url=_source_url(item) if fmt == "atom" else item.feed_url,
+            title=xml_safe(item.feed_title),
+        )
     return fg
 
 
@@ -107,7 +153,15 @@ def render_atom(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
 
 def render_rss(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
     """RSS 2.0 with content:encoded, each item naming its source feed in <source>."""
-    result: bytes = _generator(meta, items, "rss").rss_str(pretty=False)
+    fg = _generator(meta, items, "rss")
+    # feedgen writes only the self atom:link into RSS; hub and paging links are added here.
+    root, _ = fg._create_rss()
+    channel = root.find("channel")
+    after = channel.find(f"{{{ATOM_NS}}}link")
+    for rel, href in reversed(meta.paging_links("rss")):
+        link = etree.Element(f"{{{ATOM_NS}}}link", href=href, rel=rel)
+        after.addnext(link)
+    result: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=True)
     return result
 
 
@@ -120,12 +174,14 @@ def render_json(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
     out_items: list[dict[str, Any]] = []
     for item in items:
         e = item.entry
-        obj: dict[str, Any] = {"id": e.uid, "title": _title(item)}
+        title = _title(item)
+        summary, content = entry_html(item)
+        obj: dict[str, Any] = {"id": e.uid, "title": title}
         if e.link:
             obj["url"] = e.link
-        obj["content_html"] = e.content or e.summary or _title(item)
-        if e.summary:
-            obj["summary"] = e.summary
+        obj["content_html"] = content or summary or html.escape(title)
+        if summary:
+            obj["summary"] = summary
         obj["date_published"] = _rfc3339(e.published)
         obj["date_modified"] = _rfc3339(entry_updated(item))
         if e.author:
@@ -140,11 +196,15 @@ def render_json(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
         "version": JSON_FEED_VERSION,
         "title": meta.title,
         "home_page_url": f"{meta.base_url}/",
-        "feed_url": meta.url("json"),
+        "feed_url": meta.page_url("json", meta.page),
         "description": meta.description,
         "authors": [{"name": meta.title}],
-        "items": out_items,
     }
+    if meta.has_next:
+        doc["next_url"] = meta.page_url("json", meta.page + 1)
+    if meta.hub:
+        doc["hubs"] = [{"type": "WebSub", "url": meta.hub}]
+    doc["items"] = out_items
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 

@@ -1,4 +1,5 @@
-"""aiohttp.web: output feeds served from a render cache with ETag/304, health, status, metrics.
+"""aiohttp.web: outputs and pages served from a render cache with ETag/304, gzip and HEAD;
+health, status (HTML or JSON) and Prometheus metrics.
 
 Outputs are rendered from the store only when the store generation changed since the last
 render (on a reader thread, never on the event loop), and served as cached bytes otherwise.
@@ -10,7 +11,6 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import prometheus_client
@@ -18,12 +18,23 @@ from aiohttp import web
 
 from .config import Config
 from .errors import StoreError
+from .httpcache import Cached, make_cached, respond
 from .models import FeedState, OutputFormat
-from .output import Rendered, render_output
+from .output import MAX_PAGE_SIZE, SERVED_FORMATS, Rendered, ServedFormat, render_output
+from .pages import OutputLink, render_index, render_status_page
 from .publish import CONTENT_TYPES
 from .store import StoreThreads
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
+SERVED_TYPES: dict[ServedFormat, str] = {
+    "atom": CONTENT_TYPES["atom"],
+    "rss": CONTENT_TYPES["rss"],
+    "json": CONTENT_TYPES["json"],
+    "html": "text/html; charset=utf-8",
+    "opml": "text/x-opml; charset=utf-8",
+}
+HTML = "text/html; charset=utf-8"
+CACHE_LIMIT = 512  # rendered pages kept; ?page= and ?limit= can ask for many
 
 
 def _feed_json(state: FeedState) -> dict[str, Any]:
@@ -62,6 +73,24 @@ class Metrics:
         self.cache_hits = prometheus_client.Counter(
             "aggregator_output_cache_hits", "Outputs served from cache", registry=self.registry
         )
+        self.fetch_seconds = prometheus_client.Histogram(
+            "aggregator_fetch_seconds",
+            "Time to fetch a feed (request to last byte, or failure)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.last_success = prometheus_client.Gauge(
+            "aggregator_feed_last_success_timestamp_seconds",
+            "When each feed was last polled without error (Unix time)",
+            ["feed"],
+            registry=self.registry,
+        )
+        self.hub_pings = prometheus_client.Counter(
+            "aggregator_websub_pings",
+            "WebSub hub pings by result",
+            ["result"],
+            registry=self.registry,
+        )
 
 
 class OutputServer:
@@ -81,9 +110,10 @@ class OutputServer:
         self.generation = generation
         self.healthy = healthy
         self.metrics = metrics
-        self._cache: dict[tuple[str, OutputFormat], Rendered] = {}
-        self._locks: dict[tuple[str, OutputFormat], asyncio.Lock] = {}
+        self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
+        self._locks: dict[PageKey, asyncio.Lock] = {}
         self._config_seen: Config | None = None
+        self._index: tuple[Config, Cached] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -91,42 +121,80 @@ class OutputServer:
         app.router.add_get("/outputs/{name}.{fmt}", self.output)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/status", self.status)
+        app.router.add_get("/status.json", self.status_json)
         app.router.add_get("/metrics", self.metrics_handler)
         return app
 
-    async def rendered(self, name: str, fmt: OutputFormat) -> Rendered:
+    def _check_config(self) -> Config:
         config = self.config()
         if config is not self._config_seen:
             # Rules or sources may have changed: nothing cached can be trusted.
             self._cache.clear()
+            self._locks.clear()
             self._config_seen = config
-        key = (name, fmt)
+        return config
+
+    async def rendered(
+        self, name: str, fmt: ServedFormat, page: int = 1, per_page: int | None = None
+    ) -> Rendered:
+        """The output rendered now, or from the cache when the store has not changed since."""
+        return (await self._served(name, fmt, page, per_page))[0]
+
+    async def _served(
+        self, name: str, fmt: ServedFormat, page: int, per_page: int | None
+    ) -> tuple[Rendered, Cached]:
+        config = self._check_config()
+        key = (name, fmt, page, per_page)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one render per change, however many subscribers ask at once
             cached = self._cache.get(key)
-            if cached is not None and cached.generation >= self.generation():
+            if cached is not None and cached[0].generation >= self.generation():
                 self.metrics.cache_hits.inc()
                 return cached
-            fresh = await self.store.read(lambda s: render_output(s, config, name, fmt))
+            fresh = await self.store.read(
+                lambda s: render_output(s, config, name, fmt, page, per_page)
+            )
             self.metrics.renders.labels(fmt).inc()
-            self._cache[key] = fresh
-            return fresh
+            if len(self._cache) >= CACHE_LIMIT:
+                self._cache.clear()  # rare (many ?limit= values): re-rendering is the cost
+            entry = (
+                fresh,
+                # An OPML has no date of its own (it follows the config): ETag only.
+                make_cached(
+                    fresh.body,
+                    SERVED_TYPES[fmt],
+                    None if fmt == "opml" else fresh.last_modified,
+                    fresh.etag,
+                ),
+            )
+            self._cache[key] = entry
+            return entry
+
+    def max_age(self, config: Config, name: str) -> int:
+        """Seconds a client may reuse an output: the shortest poll interval of its sources,
+        since nothing in it can change sooner."""
+        sources = config.sources_of(config.output(name))
+        intervals = [config.interval_of(f) for f in sources] or [config.aggregator.interval]
+        return int(min(intervals).total_seconds())
 
     async def output(self, request: web.Request) -> web.StreamResponse:
         name, fmt = request.match_info["name"], request.match_info["fmt"]
-        if fmt not in FORMATS:
-            raise web.HTTPNotFound(text=f"unknown format {fmt!r}: use atom, rss or json\n")
-        if not any(o.name == name for o in self.config().outputs):
+        if fmt not in SERVED_FORMATS:
+            raise web.HTTPNotFound(
+                text=f"unknown format {fmt!r}: use {', '.join(SERVED_FORMATS)}\n"
+            )
+        config = self.config()
+        if not any(o.name == name for o in config.outputs):
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
-        r = await self.rendered(name, fmt)
-        headers = {
-            "ETag": r.etag,
-            "Last-Modified": format_datetime(r.last_modified.astimezone(UTC), usegmt=True),
-            "Cache-Control": "public, max-age=60",
-        }
-        if _not_modified(request, r):
-            return web.Response(status=304, headers=headers)
-        return web.Response(body=r.body, headers={**headers, "Content-Type": CONTENT_TYPES[fmt]})
+        page, per_page = _paging(request)
+        _, cached = await self._served(name, fmt, page, per_page)
+        headers = {}
+        if fmt in FORMATS:
+            links = [f'<{config.aggregator.base_url}/outputs/{name}.{fmt}>; rel="self"']
+            if config.aggregator.hub:
+                links.append(f'<{config.aggregator.hub}>; rel="hub"')
+            headers["Link"] = ", ".join(links)
+        return respond(request, cached, f"public, max-age={self.max_age(config, name)}", headers)
 
     async def _feed_states(self) -> list[FeedState]:
         names = [f.name for f in self.config().feeds]
@@ -144,7 +212,7 @@ class OutputServer:
         body = {"status": "fail" if problems else "ok", "problems": problems, "feeds": feeds}
         return web.json_response(body, status=503 if problems else 200, dumps=_dumps)
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def _status_doc(self) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
         outputs = {
             o.name: {
@@ -152,19 +220,38 @@ class OutputServer:
             }
             for o in self.config().outputs
         }
-        return web.json_response({"feeds": feeds, "outputs": outputs}, dumps=_dumps)
+        return {"feeds": feeds, "outputs": outputs}
+
+    async def status(self, request: web.Request) -> web.Response:
+        """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
+        if not _prefers_html(request.headers.get("Accept", "")):
+            return await self.status_json(request)
+        doc = await self._status_doc()
+        body = render_status_page(self.config().aggregator.base_url, doc["feeds"])
+        # Rendered per request: polls change it without changing the store generation, and
+        # it is small. The ETag still spares a reloading browser the body.
+        return respond(request, make_cached(body, HTML, None), "no-cache")
+
+    async def status_json(self, request: web.Request) -> web.Response:
+        body = _dumps(await self._status_doc()).encode()
+        return respond(
+            request, make_cached(body, "application/json; charset=utf-8", None), "no-cache"
+        )
 
     async def index(self, request: web.Request) -> web.Response:
-        base = self.config().aggregator.base_url
-        outputs = [
-            {
-                "name": o.name,
-                "title": o.title,
-                **{f: f"{base}/outputs/{o.name}.{f}" for f in FORMATS},
-            }
-            for o in self.config().outputs
-        ]
-        return web.json_response({"outputs": outputs}, dumps=_dumps)
+        """The front page: an HTML list of the outputs. It depends only on the config."""
+        config = self.config()
+        if self._index is None or self._index[0] is not config:
+            outputs = [
+                OutputLink(o.name, o.title, o.description, len(config.sources_of(o)))
+                for o in config.outputs
+            ]
+            body = render_index(config.aggregator.base_url, outputs)
+            self._index = (
+                config,
+                make_cached(body, HTML, datetime.now(UTC).replace(microsecond=0)),
+            )
+        return respond(request, self._index[1], "public, max-age=300")
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         body = prometheus_client.generate_latest(self.metrics.registry)
@@ -177,19 +264,42 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False)
 
 
-def _not_modified(request: web.Request, r: Rendered) -> bool:
-    """RFC 9110: If-None-Match decides when present; otherwise If-Modified-Since."""
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
-        return "*" in tags or r.etag in tags
-    ims = request.headers.get("If-Modified-Since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        return r.last_modified <= since
-    return False
+PageKey = tuple[str, ServedFormat, int, int | None]
+
+
+def _paging(request: web.Request) -> tuple[int, int | None]:
+    """?page= (from 1) and ?limit= (entries per page); a bad value is a 400 saying why."""
+
+    def number(key: str, high: int) -> int | None:
+        raw = request.query.get(key)
+        if raw is None:
+            return None
+        if not raw.isdigit() or not 1 <= int(raw) <= high:
+            raise web.HTTPBadRequest(text=f"?{key}= must be a whole number from 1 to {high}\n")
+        return int(raw)
+
+    return number("page", 1_000_000) or 1, number("limit", MAX_PAGE_SIZE)
+
+
+def _quality(accept: str, wanted: tuple[str, ...]) -> float:
+    best = 0.0
+    for part in accept.split(","):
+        kind, *params = (p.strip() for p in part.split(";"))
+        if kind.lower() not in wanted:
+            continue
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        best = max(best, q)
+    return best
+
+
+def _prefers_html(accept: str) -> bool:
+    """True when a client (a browser) ranks HTML above JSON; clients that accept anything
+    equally (curl's */*) or send no Accept keep getting JSON, as before."""
+    html = _quality(accept, ("text/html", "application/xhtml+xml"))
+    return html > 0 and html > _quality(accept, ("application/json", "application/*", "*/*"))
