@@ -93,6 +93,10 @@ class Daemon:
         start = first_run(stored_next, now, interval, self._rng)
         self.scheduler.add(feed.name, interval, start, self._poll)
 
+    def _feed_config(self, name: str) -> FeedConfig | None:
+        # Read through self.config on every poll, so a reloaded config applies at once.
+        return next((f for f in self.config.feeds if f.name == name), None)
+
     async def run(self) -> None:
         settings = self.config.aggregator
         loop = asyncio.get_running_loop()
@@ -107,7 +111,7 @@ class Daemon:
             self.generation = await store.read(lambda s: s.generation())
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
             async with make_fetcher(self.config) as fetcher:
-                self._ctx = PollContext(fetcher, store, pool, self._on_write)
+                self._ctx = PollContext(fetcher, store, pool, self._on_write, self._feed_config)
                 now = datetime.now(UTC)
                 for feed in self.config.feeds:
                     state = states.get(feed.name)

@@ -66,6 +66,7 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
     warning: str | None = None
     ttl_minutes: int | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class Entry:
     updated: datetime  # aware UTC
     date_known: bool  # False when published/updated fell back to the first-seen time
     content_hash: str
+    stable_hash: str = ""  # content hash without volatile parts; "" when not computed
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,8 @@ class FeedState:
     next_poll: datetime | None = None
     warning: str | None = None
     entry_count: int = 0
+    language: str | None = None
+    key_mode: str = "guid"  # "link" once the feed's guids proved unusable
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +156,5 @@ class PollRecord:
     error: str | None = None
     new: tuple[Entry, ...] = ()
     updated: tuple[Entry, ...] = ()
+    language: str | None = None
+    key_mode: str | None = None  # None: keep the stored one

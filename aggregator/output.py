@@ -1,18 +1,25 @@
-"""One output, from the store to bytes: select its sources' entries, apply its rules and limit,
-render one format. Blocking (SQLite reads and feedgen): the daemon runs it on a reader thread.
+"""One output, from the store to bytes: sources → filters → dedupe → limit → render.
+
+Blocking (SQLite reads and feedgen): the daemon runs it on a reader thread. `plan_output` is the
+selection alone, with what was dropped and why, for `aggregator preview`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
-from .config import Config
-from .filters import select
-from .models import OutputFormat
+from .config import Config, OutputConfig
+from .dedupe import Story, group
+from .filters import apply
+from .models import OutputFormat, StoredEntry
 from .publish import EPOCH, OutputMeta, entry_updated, render
 from .store import Store
+
+# Filters and dedupe read past the limit: enough stories to fill it after merging, and the
+# copies a near-duplicate may have in older entries within the window.
+READ_FACTOR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +33,37 @@ class Rendered:
     entries: int
 
 
-def render_output(store: Store, config: Config, name: str, fmt: OutputFormat) -> Rendered:
-    """Select an output's entries from the store, apply its rules and limit, and render them.
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What an output contains and why the rest is not there."""
 
-    Blocking (SQLite and feedgen): the daemon calls it on a reader thread.
-    """
+    stories: tuple[Story, ...]
+    dropped: tuple[tuple[StoredEntry, str], ...] = field(default=())
+    beyond_limit: tuple[Story, ...] = field(default=())
+
+
+def _read(store: Store, config: Config, output: OutputConfig) -> list[StoredEntry]:
+    sources = [f.name for f in config.sources_of(output)]
+    want = output.limit * READ_FACTOR
+    window = output.dedupe_window if output.dedupe == "near" else timedelta(0)
+    out: list[StoredEntry] = []
+    oldest: datetime | None = None
+    for item in store.iter_entries(sources, query=output.query):
+        if len(out) >= want:
+            if oldest is None:
+                oldest = out[-1].entry.published - window
+            if item.entry.published < oldest:
+                break
+        out.append(item)
+    return out
+
+
+def plan_output(store: Store, config: Config, name: str, now: datetime) -> Plan:
+    """Select an output's stories: read its sources (narrowed by its query), apply its filters,
+    merge duplicates across feeds, keep the newest `limit` stories."""
     output = config.output(name)
-    generation = store.generation()
     sources = config.sources_of(output)
-    items = select(store.iter_entries([f.name for f in sources]), output.rules, output.limit)
+    items = _read(store, config, output)
     # A title set in the config names the source in place of the one the feed gives itself.
     titles = {f.name: f.title for f in sources if f.title}
     if titles:
@@ -42,14 +71,39 @@ def render_output(store: Store, config: Config, name: str, fmt: OutputFormat) ->
             replace(i, feed_title=titles[i.entry.feed]) if i.entry.feed in titles else i
             for i in items
         ]
+    dropped: list[tuple[StoredEntry, str]] = []
+    flt = output.filter
+    languages = store.feed_languages([f.name for f in sources]) if flt.checks else {}
+    kept = apply(flt, items, now, languages, dropped)
+    order = {f.name: i for i, f in enumerate(config.feeds)}
+    stories = group(kept, output.dedupe_settings, order)
+    return Plan(tuple(stories[: output.limit]), tuple(dropped), tuple(stories[output.limit :]))
+
+
+def render_output(
+    store: Store, config: Config, name: str, fmt: OutputFormat, now: datetime | None = None
+) -> Rendered:
+    """Select an output's stories from the store (see `plan_output`) and render them.
+
+    Blocking (SQLite and feedgen): the daemon calls it on a reader thread. `now` only matters
+    to `max_age` rules; it defaults to the current time.
+    """
+    output = config.output(name)
+    generation = store.generation()
+    plan = plan_output(store, config, name, now or datetime.now(UTC))
+    items = [s.item for s in plan.stories]
+    merged = {s.item.entry.uid: s.merged for s in plan.stories if s.merged}
     meta = OutputMeta(
         name=output.name,
         title=output.title,
         description=output.description or output.title,
         base_url=config.aggregator.base_url,
     )
-    body = render(fmt, meta, items)
-    last = max((max(entry_updated(i), i.last_changed) for i in items), default=EPOCH)
+    body = render(fmt, meta, items, merged)
+    last = max(
+        (max(entry_updated(i), i.last_changed) for s in plan.stories for i in s.sources),
+        default=EPOCH,
+    )
     return Rendered(
         body=body,
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',

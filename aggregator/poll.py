@@ -15,9 +15,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from .config import FeedConfig
 from .errors import FeedError
 from .fetch import Fetcher
-from .identity import identify
+from .filters import Candidate
+from .identity import KeyMode, diff, guids_unusable, identify, reconcile
 from .models import Entry, NotModified, ParsedFeed, PollOutcome, PollRecord
 from .parse import parse_feed
 from .store import Store, StoreThreads
@@ -28,39 +30,50 @@ log = logging.getLogger("aggregator.poll")
 @dataclass(frozen=True, slots=True)
 class PollContext:
     """The shared machinery a poll uses. `parse_pool` runs parse_feed off the event loop
-    (a process pool in the daemon); `on_write` hears the store generation after each commit."""
+    (a process pool in the daemon); `on_write` hears the store generation after each commit;
+    `feed_config` gives a feed's current settings (filters, update policy) by name."""
 
     fetcher: Fetcher
     store: StoreThreads
     parse_pool: Executor | None
     on_write: Callable[[int], None] = lambda generation: None
+    feed_config: Callable[[str], FeedConfig | None] = lambda name: None
 
 
 def parse_and_identify(
-    name: str, body: bytes, headers: dict[str, str], url: str, now: datetime
-) -> tuple[ParsedFeed, list[Entry]]:
+    name: str,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    mode: KeyMode = "guid",
+) -> tuple[ParsedFeed, list[Entry], KeyMode]:
     """Parse a document and key its entries: the CPU part of a poll, run in a worker process.
 
-    The parsed entries are dropped from the returned ParsedFeed, so only the identified entries
-    cross back to the event loop's process.
+    A feed keyed by guid switches to link keys, for good, the first time its guids prove
+    unusable (missing, blank or repeated); the mode used is returned. The parsed entries are
+    dropped from the returned ParsedFeed, so only the identified entries cross back to the
+    event loop's process.
     """
     parsed = parse_feed(name, body, headers, url)
-    return replace(parsed, entries=()), identify(name, parsed.entries, now)
+    if mode == "guid" and parsed.entries and guids_unusable(parsed.entries):
+        mode = "link"
+    return replace(parsed, entries=()), identify(name, parsed.entries, now, mode), mode
 
 
 async def _parse(
-    ctx: PollContext, name: str, body: bytes, headers: dict[str, str], url: str, now: datetime
-) -> tuple[ParsedFeed, list[Entry]]:
+    ctx: PollContext,
+    name: str,
+    body: bytes,
+    headers: dict[str, str],
+    url: str,
+    now: datetime,
+    mode: KeyMode,
+) -> tuple[ParsedFeed, list[Entry], KeyMode]:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        ctx.parse_pool, parse_and_identify, name, body, headers, url, now
+        ctx.parse_pool, parse_and_identify, name, body, headers, url, now, mode
     )
-
-
-def _diff(entries: list[Entry], known: dict[str, str]) -> tuple[list[Entry], list[Entry]]:
-    new = [e for e in entries if e.key not in known]
-    updated = [e for e in entries if e.key in known and known[e.key] != e.content_hash]
-    return new, updated
 
 
 async def poll_source(
@@ -97,11 +110,21 @@ async def poll_source(
                 )
             else:
                 http_status = result.status
-                parsed, entries = await _parse(
-                    ctx, name, result.body, dict(result.headers), result.url, now
+                old_mode: KeyMode = (
+                    "link" if state is not None and state.key_mode == "link" else "guid"
                 )
-                known = await ctx.store.read(lambda s: s.known_hashes(name))
-                new, updated = _diff(entries, known)
+                parsed, entries, mode = await _parse(
+                    ctx, name, result.body, dict(result.headers), result.url, now, old_mode
+                )
+                feed = ctx.feed_config(name)
+                if feed is not None:
+                    # Entries a feed's own rules drop are never stored.
+                    flt = feed.compiled_filter()
+                    entries = [e for e in entries if flt.keeps(Candidate(e, parsed.language, now))]
+                known = await ctx.store.read(lambda s: s.known_entries(name))
+                entries = reconcile(entries, known)
+                policy = feed.update_policy if feed is not None else "update"
+                new, updated = diff(entries, known, policy, now)
                 rec = PollRecord(
                     name,
                     url,
@@ -116,6 +139,8 @@ async def poll_source(
                     warning=parsed.warning,
                     new=tuple(new),
                     updated=tuple(updated),
+                    language=parsed.language,
+                    key_mode=mode if mode != old_mode else None,
                 )
     except FeedError as e:
         rec = PollRecord(
