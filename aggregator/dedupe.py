@@ -2,8 +2,9 @@
 
 An output shows each story once. Two stored entries are the same story when they share a match
 key (the canonical link with scheme, host case and a trailing slash ignored), a globally unique
-guid, or — in "near" mode — their text fingerprints are nearly equal and they were seen within a
-time window of each other. Grouping is the transitive closure of that relation, so it does not
+guid, or — in "near" mode — most word triples of the shorter text appear in the other (found
+through bottom-k MinHash sketches, then counted exactly) and they were published within a time
+window of each other. Grouping is the transitive closure of that relation, so it does not
 depend on the order entries are read in.
 """
 
@@ -23,7 +24,6 @@ from .identity import canonical_url
 from .models import StoredEntry
 
 DedupeMode = Literal["off", "exact", "near"]
-BITS = 64
 # Fewer shingles than this and two unrelated texts agree too easily: such entries are only
 # merged by exact keys.
 MIN_SHINGLES = 8
@@ -118,13 +118,23 @@ def _h64(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    """A text's word 3-shingles (hashed) and their 64-bit simhash."""
+    """A text's word 3-shingles (hashed), and its bottom-k sketch: the SKETCH smallest of them.
+
+    The sketch is a bottom-k MinHash: two texts that share most shingles almost surely share a
+    sketch value, so candidates are found through an index of sketch values instead of by
+    comparing every pair; `resemblance` then decides on the full shingle sets.
+    """
 
     shingles: frozenset[int]
-    simhash: int
+    sketch: tuple[int, ...]
 
 
-@lru_cache(maxsize=8192)
+SKETCH = 12
+COMMON = 64
+MIN_SHARED = 2
+
+
+@lru_cache(maxsize=16384)
 def fingerprint_text(text: str) -> Fingerprint | None:
     """Fingerprint normalised text; None when it is too short to compare reliably."""
     words = text.split()
@@ -133,43 +143,32 @@ def fingerprint_text(text: str) -> Fingerprint | None:
     )
     if len(shingles) < MIN_SHINGLES:
         return None
-    counts = [0] * BITS
-    for h in shingles:
-        for bit in range(BITS):
-            counts[bit] += 1 if (h >> bit) & 1 else -1
-    sim = 0
-    for bit in range(BITS):
-        if counts[bit] > 0:
-            sim |= 1 << bit
-    return Fingerprint(shingles, sim)
+    return Fingerprint(shingles, tuple(sorted(shingles)[:SKETCH]))
 
 
-def simhash(text: str) -> int | None:
-    """The 64-bit simhash over word 3-shingles of normalised text (None if too short)."""
-    fp = fingerprint_text(text)
-    return fp.simhash if fp else None
+_BY_ENTRY: dict[tuple[str, str], Fingerprint | None] = {}
 
 
 def fingerprint(item: StoredEntry) -> Fingerprint | None:
+    """An entry's fingerprint, cached by uid and content hash: every render reads the same
+    entries again, and normalising their text is most of the cost of near-dedupe."""
     e = item.entry
-    return fingerprint_text(story_text(e.title, e.summary, e.content))
-
-
-def similarity(a: int, b: int) -> float:
-    """Simhash similarity: 1.0 for equal fingerprints, about 0.5 for unrelated texts."""
-    return 1.0 - (a ^ b).bit_count() / BITS
-
-
-# Below this simhash similarity two texts cannot reach any allowed threshold of containment in
-# practice (unrelated texts sit near 0.5); skipping them keeps the pairwise pass cheap.
-PREFILTER = 0.7
+    key = (e.uid, e.content_hash)
+    try:
+        return _BY_ENTRY[key]
+    except KeyError:
+        pass
+    # Reader threads share the cache: each step is one atomic dict operation.
+    fp = fingerprint_text(story_text(e.title, e.summary, e.content))
+    if len(_BY_ENTRY) >= 20_000:
+        _BY_ENTRY.clear()
+    _BY_ENTRY[key] = fp
+    return fp
 
 
 def resemblance(a: Fingerprint, b: Fingerprint) -> float:
     """Shared shingles over the shorter text's shingles: 1.0 when one copy contains the other,
     so a syndicated copy cut short or with a line added still matches its original."""
-    if similarity(a.simhash, b.simhash) < PREFILTER:
-        return 0.0
     return len(a.shingles & b.shingles) / min(len(a.shingles), len(b.shingles))
 
 
@@ -253,21 +252,36 @@ def group(
 
 
 def _join_near(entries: Sequence[StoredEntry], settings: DedupeSettings, uf: _Union) -> None:
-    prints = [
-        (i, fp, _when(e)) for i, e in enumerate(entries) if (fp := fingerprint(e)) is not None
-    ]
-    prints.sort(key=lambda t: (t[2], t[0]))
+    prints: dict[int, Fingerprint] = {}
+    index: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        fp = fingerprint(e)
+        if fp is None:
+            continue
+        prints[i] = fp
+        for h in fp.sketch:
+            index.setdefault(h, []).append(i)
     window = settings.window.total_seconds()
-    for a in range(len(prints)):
-        ia, fa, ta = prints[a]
-        for b in range(a + 1, len(prints)):
-            ib, fb, tb = prints[b]
-            if tb - ta > window:
-                break
-            if entries[ia].entry.feed == entries[ib].entry.feed:
-                continue  # one feed does not carry a story twice; its entries are distinct
-            if resemblance(fa, fb) >= settings.threshold:
-                uf.join(ia, ib)
+    # Copies of one story share most sketch values; texts that merely share a stock phrase
+    # share one. Counting first keeps the exact comparison for the plausible pairs.
+    shared: dict[tuple[int, int], int] = {}
+    for members in index.values():
+        if len(members) > COMMON:
+            continue  # a shingle in that many texts is a stock phrase, not a sign of one story
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                pair = (members[x], members[y])
+                shared[pair] = shared.get(pair, 0) + 1
+    for (a, b), count in sorted(shared.items()):
+        if count < MIN_SHARED:
+            continue
+        ea, eb = entries[a], entries[b]
+        if ea.entry.feed == eb.entry.feed:
+            continue  # one feed does not carry a story twice; its entries are distinct
+        if abs(_when(ea) - _when(eb)) > window:
+            continue
+        if resemblance(prints[a], prints[b]) >= settings.threshold:
+            uf.join(a, b)
 
 
 def _ordered(stories: list[Story]) -> list[Story]:
@@ -288,7 +302,5 @@ __all__ = [
     "group",
     "match_key",
     "resemblance",
-    "simhash",
-    "similarity",
     "story_text",
 ]

@@ -18,7 +18,7 @@ from .publish import EPOCH, OutputMeta, entry_updated, render
 from .store import Store
 
 # Filters and dedupe read past the limit: enough stories to fill it after merging, and the
-# copies a near-duplicate may have in older entries within the window.
+# copies a near-duplicate may have in older entries within the window (at most as many again).
 READ_FACTOR = 4
 
 
@@ -49,6 +49,8 @@ def _read(store: Store, config: Config, output: OutputConfig) -> list[StoredEntr
     out: list[StoredEntry] = []
     oldest: datetime | None = None
     for item in store.iter_entries(sources, query=output.query):
+        if len(out) >= 2 * want:
+            break  # bounded work per render, however busy the window is
         if len(out) >= want:
             if oldest is None:
                 oldest = out[-1].entry.published - window

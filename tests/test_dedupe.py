@@ -21,7 +21,6 @@ from aggregator.dedupe import (
     group,
     match_key,
     resemblance,
-    simhash,
     story_text,
 )
 from aggregator.identity import canonical_url, identify
@@ -126,7 +125,7 @@ def test_different_story_with_a_similar_headline_does_not_match() -> None:
 
 
 def test_short_texts_are_not_fingerprinted() -> None:
-    assert simhash(story_text("Breaking", "", "<p>Live updates follow.</p>")) is None
+    assert fingerprint_text(story_text("Breaking", "", "<p>Live updates follow.</p>")) is None
 
 
 def test_bare_guid_is_not_a_cross_feed_key_but_a_url_or_tag_guid_is() -> None:
