@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -301,3 +302,38 @@ def test_dedupe_off_keeps_every_copy(tmp_path: Path) -> None:
         assert render_output(store, config, "all", "atom").entries == 5
     finally:
         store.close()
+
+
+def _section_entries() -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for name, filename in SECTIONS.items():
+        parsed = parse_feed(
+            name, (DATA_DIR / filename).read_bytes(), {}, f"https://n.example/{name}"
+        )
+        out.extend((name, e) for e in identify(name, parsed.entries, T0))
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.permutations(range(5)), st.sampled_from(["atom", "rss", "json"]))
+def test_the_same_entries_stored_in_any_order_render_the_same_bytes(
+    order: list[int], fmt: str
+) -> None:
+    entries = _section_entries()
+    bodies = []
+    for sequence in (range(len(entries)), order):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = _config(Path(tmp))
+            store = Store(config.aggregator.database)
+            try:
+                for i in sequence:
+                    name, entry = entries[i]
+                    store.record_poll(
+                        PollRecord(
+                            name, f"https://n.example/{name}.xml", T0, "ok", None, new=(entry,)
+                        )  # type: ignore[arg-type]
+                    )
+                bodies.append(render_output(store, config, "all", fmt).body)  # type: ignore[arg-type]
+            finally:
+                store.close()
+    assert bodies[0] == bodies[1]
