@@ -282,7 +282,12 @@ class _Filtered(_Strict):
         if self.max_age is not None:
             checks.append((f"max_age {format_duration(self.max_age)}", MaxAge(self.max_age)))
         if self.language:
-            checks.append((f"language {', '.join(self.language)}", Language(tuple(self.language))))
+            checks.append(
+                (
+                    f"language {', '.join(self.language)}",
+                    Language(tuple(x.lower() for x in self.language)),
+                )
+            )
         return Filter(tuple(checks), max_per_feed)
 
 

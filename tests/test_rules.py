@@ -77,6 +77,7 @@ def test_rules(keys: dict[str, Any], entry: Entry, kept: bool) -> None:
         (["en"], "ru", False),
         (["de", "fr"], "fr-CA", True),
         (["en"], None, True),  # undeclared: kept
+        (["EN"], "en-gb", True),
     ],
 )
 def test_language(wanted: list[str], language: str | None, kept: bool) -> None:
