@@ -228,6 +228,7 @@ def identify(
                 date_known=date_known,
                 content_hash=content_hash(parsed),
                 stable_hash=stable_hash(parsed),
+                base=parsed.base,
             )
         )
     return out

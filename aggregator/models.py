@@ -55,6 +55,7 @@ class ParsedEntry:
     categories: tuple[str, ...]
     published: datetime | None
     updated: datetime | None
+    base: str | None = None  # base URL for relative links in summary and content
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,9 @@ class Entry:
     published: datetime  # aware UTC; the first-seen time when the feed gave none usable
     updated: datetime  # aware UTC
     date_known: bool  # False when published/updated fell back to the first-seen time
-    content_hash: str
+    content_hash: str  # over the feed's own (unsanitised) text, so it is stable across versions
     stable_hash: str = ""  # content hash without volatile parts; "" when not computed
+    base: str | None = None  # for resolving relative links while sanitising; not stored
 
 
 @dataclass(frozen=True, slots=True)

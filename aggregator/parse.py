@@ -3,6 +3,9 @@
 feedparser handles RSS 0.9x/1.0/2.0 and Atom 0.3/1.0 (its loose parser copes with broken XML);
 JSON Feed 1.0/1.1, which feedparser 6 does not read, is mapped here by hand. Runs in a worker
 process, so everything it returns or raises must pickle.
+
+Summary and content come back as raw HTML (plain text escaped): the caller sanitises them with
+sanitize.py once it knows which entries are new or changed.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from typing import Any
 from urllib.parse import urljoin
 
 import feedparser
-import nh3
 
 from .errors import ParseError
 from .models import ParsedEntry, ParsedFeed
+from .sanitize import html_to_text, text_to_html
 
 JSON_FEED_PREFIX = "https://jsonfeed.org/version/"
 
@@ -38,24 +41,43 @@ def _str(value: object) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _content(entry: Mapping[str, Any]) -> str:
+def _as_html(detail: Mapping[str, Any] | None, value: str) -> str:
+    """A text construct's value as HTML: plain text is escaped, HTML is kept (raw; it is
+    sanitised later, and only for entries that are new or changed)."""
+    kind = _str(detail.get("type")) if detail else ""
+    return text_to_html(value) if kind == "text/plain" else value
+
+
+def _content(entry: Mapping[str, Any]) -> tuple[str, str | None]:
     parts = entry.get("content") or []
     # Prefer HTML over plain text where a feed offers both.
-    for part in parts:
-        if "html" in _str(part.get("type")):
-            return _str(part.get("value"))
-    return _str(parts[0].get("value")) if parts else ""
+    chosen = next((p for p in parts if "html" in _str(p.get("type"))), parts[0] if parts else None)
+    if chosen is None:
+        return "", None
+    return _as_html(chosen, _str(chosen.get("value"))), _str(chosen.get("base")) or None
 
 
-def _from_feedparser(entry: Mapping[str, Any]) -> ParsedEntry:
+def _title(entry: Mapping[str, Any]) -> str:
+    title = _str(entry.get("title"))
+    detail = entry.get("title_detail")
+    # Titles are republished as plain text; one given as HTML keeps only its text.
+    if detail and "html" in _str(detail.get("type")):
+        return html_to_text(title)
+    return title
+
+
+def _from_feedparser(entry: Mapping[str, Any], url: str) -> ParsedEntry:
     guid = _str(entry.get("id")) or None
+    content, content_base = _content(entry)
+    summary_detail = entry.get("summary_detail")
+    base = content_base or (_str(summary_detail.get("base")) if summary_detail else "") or url
     return ParsedEntry(
         guid=guid,
         guid_is_permalink=bool(entry.get("guidislink")),
         link=_str(entry.get("link")) or None,
-        title=_str(entry.get("title")),
-        summary=_str(entry.get("summary")),
-        content=_content(entry),
+        title=_title(entry),
+        summary=_as_html(summary_detail, _str(entry.get("summary"))),
+        content=content,
         author=_str(entry.get("author")),
         categories=tuple(
             t for t in (_str(tag.get("term")) for tag in entry.get("tags") or []) if t
@@ -64,6 +86,7 @@ def _from_feedparser(entry: Mapping[str, Any]) -> ParsedEntry:
         # `in` first: reading a missing updated_parsed makes feedparser fall back to
         # published_parsed with a DeprecationWarning (feedparser issue 310).
         updated=_struct_to_dt(entry["updated_parsed"] if "updated_parsed" in entry else None),  # noqa: SIM401
+        base=base,
     )
 
 
@@ -100,11 +123,7 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
         if not isinstance(item, dict):
             continue
         link = _str(item.get("url")) or _str(item.get("external_url"))
-        html = _str(item.get("content_html"))
-        # feedparser sanitises HTML in XML feeds; do the same here so outputs never carry scripts.
-        content = nh3.clean(html, url_schemes={"http", "https", "mailto"}) if html else ""
-        if not content:
-            content = _str(item.get("content_text"))
+        content = _str(item.get("content_html")) or text_to_html(_str(item.get("content_text")))
         entries.append(
             ParsedEntry(
                 guid=_str(item.get("id")) or None,
@@ -117,6 +136,7 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
                 categories=tuple(_str(t) for t in item.get("tags") or [] if _str(t)),
                 published=_iso(item.get("date_published")),
                 updated=_iso(item.get("date_modified")),
+                base=base,
             )
         )
     return ParsedFeed(
@@ -149,8 +169,15 @@ def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> 
         return _parse_json_feed(name, body, url)
     response_headers = dict(lower)
     response_headers.setdefault("content-location", url)
-    result = feedparser.parse(body, response_headers=response_headers)
-    entries = tuple(_from_feedparser(e) for e in result.entries)
+    # feedparser's sanitiser and relative-URI passes are half its parse time, spent on every
+    # entry of every changed document; sanitize.py does both, only for new or changed entries.
+    result = feedparser.parse(
+        body,
+        response_headers=response_headers,
+        sanitize_html=False,
+        resolve_relative_uris=False,
+    )
+    entries = tuple(_from_feedparser(e, url) for e in result.entries)
     problem = result.get("bozo_exception") if result.get("bozo") else None
     if isinstance(problem, feedparser.NonXMLContentType):
         # A missing or non-XML Content-Type says nothing about the document itself: a

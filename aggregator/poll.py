@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -19,9 +19,19 @@ from .config import FeedConfig
 from .errors import FeedError
 from .fetch import Fetcher
 from .filters import Candidate
-from .identity import KeyMode, diff, guids_unusable, identify, reconcile
+from .identity import (
+    KeyMode,
+    Known,
+    UpdatePolicy,
+    clean_text,
+    diff,
+    guids_unusable,
+    identify,
+    reconcile,
+)
 from .models import Entry, NotModified, ParsedFeed, PollOutcome, PollRecord
 from .parse import parse_feed
+from .sanitize import sanitize_html
 from .store import Store, StoreThreads
 
 log = logging.getLogger("aggregator.poll")
@@ -40,39 +50,77 @@ class PollContext:
     feed_config: Callable[[str], FeedConfig | None] = lambda name: None
 
 
-def parse_and_identify(
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What the worker process sends back: the feed's own metadata and only the entries that
+    are new or changed, already sanitised."""
+
+    feed: ParsedFeed  # without entries
+    new: tuple[Entry, ...]
+    updated: tuple[Entry, ...]
+    seen: int  # entries in the document
+    key_mode: KeyMode = "guid"  # how the entries were keyed
+
+
+def _sanitized(entry: Entry) -> Entry:
+    # clean_text again after sanitising: the sanitiser decodes character references, and one
+    # such as "&#8;" would otherwise put a character XML forbids into every output.
+    return replace(
+        entry,
+        summary=clean_text(sanitize_html(entry.summary, entry.base)),
+        content=clean_text(sanitize_html(entry.content, entry.base)),
+        base=None,
+    )
+
+
+def digest(
     name: str,
     body: bytes,
     headers: dict[str, str],
     url: str,
     now: datetime,
+    known: Mapping[str, str | Known],
     mode: KeyMode = "guid",
-) -> tuple[ParsedFeed, list[Entry], KeyMode]:
-    """Parse a document and key its entries: the CPU part of a poll, run in a worker process.
+    policy: UpdatePolicy = "update",
+) -> Digest:
+    """Parse a document, key its entries, keep those that are new or changed against `known`
+    (key → what the store has, or just its content hash), and sanitise only those: the CPU part
+    of a poll, run in a worker.
 
     A feed keyed by guid switches to link keys, for good, the first time its guids prove
-    unusable (missing, blank or repeated); the mode used is returned. The parsed entries are
-    dropped from the returned ParsedFeed, so only the identified entries cross back to the
-    event loop's process.
+    unusable (missing, blank or repeated); `Digest.key_mode` says which mode was used. New keys
+    are reconciled with stored entries by link (a mass guid change is not new entries), and
+    `policy` decides what an edit does (see `identity.diff`).
     """
     parsed = parse_feed(name, body, headers, url)
     if mode == "guid" and parsed.entries and guids_unusable(parsed.entries):
         mode = "link"
-    return replace(parsed, entries=()), identify(name, parsed.entries, now, mode), mode
+    stored = {k: v if isinstance(v, Known) else Known("", v, None, None) for k, v in known.items()}
+    entries = reconcile(identify(name, parsed.entries, now, mode), stored)
+    new, updated = diff(entries, stored, policy, now)
+    return Digest(
+        replace(parsed, entries=()),
+        tuple(_sanitized(e) for e in new),
+        tuple(_sanitized(e) for e in updated),
+        len(entries),
+        mode,
+    )
 
 
-async def _parse(
+async def _digest(
     ctx: PollContext,
     name: str,
     body: bytes,
     headers: dict[str, str],
     url: str,
     now: datetime,
+    known: dict[str, Known],
     mode: KeyMode,
-) -> tuple[ParsedFeed, list[Entry], KeyMode]:
+    policy: UpdatePolicy,
+) -> Digest:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        ctx.parse_pool, parse_and_identify, name, body, headers, url, now, mode
+        ctx.parse_pool, digest, name, body, headers, url, now, known, mode, policy
     )
 
 
@@ -110,21 +158,31 @@ async def poll_source(
                 )
             else:
                 http_status = result.status
-                old_mode: KeyMode = (
-                    "link" if state is not None and state.key_mode == "link" else "guid"
-                )
-                parsed, entries, mode = await _parse(
-                    ctx, name, result.body, dict(result.headers), result.url, now, old_mode
-                )
+                linked = state is not None and state.key_mode == "link"
+                old_mode: KeyMode = "link" if linked else "guid"
                 feed = ctx.feed_config(name)
+                policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
+                known = await ctx.store.read(lambda s: s.known_entries(name))
+                d = await _digest(
+                    ctx,
+                    name,
+                    result.body,
+                    dict(result.headers),
+                    result.url,
+                    now,
+                    known,
+                    old_mode,
+                    policy,
+                )
+                parsed = d.feed
+                new, updated = d.new, d.updated
                 if feed is not None:
                     # Entries a feed's own rules drop are never stored.
                     flt = feed.compiled_filter()
-                    entries = [e for e in entries if flt.keeps(Candidate(e, parsed.language, now))]
-                known = await ctx.store.read(lambda s: s.known_entries(name))
-                entries = reconcile(entries, known)
-                policy = feed.update_policy if feed is not None else "update"
-                new, updated = diff(entries, known, policy, now)
+                    new = tuple(e for e in new if flt.keeps(Candidate(e, parsed.language, now)))
+                    updated = tuple(
+                        e for e in updated if flt.keeps(Candidate(e, parsed.language, now))
+                    )
                 rec = PollRecord(
                     name,
                     url,
@@ -137,10 +195,10 @@ async def poll_source(
                     title=parsed.title or None,
                     link=parsed.link,
                     warning=parsed.warning,
-                    new=tuple(new),
-                    updated=tuple(updated),
+                    new=new,
+                    updated=updated,
                     language=parsed.language,
-                    key_mode=mode if mode != old_mode else None,
+                    key_mode=d.key_mode if d.key_mode != old_mode else None,
                 )
     except FeedError as e:
         rec = PollRecord(

@@ -21,7 +21,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from .errors import StoreError
-from .identity import Known, with_first_seen_date
+from .identity import Known, clean_text, with_first_seen_date
 from .models import Entry, FeedState, PollRecord, StoredEntry, Validators
 from .search import FTS_TABLE, fts_schema
 
@@ -131,6 +131,8 @@ def _entry_row(entry: Entry) -> dict[str, Any]:
 
 
 def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
+    # Text is cleaned on the way in; cleaning again on the way out means that a row written by
+    # an older version with a character XML forbids cannot break a whole output.
     published = _dt(row["published"])
     updated = _dt(row["updated"])
     assert published is not None and updated is not None
@@ -141,11 +143,11 @@ def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
         uid=row["uid"],
         guid=row["guid"],
         link=row["link"],
-        title=row["title"],
-        summary=row["summary"],
-        content=row["content"],
-        author=row["author"],
-        categories=tuple(json.loads(row["categories"])),
+        title=clean_text(row["title"]),
+        summary=clean_text(row["summary"]),
+        content=clean_text(row["content"]),
+        author=clean_text(row["author"]),
+        categories=tuple(clean_text(c) for c in json.loads(row["categories"])),
         published=published,
         updated=updated,
         date_known=bool(row["date_known"]),

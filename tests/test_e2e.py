@@ -67,7 +67,8 @@ class Daemon:
         try:
             return self.proc.wait(timeout=10)
         finally:
-            self._log_file.close()
+            if not self._log_file.closed:
+                self._log_file.close()
 
 
 @pytest.fixture
@@ -82,10 +83,13 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path, int], Daemon]]:
 
     yield start
     for d in started:
-        if d.proc.poll() is None:
+        # SIGTERM first even when a test failed: a SIGKILLed daemon leaves its parse workers
+        # behind. Kill only what does not stop in time.
+        try:
+            d.stop()
+        except subprocess.TimeoutExpired:
             d.proc.kill()
             d.proc.wait()
-        d.stop()
 
 
 def _config(feed_server: FeedServer, write_config: Callable[..., Path], port: int) -> Path:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from aggregator.errors import FeedError, ParseError
-from aggregator.identity import identify
 from aggregator.models import Entry, ParsedFeed
 from aggregator.parse import parse_feed
+from aggregator.poll import digest
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden"
@@ -36,6 +36,14 @@ def parse(name: str, headers: dict[str, str] | None = None) -> ParsedFeed:
     if headers is None:
         headers = {"Content-Type": CONTENT_TYPES[path.suffix]}
     return parse_feed(name, path.read_bytes(), headers, f"https://feeds.example/{name}")
+
+
+def ingest(name: str) -> list[Entry]:
+    """The entries a first poll of a fixture would store: parsed, keyed and sanitised."""
+    path = DATA / name
+    headers = {"Content-Type": CONTENT_TYPES[path.suffix]}
+    url = f"https://feeds.example/{name}"
+    return list(digest(name, path.read_bytes(), headers, url, GOLDEN_NOW, {}).new)
 
 
 def utc(text: str) -> datetime:
@@ -318,9 +326,9 @@ def test_permalink_guid_without_link_becomes_the_link() -> None:
 
 
 def test_atom10_xml_base_resolves_relative_links() -> None:
-    leeks = parse("atom10.xml").entries[1]
-    assert leeks.link == "https://recipes.example.org/2023/09/braised-leeks"
+    leeks = ingest("atom10.xml")[1]
     assert leeks.author == "Ana Ferreira"
+    assert leeks.link == "https://recipes.example.org/2023/09/braised-leeks"
     assert 'href="https://recipes.example.org/ingredients/crusty-bread"' in leeks.content
     assert 'src="https://recipes.example.org/2023/09/img/leeks.jpg"' in leeks.content
 
@@ -441,7 +449,7 @@ def _assert_harmless(html: str) -> None:
 
 
 def test_hostile_content_is_sanitised() -> None:
-    prize, entities = parse("hostile.xml").entries
+    prize, entities = ingest("hostile.xml")
     for e in (prize, entities):
         _assert_harmless(e.content)
         _assert_harmless(e.summary)
@@ -467,7 +475,8 @@ def test_json_feed_content_html_is_sanitised() -> None:
             }
         ],
     }
-    [e] = parse_feed("hj", json.dumps(doc).encode(), {}, "https://j.example/feed.json").entries
+    body = json.dumps(doc).encode()
+    [e] = digest("hj", body, {}, "https://j.example/feed.json", GOLDEN_NOW, {}).new
     _assert_harmless(e.content)
     assert "Hello" in e.content
     assert 'src="https://j.example/x.png"' in e.content
@@ -513,7 +522,7 @@ def _normalised(entry: Entry) -> dict[str, Any]:
 
 
 def golden_actual(name: str) -> list[dict[str, Any]]:
-    return [_normalised(e) for e in identify(name, parse(name).entries, GOLDEN_NOW)]
+    return [_normalised(e) for e in ingest(name)]
 
 
 def regenerate_golden() -> None:

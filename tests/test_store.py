@@ -372,3 +372,32 @@ def test_killed_writer_leaves_only_whole_polls(tmp_path: Path) -> None:
         assert {c for _, c in counts} == {10}
     finally:
         store.close()
+
+
+def test_rows_with_forbidden_characters_still_render(tmp_path: Path) -> None:
+    """A row written by an older version with a character XML forbids cannot break an output."""
+    from aggregator.config import parse_config
+    from aggregator.output import render_output
+
+    store = Store(tmp_path / "x.db")
+    try:
+        store.sync_feeds([("f", "https://f.example/feed")])
+        store.db.execute(
+            "INSERT INTO entries (feed, key, key_kind, uid, guid, link, title, summary, content, "
+            "author, categories, published, updated, date_known, content_hash, first_seen, "
+            "last_changed) VALUES ('f', 'guid:1', 'guid', 'urn:uuid:1', '1', NULL, 'T\x08itle', "
+            "'s\x0b', '<p>c\x08</p>', 'a\x01', '[\"x\\u0002\"]', '2024-01-01T00:00:00+00:00', "
+            "'2024-01-01T00:00:00+00:00', 1, 'h', '2024-01-01T00:00:00+00:00', "
+            "'2024-01-01T00:00:00+00:00')"
+        )
+        config = parse_config(
+            {
+                "feeds": [{"name": "f", "url": "https://f.example/feed"}],
+                "outputs": [{"name": "o", "title": "O"}],
+            }
+        )
+        for fmt in ("atom", "rss", "json"):
+            rendered = render_output(store, config, "o", fmt)  # type: ignore[arg-type]
+            assert b"Title" in rendered.body and rendered.entries == 1
+    finally:
+        store.close()
