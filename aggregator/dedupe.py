@@ -10,9 +10,9 @@ depend on the order entries are read in.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -84,6 +84,22 @@ def exact_keys(item: StoredEntry) -> frozenset[str]:
     return frozenset(keys)
 
 
+_KEYS: dict[tuple[str, str | None, str | None], tuple[str, ...]] = {}
+
+
+def _sorted_keys(item: StoredEntry) -> tuple[str, ...]:
+    # Cached: every render groups mostly the same entries again.
+    e = item.entry
+    cache_key = (e.uid, e.link, e.guid)
+    keys = _KEYS.get(cache_key)
+    if keys is None:
+        keys = tuple(sorted(exact_keys(item)))
+        if len(_KEYS) >= 20_000:
+            _KEYS.clear()
+        _KEYS[cache_key] = keys
+    return keys
+
+
 def story_text(title: str, summary: str, content: str) -> str:
     """The story's own words: markup, page chrome, stamps and syndication boilerplate removed.
 
@@ -112,8 +128,11 @@ def story_text(title: str, summary: str, content: str) -> str:
     return text or t
 
 
-def _h64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+def _h32(text: str) -> int:
+    # CRC-32: stable across processes (renders must not depend on PYTHONHASHSEED) and five
+    # times cheaper than a cryptographic hash; collisions among one text's few hundred
+    # shingles are negligible.
+    return zlib.crc32(text.encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +158,7 @@ def fingerprint_text(text: str) -> Fingerprint | None:
     """Fingerprint normalised text; None when it is too short to compare reliably."""
     words = text.split()
     shingles = frozenset(
-        _h64(" ".join(words[i : i + SHINGLE])) for i in range(max(0, len(words) - SHINGLE + 1))
+        _h32(" ".join(words[i : i + SHINGLE])) for i in range(max(0, len(words) - SHINGLE + 1))
     )
     if len(shingles) < MIN_SHINGLES:
         return None
@@ -234,7 +253,7 @@ def group(
     uf = _Union(len(entries))
     first_by_key: dict[str, int] = {}
     for idx, item in enumerate(entries):
-        for key in sorted(exact_keys(item)):
+        for key in _sorted_keys(item):
             if key in first_by_key:
                 uf.join(first_by_key[key], idx)
             else:
@@ -269,27 +288,27 @@ def _join_near(entries: Sequence[StoredEntry], settings: DedupeSettings, uf: _Un
         if len(members) > COMMON:
             continue  # a shingle in that many texts is a stock phrase, not a sign of one story
         for x in range(len(members)):
+            feed = entries[members[x]].entry.feed
             for y in range(x + 1, len(members)):
+                if entries[members[y]].entry.feed == feed:
+                    continue  # one feed does not carry a story twice; its entries are distinct
                 pair = (members[x], members[y])
                 shared[pair] = shared.get(pair, 0) + 1
     for (a, b), count in sorted(shared.items()):
         if count < MIN_SHARED:
             continue
-        ea, eb = entries[a], entries[b]
-        if ea.entry.feed == eb.entry.feed:
-            continue  # one feed does not carry a story twice; its entries are distinct
-        if abs(_when(ea) - _when(eb)) > window:
+        if abs(_when(entries[a]) - _when(entries[b])) > window:
             continue
         if resemblance(prints[a], prints[b]) >= settings.threshold:
             uf.join(a, b)
 
 
 def _ordered(stories: list[Story]) -> list[Story]:
-    def key(s: Story) -> tuple[float, float, str]:
-        i = s.item
-        return (-i.entry.published.timestamp(), -i.first_seen.timestamp(), i.entry.uid)
-
-    return sorted(stories, key=key)
+    # Newest published first, then latest first-seen, then uid ascending: two stable sorts
+    # (reverse=True keeps ties in order), cheaper than building timestamps for a key.
+    out = sorted(stories, key=lambda s: s.item.entry.uid)
+    out.sort(key=lambda s: (s.item.entry.published, s.item.first_seen), reverse=True)
+    return out
 
 
 __all__ = [
