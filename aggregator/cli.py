@@ -19,7 +19,7 @@ from . import __version__
 from .config import CONFIG_ENV, Config, load_config
 from .daemon import make_fetcher, make_parse_pool
 from .errors import AggregatorError, ConfigError
-from .models import PollOutcome
+from .models import PollOutcome, StoredEntry
 from .poll import PollContext, poll_source
 from .store import Store, StoreThreads
 
@@ -100,7 +100,7 @@ async def _fetch_all(
         feeds = [config.feed(n) for n in names]
         await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
         async with make_fetcher(config) as fetcher:
-            ctx = PollContext(fetcher, store, pool)
+            ctx = PollContext(fetcher, store, pool, feed_config=lambda n: config.feed(n))
 
             async def one(name: str, url: str, interval_s: float) -> PollOutcome:
                 now = datetime.now(UTC)
@@ -219,6 +219,79 @@ def feeds(config_path: str) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+
+
+def _open_store(config: Config) -> Store:
+    try:
+        return Store(config.aggregator.database)
+    except AggregatorError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+
+
+def _line(item: StoredEntry) -> str:
+    e = item.entry
+    return f"{_when(e.published)}  {e.feed:<16} {e.title[:70]}"
+
+
+@main.command()
+@config_option
+@click.argument("output")
+def preview(config_path: str, output: str) -> None:
+    """List what OUTPUT would contain, the duplicates merged, and which rule dropped the rest."""
+    from .output import plan_output
+
+    config = _load(config_path)
+    if not any(o.name == output for o in config.outputs):
+        click.echo(f"error: no output named {output!r} in {config_path}", err=True)
+        sys.exit(2)
+    store = _open_store(config)
+    try:
+        plan = plan_output(store, config, output, datetime.now(UTC))
+    except AggregatorError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    merged = sum(len(s.merged) for s in plan.stories)
+    click.echo(f"{output}: {len(plan.stories)} stories ({merged} duplicates merged)")
+    for story in plan.stories:
+        click.echo("  " + _line(story.item))
+        for other in story.merged:
+            click.echo(f"      = merged: {other.entry.feed}: {other.entry.title[:60]}")
+    if plan.beyond_limit:
+        click.echo(f"beyond the limit: {len(plan.beyond_limit)} older stories")
+    if plan.dropped:
+        click.echo(f"dropped by rules: {len(plan.dropped)}")
+        for item, reason in plan.dropped:
+            click.echo(f"  {_line(item)}  [{reason}]")
+
+
+@main.command()
+@config_option
+@click.argument("query")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+def search(config_path: str, query: str, limit: int) -> None:
+    """Full-text search over the stored entries (SQLite FTS5 syntax), best match first."""
+    from .search import check_query
+
+    config = _load(config_path)
+    try:
+        check_query(query)
+    except ValueError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    store = _open_store(config)
+    try:
+        found = store.search(query, limit)
+    except AggregatorError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    for item in found:
+        click.echo(_line(item) + (f"  {item.entry.link}" if item.entry.link else ""))
+    click.echo(f"{len(found)} entries", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -20,11 +20,28 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from . import PROJECT_URL, __version__
+from .dedupe import DedupeSettings
 from .errors import ConfigError
-from .filters import Rules, compile_rule
+from .filters import (
+    FIELDS,
+    AllOf,
+    AnyOf,
+    Filter,
+    Language,
+    MaxAge,
+    Not,
+    Rule,
+    Rules,
+    Text,
+    compile_keyword,
+    compile_regex,
+    compile_rule,
+)
+from .search import check_query
 
 DEFAULT_CONFIG = "config/aggregator.toml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
@@ -168,7 +185,119 @@ class Settings(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
-class FeedConfig(_Strict):
+FieldName = Literal["title", "summary", "content", "link", "author", "category"]
+assert set(FIELDS) == set(FieldName.__args__)  # type: ignore[attr-defined]
+
+
+class RuleSpec(_Strict):
+    """One node of a rule tree: exactly one of keyword, regex, all, any, not, max_age, language.
+
+    `fields` narrows a keyword or regex to some of title, summary, content, link, author and
+    category (all of them by default).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    keyword: str | None = None
+    regex: str | None = None
+    fields: tuple[FieldName, ...] = ()
+    all_: tuple[RuleSpec, ...] | None = Field(default=None, alias="all")
+    any_: tuple[RuleSpec, ...] | None = Field(default=None, alias="any")
+    not_: RuleSpec | None = Field(default=None, alias="not")
+    max_age: Duration | None = None
+    language: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RuleSpec:
+        kinds = [
+            k
+            for k, v in (
+                ("keyword", self.keyword),
+                ("regex", self.regex),
+                ("all", self.all_),
+                ("any", self.any_),
+                ("not", self.not_),
+                ("max_age", self.max_age),
+                ("language", self.language),
+            )
+            if v is not None
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a rule needs exactly one of keyword, regex, all, any, not, max_age, language"
+                + (f" (got {', '.join(kinds)})" if kinds else "")
+            )
+        if self.fields and kinds[0] not in ("keyword", "regex"):
+            raise ValueError("fields only applies to keyword and regex rules")
+        if self.keyword is not None and not self.keyword.strip():
+            raise ValueError("empty keyword")
+        if self.regex is not None:
+            compile_regex(self.regex)
+        return self
+
+    def compile(self) -> Rule:
+        if self.keyword is not None:
+            return Text(compile_keyword(self.keyword), self.fields)
+        if self.regex is not None:
+            return Text(compile_regex(self.regex), self.fields)
+        if self.all_ is not None:
+            return AllOf(tuple(r.compile() for r in self.all_))
+        if self.any_ is not None:
+            return AnyOf(tuple(r.compile() for r in self.any_))
+        if self.not_ is not None:
+            return Not(self.not_.compile())
+        if self.max_age is not None:
+            return MaxAge(self.max_age)
+        assert self.language is not None
+        return Language(tuple(x.lower() for x in self.language))
+
+
+def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
+    problems = []
+    for i, rule in enumerate(v):
+        try:
+            compile_rule(rule)
+        except ValueError as e:
+            problems.append(f"[{i}]: {e}")
+    if problems:
+        # Carry the index so the message names `outputs[1].include[0]`.
+        raise ValueError("; ".join(problems))
+    return v
+
+
+class _Filtered(_Strict):
+    """The filter keys shared by feeds (applied before storing) and outputs (at render time)."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    filters: tuple[RuleSpec, ...] = ()
+    max_age: Duration | None = None
+    language: tuple[str, ...] = ()
+
+    _rule_lists = field_validator("include", "exclude")(classmethod(lambda cls, v: _check_rules(v)))
+
+    def compiled_filter(self, max_per_feed: int | None = None) -> Filter:
+        """The filter these keys describe; check names say which key dropped an entry."""
+        checks: list[tuple[str, Rule]] = []
+        if self.include:
+            checks.append(("include", AnyOf(tuple(Text(compile_rule(r)) for r in self.include))))
+        for i, r in enumerate(self.exclude):
+            checks.append((f"exclude[{i}] {r!r}", Not(Text(compile_rule(r)))))
+        for i, spec in enumerate(self.filters):
+            checks.append((f"filters[{i}]", spec.compile()))
+        if self.max_age is not None:
+            checks.append((f"max_age {format_duration(self.max_age)}", MaxAge(self.max_age)))
+        if self.language:
+            checks.append(
+                (
+                    f"language {', '.join(self.language)}",
+                    Language(tuple(x.lower() for x in self.language)),
+                )
+            )
+        return Filter(tuple(checks), max_per_feed)
+
+
+class FeedConfig(_Filtered):
     """One [[feeds]] table: a source to poll."""
 
     name: str
@@ -176,6 +305,7 @@ class FeedConfig(_Strict):
     title: str | None = None
     interval: Duration | None = None
     tags: tuple[str, ...] = ()
+    update_policy: Literal["ignore", "update", "republish"] = "update"
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
@@ -188,7 +318,7 @@ class FeedConfig(_Strict):
         return _in_range("interval", v, timedelta(seconds=5), timedelta(days=30))
 
 
-class OutputConfig(_Strict):
+class OutputConfig(_Filtered):
     """One [[outputs]] table: a merged, filtered view re-published as Atom, RSS and JSON Feed."""
 
     name: str
@@ -196,29 +326,38 @@ class OutputConfig(_Strict):
     description: str | None = None
     feeds: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
     limit: int = Field(default=100, ge=1, le=10_000)
+    max_per_feed: int | None = Field(default=None, ge=1, le=10_000)
+    query: str | None = None
+    dedupe: Literal["off", "exact", "near"] = "near"
+    dedupe_threshold: float = Field(default=0.8, ge=0.5, le=1.0)
+    dedupe_window: Duration = timedelta(days=2)
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
 
-    @field_validator("include", "exclude")
+    @field_validator("query")
     @classmethod
-    def _rules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        problems = []
-        for i, rule in enumerate(v):
-            try:
-                compile_rule(rule)
-            except ValueError as e:
-                problems.append(f"[{i}]: {e}")
-        if problems:
-            # Carry the index so the message names `outputs[1].include[0]`.
-            raise ValueError("; ".join(problems))
+    def _query(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_query(v)
         return v
+
+    @field_validator("dedupe_window")
+    @classmethod
+    def _window_range(cls, v: timedelta) -> timedelta:
+        return _in_range("dedupe_window", v, timedelta(minutes=1), timedelta(days=30))
 
     @property
     def rules(self) -> Rules:
         return Rules.compile(self.include, self.exclude)
+
+    @property
+    def filter(self) -> Filter:
+        return self.compiled_filter(self.max_per_feed)
+
+    @property
+    def dedupe_settings(self) -> DedupeSettings:
+        return DedupeSettings(self.dedupe, self.dedupe_threshold, self.dedupe_window)
 
 
 class Config(_Strict):

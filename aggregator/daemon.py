@@ -105,6 +105,10 @@ class Daemon:
         start = first_run(stored_next, now, interval, self._rng)
         self.scheduler.add(feed.name, interval, start, self._poll)
 
+    def _feed_config(self, name: str) -> FeedConfig | None:
+        # Read through self.config on every poll, so a reloaded config applies at once.
+        return next((f for f in self.config.feeds if f.name == name), None)
+
     async def run(self) -> None:
         settings = self.config.aggregator
         loop = asyncio.get_running_loop()
@@ -120,7 +124,7 @@ class Daemon:
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
             seed_last_success(self.metrics, states.values())
             async with make_fetcher(self.config, self.metrics) as fetcher:
-                self._ctx = PollContext(fetcher, store, pool, self._on_write)
+                self._ctx = PollContext(fetcher, store, pool, self._on_write, self._feed_config)
                 server = OutputServer(
                     store,
                     lambda: self.config,

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .models import Entry, KeyKind, ParsedEntry
+
+UpdatePolicy = Literal["ignore", "update", "republish"]
+KeyMode = Literal["guid", "link"]
 
 # Query parameters that only say how a reader reached the link; dropping them never changes the
 # page. Prefix matches are for families such as utm_source/utm_medium/utm_campaign.
@@ -100,17 +104,58 @@ def content_hash(entry: ParsedEntry) -> str:
     return h.hexdigest()
 
 
+# Parts of an entry that change on every render of a page without the story changing.
+_URL_IN_TEXT = re.compile(r"https?://[^\s\"'<>]+")
+_VOLATILE = re.compile(
+    r"(?ix)"
+    r"\b\d{4}-\d{2}-\d{2}([t ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(z|[+-]\d{2}:?\d{2})?)?\b"  # ISO
+    r"|\b\d{1,2}:\d{2}(:\d{2})?\s*(am|pm|gmt|utc|[a-z]{3,4}t)?\b"  # clock times
+    r"|\b[\d.,]+\s*[km]?\s+(views?|reads?|comments?|shares?|likes?|replies|reactions?)\b"
+    r"|\b(views?|comments?|shares?|likes?)\s*:?\s*[\d.,]+[km]?\b"
+    r"|\b(updated|posted|published)?\s*\d+\s+(seconds?|minutes?|hours?|days?)\s+ago\b"
+    r"|\b(cache|cb|v|ts|t|_)=\d+\b"  # cache busters in inline URLs
+)
+
+
+def _unvolatile(text: str) -> str:
+    text = _URL_IN_TEXT.sub(lambda m: canonical_url(m.group(0)), text)
+    return _VOLATILE.sub("", text)
+
+
+def stable_hash(entry: ParsedEntry) -> str:
+    """Hash of an entry without its volatile parts (time stamps, counters, tracking parameters
+    in inline links): an entry is "updated" only when this changes."""
+    link = canonical_url(entry.link) if entry.link else ""
+    h = hashlib.sha256()
+    for part in (entry.title, entry.summary, entry.content, link, entry.author):
+        h.update(_unvolatile(part).encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def guids_unusable(entries: Sequence[ParsedEntry]) -> bool:
+    """True when a document's guids cannot key its entries: some are missing or blank, or two
+    entries share one. Such a feed is keyed by link (then hash) from then on."""
+    seen: set[str] = set()
+    for e in entries:
+        guid = (e.guid or "").strip()
+        if not guid or guid in seen:
+            return True
+        seen.add(guid)
+    return False
+
+
 def _title_date_hash(entry: ParsedEntry) -> str:
     when = entry.published or entry.updated
     stamp = when.isoformat() if when else ""
     return hashlib.sha256(f"{entry.title}\x1f{stamp}".encode()).hexdigest()[:32]
 
 
-def key_ladder(entry: ParsedEntry) -> list[tuple[KeyKind, str]]:
-    """The keys an entry can be known by, best first: its guid, its canonical link, a hash of
-    its title and date."""
+def key_ladder(entry: ParsedEntry, mode: KeyMode = "guid") -> list[tuple[KeyKind, str]]:
+    """The keys an entry can be known by, best first: its guid (unless the feed is keyed by
+    link), its canonical link, a hash of its title and date."""
     rungs: list[tuple[KeyKind, str]] = []
-    if entry.guid and entry.guid.strip():
+    if mode == "guid" and entry.guid and entry.guid.strip():
         rungs.append(("guid", entry.guid.strip()))
     if entry.link and entry.link.strip():
         rungs.append(("link", canonical_url(entry.link)))
@@ -131,7 +176,9 @@ def plausible_date(when: datetime | None, now: datetime) -> datetime | None:
     return min(when, now)
 
 
-def identify(feed: str, entries: Iterable[ParsedEntry], now: datetime) -> list[Entry]:
+def identify(
+    feed: str, entries: Iterable[ParsedEntry], now: datetime, mode: KeyMode = "guid"
+) -> list[Entry]:
     """Key every entry of one fetched document and normalise its fields.
 
     Each entry takes the best rung of the key ladder not already taken by an earlier entry of the
@@ -143,7 +190,7 @@ def identify(feed: str, entries: Iterable[ParsedEntry], now: datetime) -> list[E
     seen_ladders: set[tuple[tuple[KeyKind, str], ...]] = set()
     out: list[Entry] = []
     for parsed in entries:
-        ladder = tuple(key_ladder(parsed))
+        ladder = tuple(key_ladder(parsed, mode))
         if ladder in seen_ladders:
             # The same item listed twice: without this it would take the next free rung and be
             # published a second time.
@@ -180,6 +227,7 @@ def identify(feed: str, entries: Iterable[ParsedEntry], now: datetime) -> list[E
                 updated=max(updated or first, first),
                 date_known=date_known,
                 content_hash=content_hash(parsed),
+                stable_hash=stable_hash(parsed),
                 base=parsed.base,
             )
         )
@@ -193,13 +241,75 @@ def with_first_seen_date(entry: Entry, first_seen: datetime) -> Entry:
     return replace(entry, published=first_seen, updated=first_seen)
 
 
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the store knows of one entry of a feed: enough to decide new / updated / unchanged."""
+
+    uid: str
+    content_hash: str
+    stable_hash: str | None
+    link: str | None
+
+
+def reconcile(entries: Sequence[Entry], known: Mapping[str, Known]) -> list[Entry]:
+    """Give entries whose key is new the key of a stored entry with the same link.
+
+    A publisher that re-keys every entry at once (a mass guid change), or a feed that switches
+    from guid to link keys, would otherwise publish its whole history again as new stories. A
+    stored entry is claimed at most once, and never while its own key is still in the document.
+    """
+    present = {e.key for e in entries}
+    by_link: dict[str, str] = {}
+    for key, k in sorted(known.items()):
+        if k.link and key not in present:
+            by_link.setdefault(k.link, key)
+    out: list[Entry] = []
+    for e in entries:
+        if e.key not in known and e.link and (old := by_link.pop(e.link, None)) is not None:
+            e = replace(e, key=old, uid=known[old].uid)
+        out.append(e)
+    return out
+
+
+def diff(
+    entries: Sequence[Entry], known: Mapping[str, Known], policy: UpdatePolicy, now: datetime
+) -> tuple[list[Entry], list[Entry]]:
+    """Split a document's entries into new and updated ones (the rest are unchanged).
+
+    An entry is updated when its stable hash changed (its content hash, for rows stored before
+    stable hashes existed). `policy` "ignore" never updates; "republish" dates an update at
+    `now`, so it rises to the top of the outputs.
+    """
+    new: list[Entry] = []
+    updated: list[Entry] = []
+    for e in entries:
+        k = known.get(e.key)
+        if k is None:
+            new.append(e)
+            continue
+        changed = (
+            k.stable_hash != e.stable_hash if k.stable_hash else k.content_hash != e.content_hash
+        )
+        if not changed or policy == "ignore":
+            continue
+        if policy == "republish":
+            e = replace(e, published=now, updated=now, date_known=True)
+        updated.append(e)
+    return new, updated
+
+
 __all__ = [
+    "Known",
     "canonical_url",
     "clean_text",
     "content_hash",
+    "diff",
+    "guids_unusable",
     "identify",
     "key_ladder",
     "plausible_date",
+    "reconcile",
+    "stable_hash",
     "uid_for",
     "with_first_seen_date",
 ]

@@ -67,6 +67,7 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
     warning: str | None = None
     ttl_minutes: int | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class Entry:
     updated: datetime  # aware UTC
     date_known: bool  # False when published/updated fell back to the first-seen time
     content_hash: str  # over the feed's own (unsanitised) text, so it is stable across versions
+    stable_hash: str = ""  # content hash without volatile parts; "" when not computed
     base: str | None = None  # for resolving relative links while sanitising; not stored
 
 
@@ -122,6 +124,8 @@ class FeedState:
     next_poll: datetime | None = None
     warning: str | None = None
     entry_count: int = 0
+    language: str | None = None
+    key_mode: str = "guid"  # "link" once the feed's guids proved unusable
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +158,5 @@ class PollRecord:
     error: str | None = None
     new: tuple[Entry, ...] = ()
     updated: tuple[Entry, ...] = ()
+    language: str | None = None
+    key_mode: str | None = None  # None: keep the stored one

@@ -1,18 +1,21 @@
-"""One output, from the store to bytes: select its sources' entries, apply its rules and limit,
-render one format (a feed, its HTML page or its sources' OPML), one page at a time.
-Blocking (SQLite reads and feedgen): the daemon runs it on a reader thread.
+"""One output, from the store to bytes: sources → filters → dedupe → limit → page → render
+one format (a feed, its HTML page or its sources' OPML).
+
+Blocking (SQLite reads and feedgen): the daemon runs it on a reader thread. `plan_output` is the
+selection alone, with what was dropped and why, for `aggregator preview`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
-from .config import Config
-from .filters import select
-from .models import OutputFormat
+from .config import Config, OutputConfig
+from .dedupe import Story, group
+from .filters import apply
+from .models import OutputFormat, StoredEntry
 from .opml import Subscription, render_opml
 from .pages import render_output_page
 from .publish import EPOCH, OutputMeta, entry_updated, render
@@ -24,6 +27,9 @@ SERVED_FORMATS: tuple[ServedFormat, ...] = get_args(ServedFormat)
 FEED_FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
 DEFAULT_PAGE_SIZE = 100  # entries per page when the request names no ?limit=
 MAX_PAGE_SIZE = 1000
+# Filters and dedupe read past the limit: enough stories to fill it after merging, and the
+# copies a near-duplicate may have in older entries within the window (at most as many again).
+READ_FACTOR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,26 +43,39 @@ class Rendered:
     entries: int
 
 
-def render_output(
-    store: Store,
-    config: Config,
-    name: str,
-    fmt: ServedFormat,
-    page: int = 1,
-    per_page: int | None = None,
-) -> Rendered:
-    """Select an output's entries from the store, apply its rules and limit, and render them.
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What an output contains and why the rest is not there."""
 
-    The selection (at most the output's `limit` entries) is served in pages of `per_page`
-    entries (DEFAULT_PAGE_SIZE when None); page 1 is the newest. A page past the end is empty.
-    Blocking (SQLite and feedgen): the daemon calls it on a reader thread.
-    """
+    stories: tuple[Story, ...]
+    dropped: tuple[tuple[StoredEntry, str], ...] = field(default=())
+    beyond_limit: tuple[Story, ...] = field(default=())
+
+
+def _read(store: Store, config: Config, output: OutputConfig) -> list[StoredEntry]:
+    sources = [f.name for f in config.sources_of(output)]
+    want = output.limit * READ_FACTOR
+    window = output.dedupe_window if output.dedupe == "near" else timedelta(0)
+    out: list[StoredEntry] = []
+    oldest: datetime | None = None
+    for item in store.iter_entries(sources, query=output.query):
+        if len(out) >= 2 * want:
+            break  # bounded work per render, however busy the window is
+        if len(out) >= want:
+            if oldest is None:
+                oldest = out[-1].entry.published - window
+            if item.entry.published < oldest:
+                break
+        out.append(item)
+    return out
+
+
+def plan_output(store: Store, config: Config, name: str, now: datetime) -> Plan:
+    """Select an output's stories: read its sources (narrowed by its query), apply its filters,
+    merge duplicates across feeds, keep the newest `limit` stories."""
     output = config.output(name)
-    generation = store.generation()
     sources = config.sources_of(output)
-    if fmt == "opml":
-        return _rendered(_render_sources(config, name), EPOCH, generation, len(sources))
-    items = select(store.iter_entries([f.name for f in sources]), output.rules, output.limit)
+    items = _read(store, config, output)
     # A title set in the config names the source in place of the one the feed gives itself.
     titles = {f.name: f.title for f in sources if f.title}
     if titles:
@@ -64,9 +83,41 @@ def render_output(
             replace(i, feed_title=titles[i.entry.feed]) if i.entry.feed in titles else i
             for i in items
         ]
+    dropped: list[tuple[StoredEntry, str]] = []
+    flt = output.filter
+    languages = store.feed_languages([f.name for f in sources]) if flt.checks else {}
+    kept = apply(flt, items, now, languages, dropped)
+    order = {f.name: i for i, f in enumerate(config.feeds)}
+    stories = group(kept, output.dedupe_settings, order)
+    return Plan(tuple(stories[: output.limit]), tuple(dropped), tuple(stories[output.limit :]))
+
+
+def render_output(
+    store: Store,
+    config: Config,
+    name: str,
+    fmt: ServedFormat,
+    page: int = 1,
+    per_page: int | None = None,
+    now: datetime | None = None,
+) -> Rendered:
+    """Select an output's stories from the store (see `plan_output`) and render one page.
+
+    The selection (at most the output's `limit` stories) is served in pages of `per_page`
+    stories (DEFAULT_PAGE_SIZE when None); page 1 is the newest. A page past the end is empty.
+    `now` only matters to `max_age` rules; it defaults to the current time.
+    """
+    output = config.output(name)
+    generation = store.generation()
+    if fmt == "opml":
+        sources = config.sources_of(output)
+        return _rendered(_render_sources(config, name), EPOCH, generation, len(sources))
+    plan = plan_output(store, config, name, now or datetime.now(UTC))
     size = per_page or DEFAULT_PAGE_SIZE
     start = (page - 1) * size
-    shown = items[start : start + size]
+    shown = plan.stories[start : start + size]
+    items = [s.item for s in shown]
+    merged = {s.item.entry.uid: s.merged for s in shown if s.merged}
     meta = OutputMeta(
         name=output.name,
         title=output.title,
@@ -75,11 +126,14 @@ def render_output(
         hub=config.aggregator.hub,
         page=page,
         per_page=per_page,
-        has_next=len(items) > start + size,
+        has_next=len(plan.stories) > start + size,
     )
-    body = render_output_page(meta, shown) if fmt == "html" else render(fmt, meta, shown)
-    last = max((max(entry_updated(i), i.last_changed) for i in shown), default=EPOCH)
-    return _rendered(body, last, generation, len(shown))
+    body = render_output_page(meta, items) if fmt == "html" else render(fmt, meta, items, merged)
+    last = max(
+        (max(entry_updated(i), i.last_changed) for s in shown for i in s.sources),
+        default=EPOCH,
+    )
+    return _rendered(body, last, generation, len(items))
 
 
 def _rendered(body: bytes, last: datetime, generation: int, entries: int) -> Rendered:

@@ -139,7 +139,12 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
                 base=base,
             )
         )
-    return ParsedFeed(title=_str(doc.get("title")), link=home, entries=tuple(entries))
+    return ParsedFeed(
+        title=_str(doc.get("title")),
+        link=home,
+        entries=tuple(entries),
+        language=_str(doc.get("language")) or None,
+    )
 
 
 def _looks_like_json(body: bytes, content_type: str) -> bool:
@@ -193,4 +198,5 @@ def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> 
         entries=entries,
         warning=f"malformed feed, entries kept: {problem}" if problem is not None else None,
         ttl_minutes=int(ttl) if ttl.isdigit() else None,
+        language=_str(feed.get("language")) or None,
     )

@@ -10,14 +10,25 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from .config import FeedConfig
 from .errors import FeedError
 from .fetch import Fetcher
-from .identity import clean_text, identify
+from .filters import Candidate
+from .identity import (
+    KeyMode,
+    Known,
+    UpdatePolicy,
+    clean_text,
+    diff,
+    guids_unusable,
+    identify,
+    reconcile,
+)
 from .models import Entry, NotModified, ParsedFeed, PollOutcome, PollRecord
 from .parse import parse_feed
 from .sanitize import sanitize_html
@@ -29,12 +40,14 @@ log = logging.getLogger("aggregator.poll")
 @dataclass(frozen=True, slots=True)
 class PollContext:
     """The shared machinery a poll uses. `parse_pool` runs parse_feed off the event loop
-    (a process pool in the daemon); `on_write` hears the store generation after each commit."""
+    (a process pool in the daemon); `on_write` hears the store generation after each commit;
+    `feed_config` gives a feed's current settings (filters, update policy) by name."""
 
     fetcher: Fetcher
     store: StoreThreads
     parse_pool: Executor | None
     on_write: Callable[[int], None] = lambda generation: None
+    feed_config: Callable[[str], FeedConfig | None] = lambda name: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,7 @@ class Digest:
     new: tuple[Entry, ...]
     updated: tuple[Entry, ...]
     seen: int  # entries in the document
+    key_mode: KeyMode = "guid"  # how the entries were keyed
 
 
 def _sanitized(entry: Entry) -> Entry:
@@ -65,18 +79,32 @@ def digest(
     headers: dict[str, str],
     url: str,
     now: datetime,
-    known: dict[str, str],
+    known: Mapping[str, str | Known],
+    mode: KeyMode = "guid",
+    policy: UpdatePolicy = "update",
 ) -> Digest:
     """Parse a document, key its entries, keep those that are new or changed against `known`
-    (key → content hash), and sanitise only those: the CPU part of a poll, run in a worker.
+    (key → what the store has, or just its content hash), and sanitise only those: the CPU part
+    of a poll, run in a worker.
+
+    A feed keyed by guid switches to link keys, for good, the first time its guids prove
+    unusable (missing, blank or repeated); `Digest.key_mode` says which mode was used. New keys
+    are reconciled with stored entries by link (a mass guid change is not new entries), and
+    `policy` decides what an edit does (see `identity.diff`).
     """
     parsed = parse_feed(name, body, headers, url)
-    entries = identify(name, parsed.entries, now)
-    new = tuple(_sanitized(e) for e in entries if e.key not in known)
-    updated = tuple(
-        _sanitized(e) for e in entries if e.key in known and known[e.key] != e.content_hash
+    if mode == "guid" and parsed.entries and guids_unusable(parsed.entries):
+        mode = "link"
+    stored = {k: v if isinstance(v, Known) else Known("", v, None, None) for k, v in known.items()}
+    entries = reconcile(identify(name, parsed.entries, now, mode), stored)
+    new, updated = diff(entries, stored, policy, now)
+    return Digest(
+        replace(parsed, entries=()),
+        tuple(_sanitized(e) for e in new),
+        tuple(_sanitized(e) for e in updated),
+        len(entries),
+        mode,
     )
-    return Digest(replace(parsed, entries=()), new, updated, len(entries))
 
 
 async def _digest(
@@ -86,10 +114,14 @@ async def _digest(
     headers: dict[str, str],
     url: str,
     now: datetime,
-    known: dict[str, str],
+    known: dict[str, Known],
+    mode: KeyMode,
+    policy: UpdatePolicy,
 ) -> Digest:
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(ctx.parse_pool, digest, name, body, headers, url, now, known)
+    return await loop.run_in_executor(
+        ctx.parse_pool, digest, name, body, headers, url, now, known, mode, policy
+    )
 
 
 async def poll_source(
@@ -126,11 +158,31 @@ async def poll_source(
                 )
             else:
                 http_status = result.status
-                known = await ctx.store.read(lambda s: s.known_hashes(name))
+                linked = state is not None and state.key_mode == "link"
+                old_mode: KeyMode = "link" if linked else "guid"
+                feed = ctx.feed_config(name)
+                policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
+                known = await ctx.store.read(lambda s: s.known_entries(name))
                 d = await _digest(
-                    ctx, name, result.body, dict(result.headers), result.url, now, known
+                    ctx,
+                    name,
+                    result.body,
+                    dict(result.headers),
+                    result.url,
+                    now,
+                    known,
+                    old_mode,
+                    policy,
                 )
                 parsed = d.feed
+                new, updated = d.new, d.updated
+                if feed is not None:
+                    # Entries a feed's own rules drop are never stored.
+                    flt = feed.compiled_filter()
+                    new = tuple(e for e in new if flt.keeps(Candidate(e, parsed.language, now)))
+                    updated = tuple(
+                        e for e in updated if flt.keeps(Candidate(e, parsed.language, now))
+                    )
                 rec = PollRecord(
                     name,
                     url,
@@ -143,8 +195,10 @@ async def poll_source(
                     title=parsed.title or None,
                     link=parsed.link,
                     warning=parsed.warning,
-                    new=d.new,
-                    updated=d.updated,
+                    new=new,
+                    updated=updated,
+                    language=parsed.language,
+                    key_mode=d.key_mode if d.key_mode != old_mode else None,
                 )
     except FeedError as e:
         rec = PollRecord(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,10 @@ CONTENT_TYPES: dict[OutputFormat, str] = {
     "rss": "application/rss+xml; charset=utf-8",
     "json": "application/feed+json; charset=utf-8",
 }
+# Category scheme (RSS: domain) marking a category that names another feed the story was seen in.
+SOURCE_SCHEME = "urn:feed-aggregator:source"
+Merged = Mapping[str, Sequence[StoredEntry]]
+_NONE: Merged = {}
 _TAGS = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -106,7 +110,9 @@ def _source_url(item: StoredEntry) -> str:
     return item.feed_link or item.feed_url
 
 
-def _generator(meta: OutputMeta, items: Sequence[StoredEntry], fmt: OutputFormat) -> FeedGenerator:
+def _generator(
+    meta: OutputMeta, items: Sequence[StoredEntry], fmt: OutputFormat, merged: Merged
+) -> FeedGenerator:
     fg = FeedGenerator()
     fg.id(meta.url("atom"))
     fg.title(xml_safe(meta.title))
@@ -142,18 +148,29 @@ def _generator(meta: OutputMeta, items: Sequence[StoredEntry], fmt: OutputFormat
             url=_source_url(item) if fmt == "atom" else item.feed_url,
             title=xml_safe(item.feed_title),
         )
+        # The copies merged into this story name their feeds as categories of our own scheme,
+        # which every reader tolerates and which keeps both formats valid.
+        for other in merged.get(e.uid, ()):
+            if fmt == "atom":
+                fe.category(
+                    term=other.entry.feed, scheme=SOURCE_SCHEME, label=xml_safe(other.feed_title)
+                )
+            else:  # feedgen writes an RSS category's label, if given at all, in place of its term
+                fe.category(term=other.entry.feed, scheme=SOURCE_SCHEME)
     return fg
 
 
-def render_atom(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
-    """Atom 1.0, newest first as given, each entry naming its source feed in atom:source."""
-    result: bytes = _generator(meta, items, "atom").atom_str(pretty=False)
+def render_atom(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged = _NONE) -> bytes:
+    """Atom 1.0, newest first as given, each entry naming its source feed in atom:source and
+    the feeds of merged duplicates as categories with the scheme `SOURCE_SCHEME`."""
+    result: bytes = _generator(meta, items, "atom", merged).atom_str(pretty=False)
     return result
 
 
-def render_rss(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
-    """RSS 2.0 with content:encoded, each item naming its source feed in <source>."""
-    fg = _generator(meta, items, "rss")
+def render_rss(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged = _NONE) -> bytes:
+    """RSS 2.0 with content:encoded, each item naming its source feed in <source> and the
+    feeds of merged duplicates as categories with domain `SOURCE_SCHEME`."""
+    fg = _generator(meta, items, "rss", merged)
     # feedgen writes only the self atom:link into RSS; hub and paging links are added here.
     root, _ = fg._create_rss()
     channel = root.find("channel")
@@ -169,8 +186,18 @@ def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def render_json(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
-    """JSON Feed 1.1; provenance goes in an `_aggregator` extension object on each item."""
+def _source_json(item: StoredEntry) -> dict[str, Any]:
+    e = item.entry
+    obj: dict[str, Any] = {"feed": e.feed, "title": item.feed_title, "url": item.feed_url}
+    if e.link:
+        obj["link"] = e.link
+    obj["first_seen"] = _rfc3339(item.first_seen)
+    return obj
+
+
+def render_json(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged = _NONE) -> bytes:
+    """JSON Feed 1.1; provenance goes in an `_aggregator` extension object on each item:
+    `source` (the copy shown) and `sources` (every feed the story was seen in)."""
     out_items: list[dict[str, Any]] = []
     for item in items:
         e = item.entry
@@ -189,7 +216,8 @@ def render_json(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
         if e.categories:
             obj["tags"] = list(e.categories)
         obj["_aggregator"] = {
-            "source": {"feed": e.feed, "title": item.feed_title, "url": item.feed_url}
+            "source": {"feed": e.feed, "title": item.feed_title, "url": item.feed_url},
+            "sources": [_source_json(i) for i in (item, *merged.get(e.uid, ()))],
         }
         out_items.append(obj)
     doc = {
@@ -211,6 +239,9 @@ def render_json(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
 RENDERERS = {"atom": render_atom, "rss": render_rss, "json": render_json}
 
 
-def render(fmt: OutputFormat, meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
-    """Render entries (already selected, newest first) in one format."""
-    return RENDERERS[fmt](meta, items)
+def render(
+    fmt: OutputFormat, meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged = _NONE
+) -> bytes:
+    """Render entries (already selected, newest first) in one format; `merged` maps an entry's
+    uid to the duplicates from other feeds that it stands for."""
+    return RENDERERS[fmt](meta, items, merged)

@@ -53,6 +53,7 @@ def _feed_json(state: FeedState) -> dict[str, Any]:
         "last_error": state.last_error,
         "warning": state.warning,
         "entries": state.entry_count,
+        "key_mode": state.key_mode,
     }
 
 

@@ -21,8 +21,9 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from .errors import StoreError
-from .identity import clean_text, with_first_seen_date
+from .identity import Known, clean_text, with_first_seen_date
 from .models import Entry, FeedState, PollRecord, StoredEntry, Validators
+from .search import FTS_TABLE, fts_schema
 
 T = TypeVar("T")
 
@@ -82,6 +83,21 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('generation', '0')")
 
 
+@migrations()
+def m003_dedupe(db: sqlite_utils.Database) -> None:
+    # Full-text index over title, summary and content, kept current by triggers, so every
+    # writer (polls, pruning) updates it in the same transaction as the entries.
+    for statement in fts_schema():
+        db.execute(statement)
+    # The feed's declared language (for language rules) and how its entries are keyed: "guid"
+    # until the feed shows missing, blank or repeated guids, then "link" for good.
+    db.execute("ALTER TABLE feeds ADD COLUMN language TEXT")
+    db.execute("ALTER TABLE feeds ADD COLUMN key_mode TEXT NOT NULL DEFAULT 'guid'")
+    # Hash of the entry with volatile parts (stamps, counters, tracking parameters) removed:
+    # what decides whether an entry was really edited. NULL for rows stored before.
+    db.execute("ALTER TABLE entries ADD COLUMN stable_hash TEXT")
+
+
 def _ts(when: datetime | None) -> str | None:
     """Timestamps are stored as fixed-width UTC ISO 8601 text, so they sort as strings."""
     if when is None:
@@ -110,6 +126,7 @@ def _entry_row(entry: Entry) -> dict[str, Any]:
         "updated": _ts(entry.updated),
         "date_known": int(entry.date_known),
         "content_hash": entry.content_hash,
+        "stable_hash": entry.stable_hash or None,
     }
 
 
@@ -135,6 +152,7 @@ def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
         updated=updated,
         date_known=bool(row["date_known"]),
         content_hash=row["content_hash"],
+        stable_hash=row["stable_hash"] or "",
     )
 
 
@@ -217,6 +235,8 @@ class Store:
                 next_poll=_dt(r["next_poll"]),
                 warning=r["warning"],
                 entry_count=r["entry_count"],
+                language=r["language"],
+                key_mode=r["key_mode"],
             )
             for r in self.db.execute(sql, params).fetchall()
         ]
@@ -225,6 +245,15 @@ class Store:
         """Key → content hash of every stored entry of a feed: decides new / updated / unchanged."""
         rows = self.db.execute("SELECT key, content_hash FROM entries WHERE feed = ?", [feed])
         return {key: h for key, h in rows.fetchall()}
+
+    def known_entries(self, feed: str) -> dict[str, Known]:
+        """Key → what is stored of every entry of a feed (hashes, link, uid)."""
+        rows = self.db.execute(
+            "SELECT key, uid, content_hash, stable_hash, link FROM entries WHERE feed = ?", [feed]
+        )
+        return {
+            r["key"]: Known(r["uid"], r["content_hash"], r["stable_hash"], r["link"]) for r in rows
+        }
 
     # --- one poll ----------------------------------------------------------------------------
 
@@ -257,6 +286,9 @@ class Store:
             state["link"] = rec.link
         if rec.status == "ok":
             state["warning"] = rec.warning
+            state["language"] = rec.language
+        if rec.key_mode is not None:
+            state["key_mode"] = rec.key_mode
         with self._atomic():
             sets = ", ".join(f"{k} = ?" for k in state)
             extra = ", error_count = error_count + 1" if rec.status == "error" else ""
@@ -307,17 +339,53 @@ class Store:
 
     # --- reading entries ---------------------------------------------------------------------
 
-    def iter_entries(self, feeds: Sequence[str], batch: int = 200) -> Iterator[StoredEntry]:
-        """Entries of the given feeds, newest first (by published, then by first seen)."""
+    def iter_entries(
+        self, feeds: Sequence[str], batch: int = 200, query: str | None = None
+    ) -> Iterator[StoredEntry]:
+        """Entries of the given feeds, newest first (by published, then by first seen); only
+        those matching the FTS5 `query` when one is given."""
         if not feeds:
             return
         marks = ",".join("?" for _ in feeds)
+        params: list[Any] = list(feeds)
+        where = ""
+        if query is not None:
+            where = f" AND e.rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)"
+            params.append(query)
         sql = (
             "SELECT e.*, f.title AS feed_title, f.url AS feed_url, f.link AS feed_link "
-            f"FROM entries e JOIN feeds f ON f.name = e.feed WHERE e.feed IN ({marks}) "
+            f"FROM entries e JOIN feeds f ON f.name = e.feed WHERE e.feed IN ({marks}){where} "
             "ORDER BY e.published DESC, e.first_seen DESC, e.uid"
         )
-        cur = self.db.execute(sql, list(feeds))
+        try:
+            cur = self.db.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"search failed: {e}") from e
+        yield from self._stored(cur, batch)
+
+    def search(self, query: str, limit: int = 20) -> list[StoredEntry]:
+        """Entries matching an FTS5 query, best match first (bm25), then newest."""
+        sql = (
+            "SELECT e.*, f.title AS feed_title, f.url AS feed_url, f.link AS feed_link "
+            f"FROM {FTS_TABLE} JOIN entries e ON e.rowid = {FTS_TABLE}.rowid "
+            f"JOIN feeds f ON f.name = e.feed WHERE {FTS_TABLE} MATCH ? "
+            f"ORDER BY bm25({FTS_TABLE}), e.published DESC, e.uid LIMIT ?"
+        )
+        try:
+            cur = self.db.execute(sql, [query, limit])
+            return list(self._stored(cur, 200))
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"search failed: {e}") from e
+
+    def feed_languages(self, names: Sequence[str]) -> dict[str, str | None]:
+        """The language each feed declared on its last successful poll."""
+        marks = ",".join("?" for _ in names)
+        rows = self.db.execute(
+            f"SELECT name, language FROM feeds WHERE name IN ({marks})", list(names)
+        )
+        return {name: lang for name, lang in rows.fetchall()}
+
+    def _stored(self, cur: sqlite3.Cursor, batch: int) -> Iterator[StoredEntry]:
         while rows := cur.fetchmany(batch):
             for r in rows:
                 first_seen = _dt(r["first_seen"])

@@ -41,8 +41,9 @@ def config(
         feed_server.serve_file(f"/{name}.xml", filename)
         body += f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(name + ".xml")}"\n'
         body += 'tags = ["news"]\n\n' if name != "hostile" else 'interval = "20s"\n\n'
-    body += '[[outputs]]\nname = "all"\ntitle = "All <news>"\n\n'
-    body += '[[outputs]]\nname = "news"\ntitle = "News"\ntags = ["news"]\n\n'
+    # Cross-feed dedupe is tested elsewhere; here every stored entry is its own story.
+    body += '[[outputs]]\nname = "all"\ntitle = "All <news>"\ndedupe = "off"\n\n'
+    body += '[[outputs]]\nname = "news"\ntitle = "News"\ntags = ["news"]\ndedupe = "off"\n\n'
     body += '[[outputs]]\nname = "odd"\ntitle = "Odd"\nfeeds = ["hostile"]\n'
     return write_config(
         body,
