@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -220,8 +221,16 @@ class Store:
         ]
 
     def known_hashes(self, feed: str) -> dict[str, str]:
-        """Key → content hash of every stored entry of a feed: decides new / updated / unchanged."""
-        rows = self.db.execute("SELECT key, content_hash FROM entries WHERE feed = ?", [feed])
+        """Key → content hash of every stored entry of a feed: decides new / updated / unchanged.
+
+        Pruned entries are included (from their tombstones), so an entry pruned while the feed
+        still carries it is never taken for a new one.
+        """
+        rows = self.db.execute(
+            "SELECT key, content_hash FROM pruned WHERE feed = ? "
+            "UNION ALL SELECT key, content_hash FROM entries WHERE feed = ?",
+            [feed, feed],
+        )
         return {key: h for key, h in rows.fetchall()}
 
     # --- one poll ----------------------------------------------------------------------------
@@ -286,10 +295,16 @@ class Store:
                 row.pop("uid")
                 keys = ("feed", "key")
                 sets = ", ".join(f"{k} = ?" for k in row if k not in keys)
-                self.db.execute(
+                cur = self.db.execute(
                     f"UPDATE entries SET {sets} WHERE feed = ? AND key = ?",
                     [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key],
                 )
+                if cur.rowcount == 0:
+                    # A pruned entry edited upstream: remember its new hash, store nothing.
+                    self.db.execute(
+                        "UPDATE pruned SET content_hash = ? WHERE feed = ? AND key = ?",
+                        [entry.content_hash, entry.feed, entry.key],
+                    )
             if rec.new or rec.updated:
                 self.db.execute(
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
@@ -335,6 +350,60 @@ class Store:
             return int(self.db.execute("SELECT count(*) FROM entries").fetchone()[0])
         row = self.db.execute("SELECT count(*) FROM entries WHERE feed = ?", [feed]).fetchone()
         return int(row[0])
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int:
+        """Delete entries first stored more than `retention_days` ago and, per feed, all but the
+        `max_per_feed` newest (0 disables either rule). Returns how many entries were deleted.
+
+        Each deleted entry leaves a tombstone (feed, key, content hash) in `pruned`, which
+        `known_hashes` reads, so a feed that still carries it does not bring it back as new.
+        """
+        cutoff = _ts(now - timedelta(days=retention_days))
+        with self._atomic():
+            victims = self.db.execute(
+                """
+                SELECT feed, key, content_hash FROM (
+                    SELECT feed, key, content_hash, first_seen, ROW_NUMBER() OVER (
+                        PARTITION BY feed ORDER BY published DESC, first_seen DESC, uid
+                    ) AS rank
+                    FROM entries
+                )
+                WHERE (? > 0 AND first_seen < ?) OR (? > 0 AND rank > ?)
+                """,
+                [retention_days, cutoff, max_per_feed, max_per_feed],
+            ).fetchall()
+            stamp = _ts(now)
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_prune', ?)", [stamp]
+            )
+            if not victims:
+                return 0
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO pruned (feed, key, content_hash, pruned_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(f, k, h, stamp) for f, k, h in victims],
+            )
+            self.db.conn.executemany(
+                "DELETE FROM entries WHERE feed = ? AND key = ?", [(f, k) for f, k, _ in victims]
+            )
+            self.db.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+            )
+        return len(victims)
+
+    def last_prune(self) -> datetime | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'last_prune'").fetchone()
+        return _dt(row[0]) if row else None
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back to the file system. Slow; only on demand."""
+        try:
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            raise StoreError(f"vacuum failed: {e}") from e
 
     def check_writable(self) -> None:
         """Raise StoreError unless a write transaction can be taken right now."""
@@ -424,3 +493,52 @@ class StoreThreads:
             for store in self._stores:
                 store.close()
             self._stores.clear()
+
+
+def backup_database(source: Path, dest: Path) -> None:
+    """Copy the database at `source` to `dest` through SQLite's online backup API.
+
+    The copy is one step, so it is a single consistent snapshot even while the daemon writes
+    (WAL lets the writer carry on). It is written beside `dest`, checked with
+    `PRAGMA integrity_check`, switched out of WAL so that it is one self-contained file, and only
+    then renamed into place: a failed backup never leaves a half-written file at `dest`.
+    """
+    if not source.is_file():
+        raise StoreError(f"no database at {source}")
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        src = sqlite3.connect(source, timeout=30)
+        try:
+            dst = sqlite3.connect(partial)
+            try:
+                src.backup(dst)
+                dst.execute("PRAGMA journal_mode = DELETE")
+                check = dst.execute("PRAGMA integrity_check").fetchone()[0]
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        if check != "ok":
+            raise StoreError(f"backup of {source} failed its integrity check: {check}")
+        os.replace(partial, dest)
+    except (sqlite3.Error, OSError) as e:
+        raise StoreError(f"backup of {source} to {dest} failed: {e}") from e
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+# Registered last, after every earlier migration, wherever those are defined above.
+@migrations()
+def m004_retention(db: sqlite_utils.Database) -> None:
+    """Tombstones of pruned entries: enough to recognise them if their feed still carries them."""
+    db.execute(
+        """
+        CREATE TABLE pruned (
+            feed TEXT NOT NULL,
+            key TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            pruned_at TEXT NOT NULL,
+            PRIMARY KEY (feed, key)
+        )
+        """
+    )
