@@ -374,3 +374,30 @@ def test_json_logs_and_poll_summary(
     errors = [d for d in records if "status=error" in d["message"]]
     assert {d["level"] for d in errors} == {"warning"}
     assert not any("exception" in d or "Traceback" in d["message"] for d in records)
+
+
+def test_daily_prune_runs_when_due_after_a_restart(
+    feed_server: FeedServer, write_config: Callable[..., Path], start_daemon: StartDaemon
+) -> None:
+    port = free_port()
+    feed_server.serve_bytes("/one.xml", rss("One", ["newer", "older", "oldest"]))
+    body = feed_toml("one", feed_server.url("one.xml"))
+    path = write_config(body, **settings(port), max_entries_per_feed=2)
+    assert cli(path, "fetch").returncode == 0
+    database = path.parent / "data" / "aggregator.db"
+    # The last prune was two days ago: the daemon prunes as soon as it starts.
+    with sqlite3.connect(database) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_prune', ?)",
+            ["2000-01-01T00:00:00+00:00"],
+        )
+    conn.close()
+    daemon = start_daemon(path, port)
+    wait_for(lambda: "prune: 1 entries deleted" in daemon.log.read_text(), "the daily prune")
+    feeds = get_json(daemon.base + "/status")["feeds"]
+    assert isinstance(feeds, dict) and feeds["one"]["entries"] == 2
+    assert daemon.stop() == 0
+    with sqlite3.connect(database) as conn:
+        (last,) = conn.execute("SELECT value FROM meta WHERE key = 'last_prune'").fetchone()
+    conn.close()
+    assert last > "2000-01-01"
