@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from . import __version__
+from .backup import backup_database
 from .config import CONFIG_ENV, Config, load_config
 from .daemon import make_fetcher, make_parse_pool
 from .errors import AggregatorError, ConfigError
@@ -25,7 +26,7 @@ from .lock import running_daemon
 from .logs import setup_logging
 from .models import PollOutcome
 from .poll import PollContext, poll_source
-from .store import Store, StoreThreads, backup_database
+from .store import Store, StoreThreads
 
 F = TypeVar("F", bound=Callable[..., Any])
 STATUSES = ("ok", "not_modified", "unchanged", "error")
