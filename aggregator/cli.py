@@ -7,18 +7,23 @@ The only place where errors become exit codes and one-line messages: 2 for a bad
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from . import __version__
+from .backup import backup_database
 from .config import CONFIG_ENV, Config, load_config
 from .daemon import make_fetcher, make_parse_pool
 from .errors import AggregatorError, ConfigError
+from .lock import running_daemon
+from .logs import setup_logging
 from .models import PollOutcome, StoredEntry
 from .poll import PollContext, poll_source
 from .store import Store, StoreThreads
@@ -47,16 +52,13 @@ def _load(path: str) -> Config:
         sys.exit(2)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # APScheduler logs every job run at INFO; our own poll line says more, once.
-    logging.getLogger("apscheduler").setLevel(
-        max(logging.WARNING, logging.getLevelName(level.upper()))
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    setup_logging(level, fmt)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 @click.group()
@@ -72,9 +74,9 @@ def run(config_path: str) -> None:
     from .daemon import run_daemon
 
     config = _load(config_path)
-    _setup_logging(config.aggregator.log_level)
+    _setup_logging(config.aggregator.log_level, config.aggregator.log_format)
     try:
-        run_daemon(config)
+        run_daemon(config, config_path)
     except AggregatorError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -236,6 +238,21 @@ def _line(item: StoredEntry) -> str:
 
 @main.command()
 @config_option
+def reload(config_path: str) -> None:
+    """Make the running daemon reload its config file (sends it SIGHUP)."""
+    config = _load(config_path)  # an invalid file is reported here, before signalling
+    try:
+        pid = running_daemon(config.aggregator.database)
+        os.kill(pid, signal.SIGHUP)
+    except AggregatorError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot signal the daemon: {e}")
+    click.echo(f"sent SIGHUP to the daemon (pid {pid}); /status shows the result")
+
+
+@main.command()
+@config_option
 @click.argument("output")
 def preview(config_path: str, output: str) -> None:
     """List what OUTPUT would contain, the duplicates merged, and which rule dropped the rest."""
@@ -292,6 +309,122 @@ def search(config_path: str, query: str, limit: int) -> None:
     for item in found:
         click.echo(_line(item) + (f"  {item.entry.link}" if item.entry.link else ""))
     click.echo(f"{len(found)} entries", err=True)
+
+
+@main.command()
+@config_option
+@click.option("--vacuum", is_flag=True, help="Then give the freed space back to the disk.")
+def prune(config_path: str, vacuum: bool) -> None:
+    """Delete entries beyond retention_days and max_entries_per_feed now."""
+    config = _load(config_path)
+    s = config.aggregator
+    try:
+        store = Store(s.database)
+    except AggregatorError as e:
+        _fail(str(e))
+    try:
+        count = store.prune(datetime.now(UTC), s.retention_days, s.max_entries_per_feed)
+        if vacuum:
+            store.vacuum()
+    except AggregatorError as e:
+        _fail(str(e))
+    finally:
+        store.close()
+    click.echo(
+        f"pruned {count} entries (retention_days={s.retention_days}, "
+        f"max_entries_per_feed={s.max_entries_per_feed})" + ("; vacuumed" if vacuum else "")
+    )
+
+
+@main.command()
+@config_option
+@click.argument("target")
+def backup(config_path: str, target: str) -> None:
+    """Copy the database to TARGET (a file, or a directory to put a dated file in)."""
+    config = _load(config_path)
+    path = Path(target)
+    if path.is_dir() or target.endswith("/"):
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / f"aggregator-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.db"
+    if path.exists():
+        _fail(f"{path} already exists; choose a new name", 2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backup_database(config.aggregator.database, path)
+    except AggregatorError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot create {path.parent}: {e.strerror}")
+    click.echo(f"backed up {config.aggregator.database} to {path}")
+
+
+@main.command("import-opml")
+@config_option
+@click.argument("opml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the [[feeds]] tables; change nothing."
+)
+def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
+    """Add the feeds of an OPML file to the config (comments kept), or print them."""
+    from .config_edit import append_feeds, feeds_toml
+    from .opml import parse_opml
+
+    config = _load(config_path)
+    try:
+        result = parse_opml(
+            opml_file.read_bytes(),
+            known_urls=[f.url for f in config.feeds],
+            known_names=[f.name for f in config.feeds],
+        )
+    except (OSError, ValueError) as e:
+        _fail(f"{opml_file}: {e}", 2)
+    for skip in result.skipped:
+        click.echo(f"skipped: {skip.where}: {skip.reason}", err=True)
+    if print_only:
+        click.echo(feeds_toml(result.feeds), nl=False)
+        return
+    if result.feeds:
+        header = f"Imported from {opml_file.name} on {datetime.now(UTC):%Y-%m-%d}"
+        try:
+            append_feeds(Path(config_path), result.feeds, header)
+        except ConfigError as e:
+            _fail(str(e), 2)
+    click.echo(
+        f"added {len(result.feeds)} feeds to {config_path}, skipped {len(result.skipped)} outlines"
+    )
+
+
+@main.command("export-opml")
+@config_option
+@click.option("--title", default="Feed aggregator subscriptions", show_default=True)
+def export_opml(config_path: str, title: str) -> None:
+    """Write every configured feed as an OPML 2.0 subscription list to standard output."""
+    from .opml import Subscription, render_opml
+
+    config = _load(config_path)
+    states = {}
+    if config.aggregator.database.is_file():  # titles and site links, once polled
+        try:
+            store = Store(config.aggregator.database)
+        except AggregatorError as e:
+            _fail(str(e))
+        try:
+            states = {s.name: s for s in store.feed_states()}
+        finally:
+            store.close()
+    subs = []
+    for f in config.feeds:
+        state = states.get(f.name)
+        subs.append(
+            Subscription(
+                f.name,
+                f.url,
+                f.title or (state.title if state else None),
+                state.link if state else None,
+                f.tags,
+            )
+        )
+    sys.stdout.buffer.write(render_opml(title, subs))
 
 
 if __name__ == "__main__":  # pragma: no cover

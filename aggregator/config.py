@@ -140,6 +140,10 @@ class Settings(_Strict):
     parse_workers: int = Field(default=0, ge=0, le=64)
     log_level: str = "info"
     hub: str | None = None
+    log_format: str = "text"
+    summary_interval: Duration = timedelta(minutes=1)
+    retention_days: int = Field(default=90, ge=0, le=36500)
+    max_entries_per_feed: int = Field(default=1000, ge=0, le=1_000_000)
 
     @field_validator("timeout")
     @classmethod
@@ -150,6 +154,18 @@ class Settings(_Strict):
     @classmethod
     def _interval_range(cls, v: timedelta) -> timedelta:
         return _in_range("interval", v, timedelta(seconds=5), timedelta(days=30))
+
+    @field_validator("summary_interval")
+    @classmethod
+    def _summary_range(cls, v: timedelta) -> timedelta:
+        return _in_range("summary_interval", v, timedelta(seconds=5), timedelta(days=1))
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v.lower() not in ("text", "json"):
+            raise ValueError(f"{v!r} is not one of text, json")
+        return v.lower()
 
     @field_validator("base_url")
     @classmethod

@@ -1,34 +1,44 @@
 """Starts and stops everything: store threads, parse pool, fetcher, scheduler, HTTP server.
 
 SIGTERM and SIGINT stop scheduling, give in-flight polls a few seconds, let every queued write
-commit, and exit cleanly.
+commit, and exit cleanly. SIGHUP, or a change of the config file on disk, reloads the config
+without a restart (see reload.py). A lock next to the database keeps it to one daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import os
 import random
 import signal
 from concurrent.futures import Executor, ProcessPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from .config import Config, FeedConfig
+from .config import Config, FeedConfig, load_config
+from .errors import AggregatorError, ConfigError
 from .fetch import Fetcher
+from .lock import DaemonLock
+from .logs import PollTally, setup_logging
 from .metrics import TimedFetcher, record_outcome, seed_last_success
 from .models import PollOutcome
 from .poll import PollContext, poll_source
+from .reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .schedule import FeedScheduler, first_run
 from .server import Metrics, OutputServer
-from .store import StoreThreads
+from .store import Store, StoreThreads
 from .websub import HubNotifier
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
+PRUNE_EVERY = timedelta(days=1)
+FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
 
 
 def make_parse_pool(workers: int) -> Executor:
@@ -62,8 +72,16 @@ def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
 class Daemon:
     """One running aggregator. `run()` returns when a stop signal arrives."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: str | os.PathLike[str] | None = None) -> None:
         self.config = config
+        self.config_path = Path(config_path) if config_path is not None else None
+        # Made now, so that it knows the file as it was when `config` was read from it.
+        self._watcher = ConfigWatcher(self.config_path) if self.config_path else None
+        self.reload_status: dict[str, Any] | None = None  # shown in /healthz and /status
+        self.tally = PollTally()
+        self._reload_lock = asyncio.Lock()
+        self._store: StoreThreads | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.generation = 0
         self.metrics = Metrics()
         self.scheduler = FeedScheduler()
@@ -92,8 +110,12 @@ class Daemon:
                 self._ctx, feed.name, feed.url, now, self.scheduler.next_run(name)
             )
             record_outcome(self.metrics, outcome, now)
+            self.tally.add(outcome)
         except KeyError:
             log.warning("feed %s is no longer configured", name)
+        except AggregatorError as e:
+            # Expected failures (the database is locked or full) get one line, not a traceback.
+            log.error("poll of %s failed: %s", name, e)
         except Exception:
             # A bug in one poll must not stop the others; it is logged with its traceback.
             log.exception("poll of %s failed unexpectedly", name)
@@ -112,9 +134,20 @@ class Daemon:
     async def run(self) -> None:
         settings = self.config.aggregator
         loop = asyncio.get_running_loop()
+        lock = DaemonLock(settings.database)
+        lock.acquire()
+        try:
+            await self._run(loop, lock)
+        finally:
+            lock.release()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, lock: DaemonLock) -> None:
+        settings = self.config.aggregator
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload("SIGHUP")))
         store = StoreThreads(settings.database)
+        self._store = store
         pool = make_parse_pool(settings.parse_workers)
         runner: web.AppRunner | None = None
         try:
@@ -131,6 +164,7 @@ class Daemon:
                     lambda: self.generation,
                     lambda: self.scheduler.running,
                     self.metrics,
+                    reload_status=lambda: self.reload_status,
                 )
                 notifier_task = await self._start_notifier(server)
                 now = datetime.now(UTC)
@@ -149,6 +183,10 @@ class Daemon:
                     settings.listen,
                     settings.base_url,
                 )
+                self._spawn(self._summaries())
+                self._spawn(self._prunes())
+                if self._watcher is not None:
+                    self._spawn(self._watch(self._watcher))
                 await self._stop.wait()
                 log.info("stopping")
                 self.scheduler.shutdown()
@@ -156,6 +194,10 @@ class Daemon:
                 if notifier_task is not None:
                     notifier_task.cancel()
         finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=DRAIN_SECONDS)
             self.scheduler.shutdown()
             if runner is not None:
                 await runner.cleanup()
@@ -190,7 +232,134 @@ class Daemon:
         if pending:
             await asyncio.wait(pending, timeout=DRAIN_SECONDS)
 
+    def _spawn(self, coro: Any) -> None:
+        """Run a background task of the daemon; it is cancelled at shutdown."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
-def run_daemon(config: Config) -> None:
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug: say so loudly rather than lose the watcher or the prune silently.
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the daemon stops; True when it is stopping."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=max(seconds, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+    # --- hot reload --------------------------------------------------------------------------
+
+    async def _watch(self, watcher: ConfigWatcher) -> None:
+        while not await self._sleep(CHECK_EVERY):
+            if await asyncio.to_thread(watcher.changed):
+                await self.reload("file change")
+
+    async def reload(self, trigger: str) -> bool:
+        """Re-read and re-validate the config file; apply the difference if it is valid.
+
+        An invalid file is logged with every problem and recorded in `reload_status`; the
+        daemon keeps running on the config it has. Returns whether the new config was applied.
+        """
+        if self.config_path is None:
+            log.warning("reload (%s) ignored: the daemon was not started from a file", trigger)
+            return False
+        async with self._reload_lock:
+            now = datetime.now(UTC)
+            if self._watcher is not None:
+                # The watcher compares later versions with the one loaded now, whatever the
+                # trigger: a file changed back to its old text after a SIGHUP is still a change.
+                await asyncio.to_thread(self._watcher.mark)
+            try:
+                new = await asyncio.to_thread(load_config, self.config_path)
+                summary = await self._apply(new, now)
+            except ConfigError as e:
+                log.error("reload (%s) failed, keeping the running config: %s", trigger, e)
+                self.reload_status = {
+                    "status": "failed",
+                    "trigger": trigger,
+                    "at": now.isoformat(),
+                    "error": str(e),
+                    "problems": list(e.problems),
+                }
+                return False
+            except AggregatorError as e:
+                log.error("reload (%s) failed, keeping the running config: %s", trigger, e)
+                self.reload_status = {
+                    "status": "failed",
+                    "trigger": trigger,
+                    "at": now.isoformat(),
+                    "error": str(e),
+                    "problems": [str(e)],
+                }
+                return False
+            self.reload_status = {"status": "ok", "trigger": trigger, "at": now.isoformat()}
+            log.info("reload (%s) applied: %s", trigger, summary)
+            return True
+
+    async def _apply(self, new: Config, now: datetime) -> str:
+        old = self.config
+        plan = plan_reload(old, new)
+        assert self._store is not None
+        # Rows first: a feed is in the database before its first poll can fire.
+        feeds = [(f.name, f.url) for f in new.feeds]
+        await self._store.write(lambda s: s.sync_feeds(feeds))
+        states = {s.name: s for s in await self._store.read(lambda s: s.feed_states())}
+        # Swapped whole: the server drops its render cache when the Config object changes,
+        # and every poll reads its feed's url from the current config.
+        self.config = new
+        for name in plan.removed:
+            self.scheduler.remove(name)
+        for feed in plan.added:
+            state = states.get(feed.name)
+            self._schedule(feed, state.next_poll if state else None, now)
+        for feed in plan.rescheduled:
+            # The next poll already planned is kept (or brought forward to one new interval).
+            self._schedule(feed, self.scheduler.next_run(feed.name), now)
+        s_old, s_new = old.aggregator, new.aggregator
+        if (s_old.log_level, s_old.log_format) != (s_new.log_level, s_new.log_format):
+            setup_logging(s_new.log_level, s_new.log_format)
+        for key in plan.needs_restart:
+            log.warning("reload: %s changed; it takes effect at the next restart", key)
+        return plan.summary()
+
+    # --- periodic work -----------------------------------------------------------------------
+
+    async def _summaries(self) -> None:
+        """A summary line of the polls every `summary_interval`, when there were any."""
+        while not await self._sleep(self.config.aggregator.summary_interval.total_seconds()):
+            tally, self.tally = self.tally, PollTally()
+            if sum(tally.statuses.values()):
+                log.info("%s", tally.line(len(self.config.feeds)))
+
+    async def _prunes(self) -> None:
+        """Apply retention once a day; the last run is stored, so restarts do not skip it."""
+        assert self._store is not None
+        store = self._store
+        last = await store.read(lambda s: s.last_prune())
+        now = datetime.now(UTC)
+        due = last + PRUNE_EVERY if last is not None else now + FIRST_PRUNE_DELAY
+        while not await self._sleep((due - datetime.now(UTC)).total_seconds()):
+            now = datetime.now(UTC)
+            s = self.config.aggregator
+            prune = functools.partial(
+                Store.prune,
+                now=now,
+                retention_days=s.retention_days,
+                max_per_feed=s.max_entries_per_feed,
+            )
+            try:
+                pruned = await store.write(prune)
+                log.info("prune: %d entries deleted", pruned)
+            except AggregatorError as e:
+                log.error("prune failed: %s", e)
+            due = now + PRUNE_EVERY
+
+
+def run_daemon(config: Config, config_path: str | os.PathLike[str] | None = None) -> None:
     """Run the daemon in a fresh event loop until SIGTERM or SIGINT."""
-    asyncio.run(Daemon(config).run())
+    asyncio.run(Daemon(config, config_path).run())

@@ -5,7 +5,8 @@ AggregatorError
 ├── FeedError            something went wrong with one feed; carries the feed's name
 │   ├── FetchError       HTTP status, timeout, DNS, connection, body too large
 │   └── ParseError       not a feed at all (no entries and not recognisable)
-└── StoreError           the database could not be opened, migrated or written
+├── StoreError           the database could not be opened, migrated or written
+└── LockError            another daemon holds the database (or none does, for `reload`)
 """
 
 from __future__ import annotations
@@ -57,3 +58,7 @@ class ParseError(FeedError):
 
 class StoreError(AggregatorError):
     """The database failed: cannot open, migrate or commit."""
+
+
+class LockError(AggregatorError):
+    """One daemon per database: the lock is taken, or no daemon holds it when one should."""

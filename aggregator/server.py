@@ -105,8 +105,10 @@ class OutputServer:
         generation: Callable[[], int],
         healthy: Callable[[], bool],
         metrics: Metrics,
+        reload_status: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self.store = store
+        self.reload_status = reload_status
         self.config = config
         self.generation = generation
         self.healthy = healthy
@@ -210,7 +212,14 @@ class OutputServer:
         except StoreError as e:
             problems.append(str(e))
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
-        body = {"status": "fail" if problems else "ok", "problems": problems, "feeds": feeds}
+        body = {
+            "status": "fail" if problems else "ok",
+            "problems": problems,
+            # The last config reload: a failed one is shown here, but the daemon stays healthy
+            # on the config it runs.
+            "reload": self.reload_status(),
+            "feeds": feeds,
+        }
         return web.json_response(body, status=503 if problems else 200, dumps=_dumps)
 
     async def _status_doc(self) -> dict[str, Any]:
@@ -221,7 +230,7 @@ class OutputServer:
             }
             for o in self.config().outputs
         }
-        return {"feeds": feeds, "outputs": outputs}
+        return {"feeds": feeds, "outputs": outputs, "reload": self.reload_status()}
 
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from .errors import StoreError
-from .identity import Known, clean_text, with_first_seen_date
+from .identity import Known, clean_text, uid_for, with_first_seen_date
 from .models import Entry, FeedState, PollRecord, StoredEntry, Validators
 from .search import FTS_TABLE, fts_schema
 
@@ -242,18 +242,38 @@ class Store:
         ]
 
     def known_hashes(self, feed: str) -> dict[str, str]:
-        """Key → content hash of every stored entry of a feed: decides new / updated / unchanged."""
-        rows = self.db.execute("SELECT key, content_hash FROM entries WHERE feed = ?", [feed])
+        """Key → content hash of every stored entry of a feed: decides new / updated / unchanged.
+
+        Pruned entries are included (from their tombstones), so an entry pruned while the feed
+        still carries it is never taken for a new one.
+        """
+        rows = self.db.execute(
+            "SELECT key, content_hash FROM pruned WHERE feed = ? "
+            "UNION ALL SELECT key, content_hash FROM entries WHERE feed = ?",
+            [feed, feed],
+        )
         return {key: h for key, h in rows.fetchall()}
 
     def known_entries(self, feed: str) -> dict[str, Known]:
-        """Key → what is stored of every entry of a feed (hashes, link, uid)."""
+        """Key → what is stored of every entry of a feed (hashes, link, uid).
+
+        Pruned entries are included (from their tombstones, with only their content hash), so
+        an entry pruned while the feed still carries it is never taken for a new one.
+        """
+        known = {
+            key: Known(uid_for(feed, key), content_hash, None, None)
+            for key, content_hash in self.db.execute(
+                "SELECT key, content_hash FROM pruned WHERE feed = ?", [feed]
+            ).fetchall()
+        }
         rows = self.db.execute(
             "SELECT key, uid, content_hash, stable_hash, link FROM entries WHERE feed = ?", [feed]
         )
-        return {
-            r["key"]: Known(r["uid"], r["content_hash"], r["stable_hash"], r["link"]) for r in rows
-        }
+        known.update(
+            (r["key"], Known(r["uid"], r["content_hash"], r["stable_hash"], r["link"]))
+            for r in rows
+        )
+        return known
 
     # --- one poll ----------------------------------------------------------------------------
 
@@ -320,10 +340,16 @@ class Store:
                 row.pop("uid")
                 keys = ("feed", "key")
                 sets = ", ".join(f"{k} = ?" for k in row if k not in keys)
-                self.db.execute(
+                cur = self.db.execute(
                     f"UPDATE entries SET {sets} WHERE feed = ? AND key = ?",
                     [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key],
                 )
+                if cur.rowcount == 0:
+                    # A pruned entry edited upstream: remember its new hash, store nothing.
+                    self.db.execute(
+                        "UPDATE pruned SET content_hash = ? WHERE feed = ? AND key = ?",
+                        [entry.content_hash, entry.feed, entry.key],
+                    )
             if rec.new or rec.updated:
                 self.db.execute(
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
@@ -405,6 +431,62 @@ class Store:
             return int(self.db.execute("SELECT count(*) FROM entries").fetchone()[0])
         row = self.db.execute("SELECT count(*) FROM entries WHERE feed = ?", [feed]).fetchone()
         return int(row[0])
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int:
+        """Delete entries first stored more than `retention_days` ago and, per feed, all but the
+        `max_per_feed` newest (0 disables either rule). Returns how many entries were deleted.
+
+        Each deleted entry leaves a tombstone (feed, key, content hash) in `pruned`, which
+        `known_hashes` reads, so a feed that still carries it does not bring it back as new.
+        """
+        cutoff = _ts(now - timedelta(days=retention_days))
+        with self._atomic():
+            victims = self.db.execute(
+                """
+                SELECT feed, key, content_hash FROM (
+                    SELECT feed, key, content_hash, first_seen, ROW_NUMBER() OVER (
+                        PARTITION BY feed ORDER BY published DESC, first_seen DESC, uid
+                    ) AS rank
+                    FROM entries
+                )
+                WHERE (? > 0 AND first_seen < ?) OR (? > 0 AND rank > ?)
+                """,
+                [retention_days, cutoff, max_per_feed, max_per_feed],
+            ).fetchall()
+            stamp = _ts(now)
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_prune', ?)", [stamp]
+            )
+            if not victims:
+                return 0
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO pruned (feed, key, content_hash, pruned_at) "
+                "VALUES (?, ?, ?, ?)",
+                [(f, k, h, stamp) for f, k, h in victims],
+            )
+            self.db.conn.executemany(
+                "DELETE FROM entries WHERE feed = ? AND key = ?", [(f, k) for f, k, _ in victims]
+            )
+            self.db.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+            )
+        return len(victims)
+
+    def last_prune(self) -> datetime | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'last_prune'").fetchone()
+        return _dt(row[0]) if row else None
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back to the file system. Slow; only on demand."""
+        try:
+            # FTS5 keeps deleted rows as delete markers until its segments are merged.
+            self.db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('optimize')")
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            raise StoreError(f"vacuum failed: {e}") from e
 
     def check_writable(self) -> None:
         """Raise StoreError unless a write transaction can be taken right now."""
@@ -494,3 +576,20 @@ class StoreThreads:
             for store in self._stores:
                 store.close()
             self._stores.clear()
+
+
+# Registered last, after every earlier migration, wherever those are defined above.
+@migrations()
+def m004_retention(db: sqlite_utils.Database) -> None:
+    """Tombstones of pruned entries: enough to recognise them if their feed still carries them."""
+    db.execute(
+        """
+        CREATE TABLE pruned (
+            feed TEXT NOT NULL,
+            key TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            pruned_at TEXT NOT NULL,
+            PRIMARY KEY (feed, key)
+        )
+        """
+    )

@@ -157,6 +157,7 @@ def test_pages_caching_paging_status_metrics_and_websub(
     assert set(json.loads(http_get(base + "/status.json", {"Accept": BROWSER})[2])) == {
         "feeds",
         "outputs",
+        "reload",
     }
 
     # WebSub: advertised, and pinged with every format of the outputs that changed.
