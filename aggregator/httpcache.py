@@ -26,6 +26,7 @@ class Cached:
     etag: str  # strong, quoted; the gzip form is served under its own tag
     last_modified: datetime | None
     content_type: str
+    last_modified_http: str | None = None  # formatted once, not per request
 
 
 def make_cached(
@@ -35,7 +36,10 @@ def make_cached(
     tag = etag or '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     # mtime=0 keeps the compressed bytes, and so their ETag, the same across renders.
     gz = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= GZIP_MIN_SIZE else None
-    return Cached(body, gz, tag, last_modified, content_type)
+    http_date = (
+        format_datetime(last_modified.astimezone(UTC), usegmt=True) if last_modified else None
+    )
+    return Cached(body, gz, tag, last_modified, content_type, http_date)
 
 
 def _gzip_tag(etag: str) -> str:
@@ -84,8 +88,8 @@ def respond(
         "Vary": "Accept, Accept-Encoding",
         **(headers or {}),
     }
-    if cached.last_modified is not None:
-        out["Last-Modified"] = format_datetime(cached.last_modified.astimezone(UTC), usegmt=True)
+    if cached.last_modified_http is not None:
+        out["Last-Modified"] = cached.last_modified_http
     if not_modified(request, (cached.etag, _gzip_tag(cached.etag)), cached.last_modified):
         return web.Response(status=304, headers=out)
     out["Content-Type"] = cached.content_type

@@ -116,6 +116,7 @@ class OutputServer:
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
         self._locks: dict[PageKey, asyncio.Lock] = {}
         self._config_seen: Config | None = None
+        self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
         self._index: tuple[Config, Cached] | None = None
 
     def app(self) -> web.Application:
@@ -148,6 +149,11 @@ class OutputServer:
     ) -> tuple[Rendered, Cached]:
         config = self._check_config()
         key = (name, fmt, page, per_page)
+        # The common case, a cache hit, takes no lock: it is the whole cost of serving.
+        cached = self._cache.get(key)
+        if cached is not None and cached[0].generation >= self.generation():
+            self.metrics.cache_hits.inc()
+            return cached
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # one render per change, however many subscribers ask at once
             cached = self._cache.get(key)
@@ -191,13 +197,26 @@ class OutputServer:
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
         _, cached = await self._served(name, fmt, page, per_page)
+        cache_control, headers = self._output_headers(config, name, fmt)
+        return respond(request, cached, cache_control, headers)
+
+    def _output_headers(
+        self, config: Config, name: str, fmt: ServedFormat
+    ) -> tuple[str, dict[str, str]]:
+        """Cache-Control and Link of an output, worked out once per config, not per request."""
+        key = (name, fmt)
+        found = self._headers.get(key)
+        if found is not None and found[0] is config:
+            return found[1], found[2]
         headers = {}
         if fmt in FORMATS:
             links = [f'<{config.aggregator.base_url}/outputs/{name}.{fmt}>; rel="self"']
             if config.aggregator.hub:
                 links.append(f'<{config.aggregator.hub}>; rel="hub"')
             headers["Link"] = ", ".join(links)
-        return respond(request, cached, f"public, max-age={self.max_age(config, name)}", headers)
+        cache_control = f"public, max-age={self.max_age(config, name)}"
+        self._headers[key] = (config, cache_control, headers)
+        return cache_control, headers
 
     async def _feed_states(self) -> list[FeedState]:
         names = [f.name for f in self.config().feeds]
