@@ -12,14 +12,16 @@ import multiprocessing
 import os
 import random
 import signal
+from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
 from .config import Config, FeedConfig
 from .fetch import Fetcher
-from .models import PollOutcome
+from .hosts import HostGates, HostLimit, origin
+from .models import FeedState, PollOutcome
 from .poll import PollContext, poll_source
 from .schedule import FeedScheduler, first_run
 from .server import Metrics, OutputServer
@@ -27,6 +29,7 @@ from .store import StoreThreads
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
+MIN_REARM = timedelta(seconds=1)
 
 
 def make_parse_pool(workers: int) -> Executor:
@@ -46,6 +49,20 @@ def make_fetcher(config: Config) -> Fetcher:
         max_body_size=s.max_body_size,
         max_concurrency=s.max_concurrency,
     )
+
+
+def make_gates(config: Config, states: Mapping[str, FeedState] | None = None) -> HostGates:
+    """Per-host limits from every feed's settings (and the host it was redirected to)."""
+    s = config.aggregator
+    gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
+    for feed in config.feeds:
+        policy = config.policy_of(feed)
+        limit = HostLimit(policy.host_concurrency, policy.host_delay)
+        state = (states or {}).get(feed.name)
+        for url in (feed.url, state.redirect_url if state is not None else None):
+            if url:
+                gates.configure(origin(url), limit)
+    return gates
 
 
 class Daemon:
@@ -71,27 +88,46 @@ class Daemon:
         task = asyncio.current_task()
         assert task is not None and self._ctx is not None
         self._in_flight.add(task)
+        next_run: datetime | None = None
         try:
             feed = self.config.feed(name)
             now = datetime.now(UTC)
             outcome: PollOutcome = await poll_source(
-                self._ctx, feed.name, feed.url, now, self.scheduler.next_run(name)
+                self._ctx, feed.name, feed.url, now, policy=self.config.policy_of(feed)
             )
+            next_run = outcome.next_poll
             self.metrics.polls.labels(outcome.status).inc()
             self.metrics.entries.labels("new").inc(outcome.new)
             self.metrics.entries.labels("updated").inc(outcome.updated)
         except KeyError:
             log.warning("feed %s is no longer configured", name)
         except Exception:
-            # A bug in one poll must not stop the others; it is logged with its traceback.
+            # A bug in one poll must not stop the others, nor lose this feed's schedule.
             log.exception("poll of %s failed unexpectedly", name)
+            next_run = datetime.now(UTC) + self.config.aggregator.max_backoff
         finally:
             self._in_flight.discard(task)
+        if next_run is not None and not self._stop.is_set():
+            # At least a second ahead: the job must not come due while this run still counts
+            # as its one allowed instance, or APScheduler would skip it and drop the feed.
+            soonest = datetime.now(UTC) + MIN_REARM
+            self.scheduler.add(name, max(next_run, soonest), self._poll)
 
-    def _schedule(self, feed: FeedConfig, stored_next: datetime | None, now: datetime) -> None:
-        interval = self.config.interval_of(feed)
-        start = first_run(stored_next, now, interval, self._rng)
-        self.scheduler.add(feed.name, interval, start, self._poll)
+    def _schedule(self, feed: FeedConfig, state: FeedState | None, now: datetime) -> None:
+        """Arm a feed's first poll after a start from its stored decision; a gone feed waits
+        for its URL to change in the config."""
+        if state is not None and state.gone:
+            log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
+            return
+        policy = self.config.policy_of(feed)
+        # A feed in backoff or Retry-After keeps its longer wait across a restart.
+        waiting = state is not None and (
+            state.backoff_level > 0 or (state.next_reason or "").startswith("Retry-After")
+        )
+        cap = max(policy.max_backoff, policy.max_interval) if waiting else policy.max_interval
+        stored_next = state.next_poll if state is not None else None
+        start = first_run(stored_next, now, policy.interval, self._rng, cap)
+        self.scheduler.add(feed.name, start, self._poll)
 
     async def run(self) -> None:
         settings = self.config.aggregator
@@ -107,11 +143,12 @@ class Daemon:
             self.generation = await store.read(lambda s: s.generation())
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
             async with make_fetcher(self.config) as fetcher:
-                self._ctx = PollContext(fetcher, store, pool, self._on_write)
+                self._ctx = PollContext(
+                    fetcher, store, pool, self._on_write, hosts=make_gates(self.config, states)
+                )
                 now = datetime.now(UTC)
                 for feed in self.config.feeds:
-                    state = states.get(feed.name)
-                    self._schedule(feed, state.next_poll if state else None, now)
+                    self._schedule(feed, states.get(feed.name), now)
                 self.scheduler.start()
                 server = OutputServer(
                     store,
