@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-NETWORK_WINDOW = timedelta(minutes=5)
+NETWORK_WINDOW = timedelta(hours=1)  # polls older than this say nothing about the network now
+NETWORK_SAMPLE = 20  # the most recent polls (of that hour) that are looked at
 NETWORK_MIN_POLLS = 8  # fewer recent polls than this never prove the network is down
 NETWORK_DOWN_SHARE = 0.9  # ... and nearly all of them failed without any HTTP answer
 
@@ -117,6 +118,7 @@ class NetworkWatch:
 
     def down(self, now: datetime) -> bool:
         recent = [(h, u) for t, h, u in self._recent if now - t <= NETWORK_WINDOW]
+        recent = recent[-NETWORK_SAMPLE:]
         if len(recent) < NETWORK_MIN_POLLS or len({h for h, _ in recent}) < 2:
             return False
         return sum(u for _, u in recent) >= NETWORK_DOWN_SHARE * len(recent)

@@ -203,4 +203,3 @@ class PollRecord:
     redirect_count: int = 0
     gone: bool = False
     hints: FeedHints | None = None  # None: keep the stored ones
-    count_error: bool = True  # False when the network, not the feed, failed

@@ -192,7 +192,6 @@ async def poll_source(
         next_poll=decision.when,
         next_reason=decision.reason,
         backoff_level=backoff_level,
-        count_error=not signals.network_down,
     )
     final = rec
 

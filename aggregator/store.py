@@ -334,7 +334,7 @@ class Store:
             if rec.status in ("error", "gone"):
                 # failing_since is the first error of the current run; it survives later errors.
                 extra = ", failing_since = coalesce(failing_since, ?)"
-                extra += ", error_count = error_count + 1" if rec.count_error else ""
+                extra += ", error_count = error_count + 1"
             params = [now] if extra else []
             cur = self.db.execute(
                 f"UPDATE feeds SET {sets}{extra} WHERE name = ?",
