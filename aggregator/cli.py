@@ -103,7 +103,9 @@ async def _fetch_all(
         await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
         states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
         async with make_fetcher(config) as fetcher:
-            ctx = PollContext(fetcher, store, pool, hosts=make_gates(config, states))
+            ctx = PollContext(
+                fetcher, store, pool, hosts=make_gates(config, states, datetime.now(UTC))
+            )
 
             async def one(feed: FeedConfig) -> PollOutcome:
                 while True:

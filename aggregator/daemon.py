@@ -23,7 +23,7 @@ from .fetch import Fetcher
 from .hosts import HostGates, HostLimit, origin
 from .models import FeedState, PollOutcome
 from .poll import PollContext, poll_source
-from .schedule import FeedScheduler, first_run
+from .schedule import FeedScheduler, first_run, jitter
 from .server import Metrics, OutputServer
 from .store import StoreThreads
 
@@ -51,8 +51,14 @@ def make_fetcher(config: Config) -> Fetcher:
     )
 
 
-def make_gates(config: Config, states: Mapping[str, FeedState] | None = None) -> HostGates:
-    """Per-host limits from every feed's settings (and the host it was redirected to)."""
+def make_gates(
+    config: Config, states: Mapping[str, FeedState] | None = None, now: datetime | None = None
+) -> HostGates:
+    """Per-host limits from every feed's settings (and the host it was redirected to).
+
+    With `now`, a stored Retry-After that is still ahead blocks its host again, so a restart
+    does not let the other feeds of a host that asked us to wait fetch at once.
+    """
     s = config.aggregator
     gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
     for feed in config.feeds:
@@ -62,6 +68,15 @@ def make_gates(config: Config, states: Mapping[str, FeedState] | None = None) ->
         for url in (feed.url, state.redirect_url if state is not None else None):
             if url:
                 gates.configure(origin(url), limit)
+        if (
+            now is not None
+            and state is not None
+            and state.url == feed.url
+            and state.next_poll is not None
+            and state.next_poll > now
+            and (state.next_reason or "").startswith("Retry-After ")
+        ):
+            gates.block(origin(state.redirect_url or feed.url), state.next_poll)
     return gates
 
 
@@ -104,7 +119,7 @@ class Daemon:
         except Exception:
             # A bug in one poll must not stop the others, nor lose this feed's schedule.
             log.exception("poll of %s failed unexpectedly", name)
-            next_run = datetime.now(UTC) + self.config.aggregator.max_backoff
+            next_run = datetime.now(UTC) + self.config.aggregator.interval
         finally:
             self._in_flight.discard(task)
         if next_run is not None and not self._stop.is_set():
@@ -120,11 +135,15 @@ class Daemon:
             log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
             return
         policy = self.config.policy_of(feed)
-        # A feed in backoff or Retry-After keeps its longer wait across a restart.
-        waiting = state is not None and (
-            state.backoff_level > 0 or (state.next_reason or "").startswith("Retry-After")
-        )
-        cap = max(policy.max_backoff, policy.max_interval) if waiting else policy.max_interval
+        reason = (state.next_reason or "") if state is not None else ""
+        if reason.startswith("interval "):
+            # A plain interval decision: a shortened interval in the config applies at once.
+            cap = policy.interval + jitter(policy.interval)
+        elif state is not None and (state.backoff_level > 0 or reason.startswith("Retry-After")):
+            # A feed in backoff or Retry-After keeps its longer wait across a restart.
+            cap = max(policy.max_backoff, policy.max_interval)
+        else:
+            cap = policy.max_interval
         stored_next = state.next_poll if state is not None else None
         start = first_run(stored_next, now, policy.interval, self._rng, cap)
         self.scheduler.add(feed.name, start, self._poll)
@@ -143,10 +162,10 @@ class Daemon:
             self.generation = await store.read(lambda s: s.generation())
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
             async with make_fetcher(self.config) as fetcher:
-                self._ctx = PollContext(
-                    fetcher, store, pool, self._on_write, hosts=make_gates(self.config, states)
-                )
                 now = datetime.now(UTC)
+                self._ctx = PollContext(
+                    fetcher, store, pool, self._on_write, hosts=make_gates(self.config, states, now)
+                )
                 for feed in self.config.feeds:
                     self._schedule(feed, states.get(feed.name), now)
                 self.scheduler.start()

@@ -18,7 +18,8 @@ import pytest
 from conftest import free_port
 from faultserver import FaultServer
 
-from aggregator.config import DEFAULT_USER_AGENT
+from aggregator.config import DEFAULT_USER_AGENT, parse_config
+from aggregator.daemon import make_gates
 from aggregator.decide import PollPolicy, jitter
 from aggregator.fetch import Fetcher
 from aggregator.hosts import HostGates, HostLimit, origin
@@ -400,3 +401,49 @@ def test_the_decision_and_its_state_survive_a_restart(
     state = state_of(db, "f")  # a fresh connection: what a restarted daemon reads
     assert (state.next_poll, state.next_reason) == (outcome.next_poll, outcome.reason)
     assert (state.backoff_level, state.failing_since, state.http_status) == (2, T0, 500)
+
+
+def test_adaptive_mode_polls_a_busy_feed_more_often_than_its_interval(
+    servers: list[FaultServer], tmp_path: Path
+) -> None:
+    server, db = servers[0], tmp_path / "db.sqlite"
+    items = "".join(
+        f"<item><title>{i}</title><guid>n{i}</guid>"
+        f"<pubDate>{format_datetime(T0 - i * 10 * M, usegmt=True)}</pubDate></item>"
+        for i in range(10)
+    )
+    busy = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Busy</title>'
+        f"<link>http://example.org/</link><description>d</description>{items}</channel></rss>"
+    ).encode()
+    server.serve_bytes("/busy.xml", busy, "application/rss+xml")
+    policy = PollPolicy(
+        interval=30 * M, min_interval=M, max_interval=24 * H, adaptive=True, jitter=False
+    )
+    outcome = run(
+        db, lambda ctx: poll_source(ctx, "busy", server.url("/busy.xml"), T0, policy=policy)
+    )
+    # An entry every 10 minutes: polled every 5, not every 30.
+    assert (outcome.next_poll, outcome.reason) == (T0 + 5 * M, "adaptive 5m")
+
+
+def test_a_restart_blocks_a_host_again_until_its_stored_retry_after(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "feeds": [
+                {"name": "busy", "url": "http://a.example/busy.xml"},
+                {"name": "sibling", "url": "http://a.example/other.xml"},
+            ]
+        }
+    )
+    states = {
+        "busy": FeedState(
+            "busy",
+            "http://a.example/busy.xml",
+            next_poll=T0 + 10 * M,
+            next_reason="Retry-After 10m",
+        )
+    }
+    gates = make_gates(config, states, T0)
+    assert gates.blocked_until("http://a.example", T0 + M) == T0 + 10 * M
+    assert make_gates(config, states, T0 + 11 * M).blocked_until("http://a.example", T0) is None
