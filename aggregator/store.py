@@ -209,7 +209,7 @@ class Store:
 
         A changed URL is a different resource: its validators and body hash are dropped, or the
         first poll of the new URL would send the old ETag and compare against the old body; so
-        are a redirect and "gone", which concerned the old URL.
+        are a redirect, "gone", the feed's hints and its backoff, which concerned the old URL.
         """
         with self._atomic():
             for name, url in feeds:
@@ -221,7 +221,9 @@ class Store:
                     "body_hash = CASE WHEN url = excluded.url THEN body_hash END, "
                     "redirect_url = CASE WHEN url = excluded.url THEN redirect_url END, "
                     "redirect_count = CASE WHEN url = excluded.url THEN redirect_count ELSE 0 END, "
-                    "gone = CASE WHEN url = excluded.url THEN gone ELSE 0 END",
+                    "gone = CASE WHEN url = excluded.url THEN gone ELSE 0 END, "
+                    "hints = CASE WHEN url = excluded.url THEN hints END, "
+                    "backoff_level = CASE WHEN url = excluded.url THEN backoff_level ELSE 0 END",
                     [name, url],
                 )
 

@@ -278,7 +278,8 @@ def test_a_gone_feed_keeps_its_entries_and_receives_no_request_at_all(
         return await poll(ctx, "f", new_url, T0 + 10 * H)
 
     assert run(db, resync).status == "ok"
-    assert not state_of(db, "f").gone
+    state = state_of(db, "f")
+    assert (state.gone, state.backoff_level, state.url) == (False, 0, new_url)
 
 
 def test_an_html_page_is_an_error_and_never_an_empty_feed(
@@ -447,3 +448,17 @@ def test_a_restart_blocks_a_host_again_until_its_stored_retry_after(tmp_path: Pa
     gates = make_gates(config, states, T0)
     assert gates.blocked_until("http://a.example", T0 + M) == T0 + 10 * M
     assert make_gates(config, states, T0 + 11 * M).blocked_until("http://a.example", T0) is None
+
+
+def test_a_redirect_loop_is_an_error_that_backs_off(
+    servers: list[FaultServer], tmp_path: Path
+) -> None:
+    server = servers[0]
+    server.serve_redirect("/a.xml", "/b.xml", 301)
+    server.serve_redirect("/b.xml", "/a.xml", 308)
+    outcome = run(tmp_path / "db.sqlite", lambda ctx: poll(ctx, "f", server.url("/a.xml"), T0))
+    assert outcome.status == "error" and outcome.error is not None
+    assert outcome.error.startswith("redirect loop")
+    assert outcome.reason == "backoff after 1 error: 30m"
+    state = state_of(tmp_path / "db.sqlite", "f")
+    assert state.redirect_url is None  # a loop never moves the feed
