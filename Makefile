@@ -31,7 +31,7 @@ unit: $(VENV)/.test-deps
 
 test: lint typecheck unit
 
-bench: $(BIN)/aggregator
+bench: $(VENV)/.test-deps  # the farm reuses the loopback servers of tests/
 	$(BIN)/python bench/farm.py
 
 clean:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 from faultserver import FaultServer
 
@@ -229,6 +230,8 @@ class Report:
     max_in_flight: dict[int, int]
     min_gap_ratio: float  # smallest (observed gap / allowed gap) over every feed's requests
     statuses: Counter[str]
+    # kind → [feeds, requests, smallest gap seen, the least gap its rules allow]
+    by_kind: dict[str, list[Any]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         return [
@@ -240,9 +243,18 @@ class Report:
             + ", ".join(f"h{h}={n}" for h, n in sorted(self.max_in_flight.items())),
             f"smallest observed/allowed gap between two polls of one feed: "
             f"{self.min_gap_ratio:.2f}",
+            "per behaviour: feeds, polls, smallest gap seen >= least gap allowed",
+            *(
+                f"  {kind:8} {n:3} feeds {polls:4} polls  {_short(seen):>7} >= {_short(least):>7}"
+                for kind, (n, polls, seen, least) in sorted(self.by_kind.items())
+            ),
             f"rule violations: {len(self.violations)}",
             *(f"  {v}" for v in self.violations[:20]),
         ]
+
+
+def _short(d: timedelta | None) -> str:
+    return "-" if d is None else str(d)
 
 
 def allowed_gaps(feed: FarmFeed, policy: PollPolicy, count: int) -> list[timedelta]:
@@ -262,6 +274,7 @@ def check(farm: Farm) -> Report:
     """Read the servers' request logs back against each feed's rules."""
     violations: list[str] = []
     ratio = float("inf")
+    by_kind: dict[str, list[Any]] = {}
     requests = sum(len(s.hits) for s in farm.servers)
     for feed in farm.feeds:
         server = farm.servers[feed.host]
@@ -279,6 +292,12 @@ def check(farm: Farm) -> Report:
         allowed = allowed_gaps(feed, policy, len(gaps))
         if feed.kind == "503" and gaps:
             allowed[0] = RETRY_DATE - times[0]
+        row = by_kind.setdefault(feed.kind, [0, 0, None, None])
+        row[0] += 1
+        row[1] += len(times)
+        for gap, least in zip(gaps, allowed, strict=True):
+            if row[2] is None or gap < row[2]:
+                row[2], row[3] = gap, least
         for k, (gap, least) in enumerate(zip(gaps, allowed, strict=True)):
             ratio = min(ratio, gap / least)
             if gap < least:
@@ -317,6 +336,7 @@ def check(farm: Farm) -> Report:
         max_in_flight={h: s.max_in_flight for h, s in enumerate(farm.servers)},
         min_gap_ratio=ratio,
         statuses=statuses,
+        by_kind=by_kind,
     )
 
 
