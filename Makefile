@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/aggregator.toml
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench bench-polling clean
 
 $(BIN)/aggregator: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: lint typecheck unit
 
 bench: $(BIN)/aggregator
 	$(BIN)/python bench/farm.py
+
+bench-polling: $(VENV)/.test-deps  # reuses the loopback servers of tests/
+	$(BIN)/python bench/polling_farm.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -19,8 +20,8 @@ import click
 
 from . import __version__
 from .backup import backup_database
-from .config import CONFIG_ENV, Config, load_config
-from .daemon import make_fetcher, make_parse_pool
+from .config import CONFIG_ENV, Config, FeedConfig, load_config
+from .daemon import make_fetcher, make_gates, make_parse_pool
 from .errors import AggregatorError, ConfigError
 from .lock import running_daemon
 from .logs import setup_logging
@@ -29,7 +30,8 @@ from .poll import PollContext, poll_source
 from .store import Store, StoreThreads
 
 F = TypeVar("F", bound=Callable[..., Any])
-STATUSES = ("ok", "not_modified", "unchanged", "error")
+MAX_CLI_WAIT = timedelta(minutes=2)
+STATUSES = ("ok", "not_modified", "unchanged", "error", "gone")
 
 
 def config_option(fn: F) -> F:
@@ -101,20 +103,35 @@ async def _fetch_all(
     try:
         feeds = [config.feed(n) for n in names]
         await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
+        states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
         async with make_fetcher(config) as fetcher:
-            ctx = PollContext(fetcher, store, pool, feed_config=lambda n: config.feed(n))
+            ctx = PollContext(
+                fetcher,
+                store,
+                pool,
+                feed_config=lambda n: config.feed(n),
+                hosts=make_gates(config, states, datetime.now(UTC)),
+            )
 
-            async def one(name: str, url: str, interval_s: float) -> PollOutcome:
-                now = datetime.now(UTC)
-                outcome = await poll_source(
-                    ctx, name, url, now, now + timedelta(seconds=interval_s)
-                )
+            async def one(feed: FeedConfig) -> PollOutcome:
+                while True:
+                    now = datetime.now(UTC)
+                    outcome = await poll_source(
+                        ctx, feed.name, feed.url, now, policy=config.policy_of(feed)
+                    )
+                    when = outcome.next_poll
+                    if outcome.status != "deferred" or when is None:
+                        break
+                    if when - now > MAX_CLI_WAIT:
+                        # A host asked for a long wait (Retry-After): say so, do not hang.
+                        outcome = replace(outcome, error=outcome.reason)
+                        break
+                    # Politeness (host_delay, a short Retry-After) holds for one-off polls too.
+                    await asyncio.sleep((when - now).total_seconds())
                 progress(outcome)
                 return outcome
 
-            return await asyncio.gather(
-                *(one(f.name, f.url, config.interval_of(f).total_seconds()) for f in feeds)
-            )
+            return await asyncio.gather(*(one(f) for f in feeds))
     finally:
         pool.shutdown(wait=True)
         await asyncio.to_thread(store.close)
@@ -143,12 +160,15 @@ def fetch(config_path: str, feed_names: tuple[str, ...]) -> None:
     for o in outcomes:
         if o.status == "error":
             click.echo(f"{o.feed}: error: {o.error}", err=True)
+        elif o.status == "deferred":
+            click.echo(f"{o.feed}: not polled: {o.error}", err=True)
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
     seconds = (datetime.now(UTC) - started).total_seconds()
+    gone = f", {counts['gone']} gone" if counts["gone"] else ""
     click.echo(
         f"polled {len(outcomes)} feeds in {seconds:.1f}s: {counts['ok']} ok, "
         f"{counts['not_modified']} not modified, {counts['unchanged']} unchanged, "
-        f"{counts['error']} errors; {sum(o.new for o in outcomes)} new and "
+        f"{counts['error']} errors{gone}; {sum(o.new for o in outcomes)} new and "
         f"{sum(o.updated for o in outcomes)} updated entries"
     )
 
@@ -202,25 +222,45 @@ def feeds(config_path: str) -> None:
         states = {s.name: s for s in store.feed_states()}
     finally:
         store.close()
-    rows = [("NAME", "STATUS", "LAST OK (UTC)", "ERRORS", "ENTRIES", "LAST ERROR")]
+    rows = [
+        (
+            "NAME",
+            "STATUS",
+            "LAST OK (UTC)",
+            "NEXT POLL (UTC)",
+            "WHY",
+            "ERRORS",
+            "FAILING SINCE",
+            "ENTRIES",
+            "LAST ERROR",
+        )
+    ]
+    notes = []
     for f in config.feeds:
         s = states.get(f.name)
         if s is None:
-            rows.append((f.name, "pending", "-", "0", "0", ""))
+            rows.append((f.name, "pending", "-", "-", "", "0", "-", "0", ""))
             continue
         rows.append(
             (
                 f.name,
-                s.last_status or "pending",
+                s.status,
                 _when(s.last_ok),
+                _when(s.next_poll),
+                s.next_reason or "",
                 str(s.error_count),
+                _when(s.failing_since),
                 str(s.entry_count),
                 (s.last_error or "")[:60],
             )
         )
+        if s.config_hint:
+            notes.append(f"{f.name}: {s.config_hint}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    for note in notes:
+        click.echo(note)
 
 
 def _open_store(config: Config) -> Store:

@@ -19,11 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from . import PROJECT_URL, __version__
+from .decide import PollPolicy
 from .dedupe import DedupeSettings
 from .errors import ConfigError
 from .filters import (
@@ -144,6 +146,12 @@ class Settings(_Strict):
     summary_interval: Duration = timedelta(minutes=1)
     retention_days: int = Field(default=90, ge=0, le=36500)
     max_entries_per_feed: int = Field(default=1000, ge=0, le=1_000_000)
+    min_interval: Duration = timedelta(minutes=1)
+    max_interval: Duration = timedelta(days=1)
+    max_backoff: Duration = timedelta(hours=24)
+    adaptive: bool = False
+    host_concurrency: int = Field(default=1, ge=1, le=64)
+    host_delay: Duration = timedelta(seconds=1)
 
     @field_validator("timeout")
     @classmethod
@@ -166,6 +174,21 @@ class Settings(_Strict):
         if v.lower() not in ("text", "json"):
             raise ValueError(f"{v!r} is not one of text, json")
         return v.lower()
+
+    @field_validator("min_interval", "max_interval")
+    @classmethod
+    def _clamp_range(cls, v: timedelta, info: ValidationInfo) -> timedelta:
+        return _in_range(str(info.field_name), v, timedelta(seconds=5), timedelta(days=30))
+
+    @field_validator("max_backoff")
+    @classmethod
+    def _backoff_range(cls, v: timedelta) -> timedelta:
+        return _in_range("max_backoff", v, timedelta(minutes=1), timedelta(days=30))
+
+    @field_validator("host_delay")
+    @classmethod
+    def _host_delay_range(cls, v: timedelta) -> timedelta:
+        return _in_range("host_delay", v, timedelta(0), timedelta(minutes=10))
 
     @field_validator("base_url")
     @classmethod
@@ -322,9 +345,19 @@ class FeedConfig(_Filtered):
     interval: Duration | None = None
     tags: tuple[str, ...] = ()
     update_policy: Literal["ignore", "update", "republish"] = "update"
+    adaptive: bool | None = None
+    host_concurrency: int | None = Field(default=None, ge=1, le=64)
+    host_delay: Duration | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
+
+    @field_validator("host_delay")
+    @classmethod
+    def _host_delay_range(cls, v: timedelta | None) -> timedelta | None:
+        if v is None:
+            return v
+        return _in_range("host_delay", v, timedelta(0), timedelta(minutes=10))
 
     @field_validator("interval")
     @classmethod
@@ -395,8 +428,44 @@ class Config(_Strict):
                 return o
         raise KeyError(name)
 
+    @model_validator(mode="after")
+    def _intervals_within_clamps(self) -> Config:
+        s = self.aggregator
+        problems = []
+        if s.min_interval > s.max_interval:
+            problems.append(
+                f"aggregator.min_interval: {format_duration(s.min_interval)} is above "
+                f"max_interval {format_duration(s.max_interval)}"
+            )
+        where = [("aggregator.interval", s.interval)] + [
+            (f"feeds[{i}].interval", f.interval) for i, f in enumerate(self.feeds) if f.interval
+        ]
+        for key, value in where:
+            if value is not None and not s.min_interval <= value <= s.max_interval:
+                problems.append(
+                    f"{key}: {format_duration(value)} is outside min_interval "
+                    f"{format_duration(s.min_interval)} to max_interval "
+                    f"{format_duration(s.max_interval)}"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     def interval_of(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.aggregator.interval
+
+    def policy_of(self, feed: FeedConfig) -> PollPolicy:
+        """How often `feed` may and should be polled: its settings over the [aggregator] ones."""
+        s = self.aggregator
+        return PollPolicy(
+            interval=self.interval_of(feed),
+            min_interval=s.min_interval,
+            max_interval=s.max_interval,
+            max_backoff=s.max_backoff,
+            adaptive=s.adaptive if feed.adaptive is None else feed.adaptive,
+            host_concurrency=feed.host_concurrency or s.host_concurrency,
+            host_delay=s.host_delay if feed.host_delay is None else feed.host_delay,
+        )
 
     def sources_of(self, output: OutputConfig) -> tuple[FeedConfig, ...]:
         """The feeds an output draws from: named ones and those with its tags; neither means all."""

@@ -14,7 +14,9 @@ import multiprocessing
 import os
 import random
 import signal
+from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,14 @@ from aiohttp import web
 from .config import Config, FeedConfig, load_config
 from .errors import AggregatorError, ConfigError
 from .fetch import Fetcher
+from .hosts import HostGates, HostLimit, origin
 from .lock import DaemonLock
 from .logs import PollTally, setup_logging
 from .metrics import TimedFetcher, record_outcome, seed_last_success
-from .models import PollOutcome
+from .models import FeedState, PollOutcome
 from .poll import PollContext, poll_source
 from .reload import CHECK_EVERY, ConfigWatcher, plan_reload
-from .schedule import FeedScheduler, first_run
+from .schedule import FeedScheduler, first_run, jitter
 from .server import Metrics, OutputServer
 from .store import Store, StoreThreads
 from .websub import HubNotifier
@@ -39,6 +42,7 @@ log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
 PRUNE_EVERY = timedelta(days=1)
 FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
+MIN_REARM = timedelta(seconds=1)
 
 
 def make_parse_pool(workers: int) -> Executor:
@@ -67,6 +71,35 @@ def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
         max_body_size=s.max_body_size,
         max_concurrency=s.max_concurrency,
     )
+
+
+def make_gates(
+    config: Config, states: Mapping[str, FeedState] | None = None, now: datetime | None = None
+) -> HostGates:
+    """Per-host limits from every feed's settings (and the host it was redirected to).
+
+    With `now`, a stored Retry-After that is still ahead blocks its host again, so a restart
+    does not let the other feeds of a host that asked us to wait fetch at once.
+    """
+    s = config.aggregator
+    gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
+    for feed in config.feeds:
+        policy = config.policy_of(feed)
+        limit = HostLimit(policy.host_concurrency, policy.host_delay)
+        state = (states or {}).get(feed.name)
+        for url in (feed.url, state.redirect_url if state is not None else None):
+            if url:
+                gates.configure(origin(url), limit)
+        if (
+            now is not None
+            and state is not None
+            and state.url == feed.url
+            and state.next_poll is not None
+            and state.next_poll > now
+            and (state.next_reason or "").startswith("Retry-After ")
+        ):
+            gates.block(origin(state.redirect_url or feed.url), state.next_poll)
+    return gates
 
 
 class Daemon:
@@ -103,29 +136,60 @@ class Daemon:
         task = asyncio.current_task()
         assert task is not None and self._ctx is not None
         self._in_flight.add(task)
+        next_run: datetime | None = None
         try:
             feed = self.config.feed(name)
             now = datetime.now(UTC)
             outcome: PollOutcome = await poll_source(
-                self._ctx, feed.name, feed.url, now, self.scheduler.next_run(name)
+                self._ctx, feed.name, feed.url, now, policy=self.config.policy_of(feed)
             )
+            next_run = outcome.next_poll
             record_outcome(self.metrics, outcome, now)
             self.tally.add(outcome)
         except KeyError:
             log.warning("feed %s is no longer configured", name)
         except AggregatorError as e:
-            # Expected failures (the database is locked or full) get one line, not a traceback.
+            # Expected failures (the database is locked or full) get one line, not a traceback,
+            # and the feed is tried again later rather than dropped.
             log.error("poll of %s failed: %s", name, e)
+            next_run = datetime.now(UTC) + self.config.aggregator.interval
+        except asyncio.CancelledError:
+            if not self._stop.is_set():
+                raise
+            # Cut short by shutdown after its grace period: a write that reached the writer
+            # commits whole, and the feed is polled again after the restart.
+            log.info("poll of %s cancelled at shutdown", name)
         except Exception:
-            # A bug in one poll must not stop the others; it is logged with its traceback.
+            # A bug in one poll must not stop the others, nor lose this feed's schedule.
             log.exception("poll of %s failed unexpectedly", name)
+            next_run = datetime.now(UTC) + self.config.aggregator.interval
         finally:
             self._in_flight.discard(task)
+        if next_run is not None and not self._stop.is_set():
+            # At least a second ahead: the job must not come due while this run still counts
+            # as its one allowed instance, or APScheduler would skip it and drop the feed.
+            soonest = datetime.now(UTC) + MIN_REARM
+            self.scheduler.add(name, max(next_run, soonest), self._poll)
 
-    def _schedule(self, feed: FeedConfig, stored_next: datetime | None, now: datetime) -> None:
-        interval = self.config.interval_of(feed)
-        start = first_run(stored_next, now, interval, self._rng)
-        self.scheduler.add(feed.name, interval, start, self._poll)
+    def _schedule(self, feed: FeedConfig, state: FeedState | None, now: datetime) -> None:
+        """Arm a feed's first poll after a start from its stored decision; a gone feed waits
+        for its URL to change in the config."""
+        if state is not None and state.gone:
+            log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
+            return
+        policy = self.config.policy_of(feed)
+        reason = (state.next_reason or "") if state is not None else ""
+        if not reason or reason.startswith("interval "):
+            # No decision yet, or a plain interval one: a shortened interval applies at once.
+            cap = policy.interval + jitter(policy.interval)
+        elif state is not None and (state.backoff_level > 0 or reason.startswith("Retry-After")):
+            # A feed in backoff or Retry-After keeps its longer wait across a restart.
+            cap = max(policy.max_backoff, policy.max_interval)
+        else:
+            cap = policy.max_interval
+        stored_next = state.next_poll if state is not None else None
+        start = first_run(stored_next, now, policy.interval, self._rng, cap)
+        self.scheduler.add(feed.name, start, self._poll)
 
     def _feed_config(self, name: str) -> FeedConfig | None:
         # Read through self.config on every poll, so a reloaded config applies at once.
@@ -157,7 +221,15 @@ class Daemon:
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
             seed_last_success(self.metrics, states.values())
             async with make_fetcher(self.config, self.metrics) as fetcher:
-                self._ctx = PollContext(fetcher, store, pool, self._on_write, self._feed_config)
+                now = datetime.now(UTC)
+                self._ctx = PollContext(
+                    fetcher,
+                    store,
+                    pool,
+                    self._on_write,
+                    self._feed_config,
+                    hosts=make_gates(self.config, states, now),
+                )
                 server = OutputServer(
                     store,
                     lambda: self.config,
@@ -169,8 +241,7 @@ class Daemon:
                 notifier_task = await self._start_notifier(server)
                 now = datetime.now(UTC)
                 for feed in self.config.feeds:
-                    state = states.get(feed.name)
-                    self._schedule(feed, state.next_poll if state else None, now)
+                    self._schedule(feed, states.get(feed.name), now)
                 self.scheduler.start()
                 runner = web.AppRunner(server.app(), access_log=None)
                 await runner.setup()
@@ -314,12 +385,17 @@ class Daemon:
         self.config = new
         for name in plan.removed:
             self.scheduler.remove(name)
+        if self._ctx is not None:
+            # Host limits may have changed; polls under way finish with the gates they hold.
+            self._ctx = replace(self._ctx, hosts=make_gates(new, states, now))
         for feed in plan.added:
-            state = states.get(feed.name)
-            self._schedule(feed, state.next_poll if state else None, now)
+            self._schedule(feed, states.get(feed.name), now)
         for feed in plan.rescheduled:
-            # The next poll already planned is kept (or brought forward to one new interval).
-            self._schedule(feed, self.scheduler.next_run(feed.name), now)
+            # The planned poll is kept (a plain interval one is capped at the new interval).
+            state, planned = states.get(feed.name), self.scheduler.next_run(feed.name)
+            if state is not None and planned is not None:
+                state = replace(state, next_poll=planned)
+            self._schedule(feed, state, now)
         s_old, s_new = old.aggregator, new.aggregator
         if (s_old.log_level, s_old.log_format) != (s_new.log_level, s_new.log_format):
             setup_logging(s_new.log_level, s_new.log_format)

@@ -42,14 +42,20 @@ class FeedError(AggregatorError):
 
 
 class FetchError(FeedError):
-    """The feed could not be fetched. `status` is the HTTP status when there was one."""
+    """The feed could not be fetched. `status` is the HTTP status when there was one, and
+    `retry_after` the raw Retry-After header of a 429 or 503."""
 
-    def __init__(self, feed: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, feed: str, message: str, status: int | None = None, retry_after: str | None = None
+    ) -> None:
         self.status = status
+        self.retry_after = retry_after
         super().__init__(feed, message)
 
-    def __reduce__(self) -> tuple[type[FetchError], tuple[str, str, int | None]]:  # type: ignore[override]
-        return (type(self), (self.feed, self.message, self.status))
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[FetchError], tuple[str, str, int | None, str | None]]:
+        return (type(self), (self.feed, self.message, self.status, self.retry_after))
 
 
 class ParseError(FeedError):

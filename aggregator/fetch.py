@@ -89,6 +89,9 @@ class Fetcher:
             except TimeoutError as e:
                 raise FetchError(feed, f"timed out after {self.timeout:g}s") from e
             except aiohttp.TooManyRedirects as e:
+                urls = [str(r.url) for r in e.history]
+                if len(set(urls)) < len(urls):
+                    raise FetchError(feed, f"redirect loop: {urls[-1]} redirects back") from e
                 raise FetchError(feed, f"more than {MAX_REDIRECTS} redirects") from e
             except aiohttp.ClientConnectorError as e:
                 raise FetchError(feed, f"cannot connect: {e.os_error or e}") from e
@@ -105,11 +108,17 @@ class Fetcher:
         async with self._session.get(url, headers=headers, max_redirects=MAX_REDIRECTS + 1) as resp:
             final_url = str(resp.url)
             response_headers = {k: v for k, v in resp.headers.items()}
+            moved = permanent_target(resp)
             if resp.status == 304:
-                return NotModified(final_url, response_headers, time.monotonic() - started)
+                return NotModified(final_url, response_headers, time.monotonic() - started, moved)
             if resp.status != 200:
                 reason = resp.reason or ""
-                raise FetchError(feed, f"HTTP {resp.status} {reason}".rstrip(), resp.status)
+                raise FetchError(
+                    feed,
+                    f"HTTP {resp.status} {reason}".rstrip(),
+                    resp.status,
+                    resp.headers.get("Retry-After") if resp.status in (429, 503) else None,
+                )
             declared = resp.content_length
             if declared is not None and declared > self.max_body_size:
                 raise FetchError(
@@ -134,4 +143,20 @@ class Fetcher:
                     last_modified=resp.headers.get("Last-Modified"),
                 ),
                 elapsed=time.monotonic() - started,
+                permanent_url=moved,
             )
+
+
+def permanent_target(resp: aiohttp.ClientResponse) -> str | None:
+    """Where the leading run of 301/308 redirects of a response's chain leads, if any.
+
+    Each hop's target is the URL of the next response. The run stops at the first other status
+    (a 302 or 307 is temporary: the feed keeps its URL), as feed readers such as lemon24/reader do.
+    """
+    urls = [*(str(h.url) for h in resp.history), str(resp.url)]
+    target = None
+    for i, hop in enumerate(resp.history):
+        if hop.status not in (301, 308):
+            break
+        target = urls[i + 1]
+    return target

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+REDIRECT_CONFIRMATIONS = 3  # good polls of a permanent redirect before advising a config change
+
 KeyKind = Literal["guid", "link", "hash"]
-PollStatus = Literal["ok", "not_modified", "unchanged", "error"]
+PollStatus = Literal["ok", "not_modified", "unchanged", "error", "gone", "deferred"]
 OutputFormat = Literal["atom", "rss", "json"]
 
 
@@ -30,6 +32,9 @@ class Fetched:
     headers: Mapping[str, str]
     validators: Validators
     elapsed: float  # seconds
+    # Where the chain of 301/308 redirects from the requested URL leads (None: no permanent
+    # move). A 302/307 anywhere in the chain stops it: a temporary move changes nothing.
+    permanent_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,18 @@ class NotModified:
     url: str
     headers: Mapping[str, str]
     elapsed: float
+    permanent_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHints:
+    """What a feed document says about how often to poll it: RSS <ttl>, sy:updatePeriod and
+    sy:updateFrequency (as one period), skipHours (UTC hours) and skipDays (0 = Monday)."""
+
+    ttl_minutes: int | None = None
+    update_minutes: int | None = None
+    skip_hours: tuple[int, ...] = ()
+    skip_days: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +85,7 @@ class ParsedFeed:
     warning: str | None = None
     ttl_minutes: int | None = None
     language: str | None = None
+    hints: FeedHints = field(default_factory=FeedHints)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +144,31 @@ class FeedState:
     entry_count: int = 0
     language: str | None = None
     key_mode: str = "guid"  # "link" once the feed's guids proved unusable
+    next_reason: str | None = None
+    backoff_level: int = 0  # consecutive errors that count for backoff
+    failing_since: datetime | None = None
+    redirect_url: str | None = None  # where a 301/308 said the feed moved; polled instead
+    redirect_count: int = 0  # consecutive good polls that confirmed redirect_url
+    gone: bool = False  # a 410: never polled again until its URL changes in the config
+    hints: FeedHints = field(default_factory=FeedHints)
+
+    @property
+    def status(self) -> str:
+        """ok / not_modified / unchanged / error / gone / redirected / pending, for people."""
+        if self.gone:
+            return "gone"
+        if self.last_status == "error":
+            return "error"
+        if self.redirect_url:
+            return "redirected"
+        return self.last_status or "pending"
+
+    @property
+    def config_hint(self) -> str | None:
+        """Advice once a permanent redirect has been seen consistently."""
+        if self.redirect_url and self.redirect_count >= REDIRECT_CONFIRMATIONS:
+            return f"moved permanently to {self.redirect_url}: update the feed's url in the config"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +181,8 @@ class PollOutcome:
     updated: int = 0
     error: str | None = None
     elapsed_ms: int = 0
+    next_poll: datetime | None = None  # None: never again (gone)
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +205,9 @@ class PollRecord:
     updated: tuple[Entry, ...] = ()
     language: str | None = None
     key_mode: str | None = None  # None: keep the stored one
+    next_reason: str | None = None
+    backoff_level: int = 0
+    redirect_url: str | None = None
+    redirect_count: int = 0
+    gone: bool = False
+    hints: FeedHints | None = None  # None: keep the stored ones

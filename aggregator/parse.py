@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,10 +22,17 @@ from urllib.parse import urljoin
 import feedparser
 
 from .errors import ParseError
-from .models import ParsedEntry, ParsedFeed
+from .models import FeedHints, ParsedEntry, ParsedFeed
 from .sanitize import html_to_text, text_to_html
 
 JSON_FEED_PREFIX = "https://jsonfeed.org/version/"
+_SY_PERIODS = {"hourly": 60, "daily": 1440, "weekly": 10080, "monthly": 43200, "yearly": 525600}
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# feedparser keeps only the last <hour> and <day> of skipHours / skipDays, so read them here.
+_SKIP_HOURS = re.compile(rb"<skipHours\b[^>]*>(.*?)</skipHours>", re.DOTALL | re.IGNORECASE)
+_SKIP_DAYS = re.compile(rb"<skipDays\b[^>]*>(.*?)</skipDays>", re.DOTALL | re.IGNORECASE)
+_HOUR = re.compile(rb"<hour>\s*(\d{1,2})\s*</hour>", re.IGNORECASE)
+_DAY = re.compile(rb"<day>\s*([A-Za-z]+)\s*</day>", re.IGNORECASE)
 
 
 def _struct_to_dt(value: time.struct_time | None) -> datetime | None:
@@ -199,4 +207,31 @@ def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> 
         warning=f"malformed feed, entries kept: {problem}" if problem is not None else None,
         ttl_minutes=int(ttl) if ttl.isdigit() else None,
         language=_str(feed.get("language")) or None,
+        hints=_hints(feed, body),
+    )
+
+
+def _hints(feed: Mapping[str, Any], body: bytes) -> FeedHints:
+    """How often the feed says it changes: <ttl>, sy:updatePeriod / sy:updateFrequency,
+    skipHours and skipDays. Nonsense values are ignored, never an error."""
+    ttl = _str(feed.get("ttl"))
+    period = _SY_PERIODS.get(_str(feed.get("sy_updateperiod")).lower())
+    frequency = _str(feed.get("sy_updatefrequency"))
+    update = None
+    if period is not None:
+        update = max(
+            1, period // (int(frequency) if frequency.isdigit() and frequency != "0" else 1)
+        )
+    hours: set[int] = set()
+    days: set[int] = set()
+    if m := _SKIP_HOURS.search(body):
+        hours = {int(h) % 24 for h in _HOUR.findall(m.group(1)) if int(h) <= 24}
+    if m := _SKIP_DAYS.search(body):
+        names = {d.decode("ascii").lower() for d in _DAY.findall(m.group(1))}
+        days = {i for i, name in enumerate(_DAYS) if name in names}
+    return FeedHints(
+        ttl_minutes=int(ttl) if ttl.isdigit() and 0 < int(ttl) <= 525600 else None,
+        update_minutes=update,
+        skip_hours=tuple(sorted(hours)),
+        skip_days=tuple(sorted(days)),
     )

@@ -9,16 +9,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
 
 from .config import FeedConfig
-from .errors import FeedError
+from .decide import PollPolicy, Signals, cache_signals, decide, entry_gap, jitter
+from .decide import retry_after as decide_retry_after
+from .errors import FeedError, FetchError
 from .fetch import Fetcher
 from .filters import Candidate
+from .hosts import HostGates, NetworkWatch, origin
 from .identity import (
     KeyMode,
     Known,
@@ -29,10 +34,21 @@ from .identity import (
     identify,
     reconcile,
 )
-from .models import Entry, NotModified, ParsedFeed, PollOutcome, PollRecord
+from .models import (
+    Entry,
+    FeedHints,
+    FeedState,
+    Fetched,
+    NotModified,
+    ParsedFeed,
+    PollOutcome,
+    PollRecord,
+)
 from .parse import parse_feed
 from .sanitize import sanitize_html
 from .store import Store, StoreThreads
+
+DEFAULT_WAIT = timedelta(minutes=30)
 
 log = logging.getLogger("aggregator.poll")
 
@@ -48,6 +64,9 @@ class PollContext:
     parse_pool: Executor | None
     on_write: Callable[[int], None] = lambda generation: None
     feed_config: Callable[[str], FeedConfig | None] = lambda name: None
+    hosts: HostGates = field(default_factory=HostGates)
+    network: NetworkWatch = field(default_factory=NetworkWatch)
+    rng: random.Random = field(default_factory=random.Random)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,25 +144,56 @@ async def _digest(
 
 
 async def poll_source(
-    ctx: PollContext, name: str, url: str, now: datetime, next_poll: datetime | None
+    ctx: PollContext,
+    name: str,
+    url: str,
+    now: datetime,
+    next_poll: datetime | None = None,
+    *,
+    policy: PollPolicy | None = None,
 ) -> PollOutcome:
-    """Poll one feed once and commit the result in one transaction.
+    """Poll one feed once, decide its next poll, and commit both in one transaction.
 
-    A 304 or a byte-identical body stops early and parses nothing. `now` is the poll's single
-    notion of the current time (first-seen times, last_poll); `next_poll` is stored as when
-    the feed is due again.
+    `now` is the poll's single notion of the current time (first-seen times, last_poll, the
+    decision). `policy` says how often the feed may be polled; without one, the interval is
+    `next_poll - now` with no jitter (for one-off polls and older callers).
+
+    No request is sent for a feed that is gone, nor to a host that is blocked by a Retry-After
+    or whose `host_delay` has not passed: the poll is then "deferred" to the time it may run.
+    A 304 or a byte-identical body stops early and parses nothing.
     """
+    if policy is None:
+        interval = next_poll - now if next_poll is not None and next_poll > now else DEFAULT_WAIT
+        policy = PollPolicy(interval=interval, jitter=False)
     started = time.monotonic()
     state = await ctx.store.read(lambda s: s.feed_state(name))
-    # A changed URL is a different resource: its validators and body hash do not apply.
+    # A changed URL is a different resource: its validators, body hash and redirect do not apply.
     same_url = state is not None and state.url == url
+    if state is not None and same_url and state.gone:
+        return PollOutcome(name, "gone", reason=state.next_reason or "gone")
+    target = state.redirect_url if state is not None and same_url and state.redirect_url else url
+    host = origin(target)
+    deferred = _host_wait(ctx, name, host, now, state.last_poll if state is not None else None)
+    if deferred is not None:
+        when, why = deferred
+        await ctx.store.write(lambda s: s.defer_poll(name, when, why))
+        return PollOutcome(name, "deferred", next_poll=when, reason=why)
+
     validators = state.validators if state is not None and same_url else None
+    old_hints = state.hints if state is not None and same_url else FeedHints()
     rec: PollRecord
     http_status: int | None = None  # of a 200 whose body then failed to parse
+    headers: dict[str, str] = {}
+    hints: FeedHints | None = None
+    new: tuple[Entry, ...] = ()
+    unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
+    retry_raw: str | None = None
     try:
-        result = await ctx.fetcher.fetch(name, url, validators)
+        async with ctx.hosts.slot(host):
+            result = await ctx.fetcher.fetch(name, target, validators)
+        headers = dict(result.headers)
         if isinstance(result, NotModified):
-            rec = PollRecord(name, url, now, "not_modified", next_poll, http_status=304)
+            rec = PollRecord(name, url, now, "not_modified", None, http_status=304)
         else:
             body_hash = hashlib.sha256(result.body).hexdigest()
             if same_url and state is not None and state.body_hash == body_hash:
@@ -152,7 +202,7 @@ async def poll_source(
                     url,
                     now,
                     "unchanged",
-                    next_poll,
+                    None,
                     http_status=result.status,
                     validators=result.validators,
                 )
@@ -161,20 +211,21 @@ async def poll_source(
                 linked = state is not None and state.key_mode == "link"
                 old_mode: KeyMode = "link" if linked else "guid"
                 feed = ctx.feed_config(name)
-                policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
+                update_policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
                 known = await ctx.store.read(lambda s: s.known_entries(name))
                 d = await _digest(
                     ctx,
                     name,
                     result.body,
-                    dict(result.headers),
+                    headers,
                     result.url,
                     now,
                     known,
                     old_mode,
-                    policy,
+                    update_policy,
                 )
                 parsed = d.feed
+                hints = parsed.hints
                 new, updated = d.new, d.updated
                 if feed is not None:
                     # Entries a feed's own rules drop are never stored.
@@ -188,7 +239,7 @@ async def poll_source(
                     url,
                     now,
                     "ok",
-                    next_poll,
+                    None,
                     http_status=result.status,
                     validators=result.validators,
                     body_hash=body_hash,
@@ -199,20 +250,38 @@ async def poll_source(
                     updated=updated,
                     language=parsed.language,
                     key_mode=d.key_mode if d.key_mode != old_mode else None,
+                    hints=hints,
                 )
+        rec = replace(rec, **_redirect(state if same_url else None, url, target, result))
     except FeedError as e:
-        rec = PollRecord(
-            name,
-            url,
-            now,
-            "error",
-            next_poll,
-            http_status=getattr(e, "status", http_status),
-            error=e.message,
-        )
+        status = e.status if isinstance(e, FetchError) else http_status
+        unreachable = isinstance(e, FetchError) and e.status is None
+        retry_raw = e.retry_after if isinstance(e, FetchError) else None
+        rec = PollRecord(name, url, now, "error", None, http_status=status, error=e.message)
+        if state is not None and same_url:
+            rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
+        if status == 410:
+            rec = replace(rec, status="gone", gone=True)
+
+    signals = await _signals(
+        ctx, name, host, now, rec, headers, hints or old_hints, new, policy, unreachable, retry_raw
+    )
+    backoff_level = 0
+    if rec.status == "error":
+        old_level = state.backoff_level if state is not None else 0
+        backoff_level = old_level if signals.network_down else old_level + 1
+    signals = replace(signals, backoff_level=backoff_level)
+    decision = decide(policy, now, signals, ctx.rng)
+    rec = replace(
+        rec,
+        next_poll=decision.when,
+        next_reason=decision.reason,
+        backoff_level=backoff_level,
+    )
+    final = rec
 
     def write(store: Store) -> int:
-        return store.record_poll(rec)
+        return store.record_poll(final)
 
     generation = await ctx.store.write(write)
     ctx.on_write(generation)
@@ -223,9 +292,79 @@ async def poll_source(
         updated=len(rec.updated),
         error=rec.error,
         elapsed_ms=int((time.monotonic() - started) * 1000),
+        next_poll=decision.when,
+        reason=decision.reason,
     )
     log_outcome(outcome, rec.warning)
     return outcome
+
+
+def _host_wait(
+    ctx: PollContext, name: str, host: str, now: datetime, last_poll: datetime | None
+) -> tuple[datetime, str] | None:
+    """When a poll of `host` may run instead of now, and why; None when it may run now."""
+    blocked = ctx.hosts.blocked_until(host, now)
+    if blocked is not None:
+        # Spread the host's waiting feeds after its Retry-After, those waiting longest first:
+        # queueing them in the same order each time starves the last ones of a busy host.
+        spread = jitter(blocked - now)
+        age = now - last_poll if last_poll is not None else None
+        share = min(1.0, (blocked - now) / age) if age else 0.0
+        offset = spread * share * ctx.rng.uniform(0.9, 1.0) + spread * ctx.rng.uniform(0, 0.05)
+        return blocked + offset, f"Retry-After of {host}"
+    free = ctx.hosts.reserve(host, now, name)
+    if free is not None:
+        return free, f"host_delay of {host}"
+    return None
+
+
+def _redirect(
+    state: FeedState | None, url: str, target: str, result: Fetched | NotModified
+) -> dict[str, Any]:
+    """The redirect a good poll confirms: a new 301/308 target starts counting at 1; each
+    further good poll of the same target counts one more. A 302/307 changes nothing."""
+    moved = result.permanent_url
+    old_url = state.redirect_url if state is not None else None
+    old_count = state.redirect_count if state is not None else 0
+    if moved is not None and moved != url:
+        count = old_count + 1 if moved == old_url else 1
+        return {"redirect_url": moved, "redirect_count": count}
+    if moved is None and target != url:
+        return {"redirect_url": target, "redirect_count": old_count + 1}
+    return {"redirect_url": None, "redirect_count": 0}
+
+
+async def _signals(
+    ctx: PollContext,
+    name: str,
+    host: str,
+    now: datetime,
+    rec: PollRecord,
+    headers: dict[str, str],
+    hints: FeedHints,
+    new: Sequence[Entry],
+    policy: PollPolicy,
+    unreachable: bool,
+    retry_raw: str | None,
+) -> Signals:
+    """What this poll tells the decision, and the host-wide and network-wide bookkeeping."""
+    ctx.network.record(now, host, unreachable)
+    if rec.status == "gone":
+        return Signals("gone")
+    if rec.status == "error":
+        retry = decide_retry_after(retry_raw, now)
+        if retry is not None:
+            # A 429 or 503 speaks for the whole host: every feed on it waits.
+            ctx.hosts.block(host, retry)
+        network_down = unreachable and ctx.network.down(now)
+        return Signals("error", hints, retry_after=retry, network_down=network_down)
+    max_age, expires = cache_signals(headers, now)
+    gap = None
+    if policy.adaptive:
+        stored = await ctx.store.read(lambda s: s.recent_published(name))
+        fresh = [e.published for e in new if e.date_known]
+        gap = entry_gap(sorted([*stored, *fresh], reverse=True)[:20], now)
+    return Signals("ok", hints, max_age=max_age, expires=expires, entry_gap=gap)
 
 
 def log_outcome(outcome: PollOutcome, warning: str | None = None) -> None:

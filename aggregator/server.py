@@ -44,16 +44,23 @@ def _feed_json(state: FeedState) -> dict[str, Any]:
     return {
         "url": state.url,
         "title": state.title,
-        "status": state.last_status or "pending",
+        "status": state.status,
         "http_status": state.http_status,
         "last_poll": ts(state.last_poll),
         "last_ok": ts(state.last_ok),
         "next_poll": ts(state.next_poll),
+        "next_reason": state.next_reason,
         "errors": state.error_count,
+        "backoff_level": state.backoff_level,
+        "failing_since": ts(state.failing_since),
         "last_error": state.last_error,
         "warning": state.warning,
         "entries": state.entry_count,
         "key_mode": state.key_mode,
+        "gone": state.gone,
+        "redirect_url": state.redirect_url,
+        "redirect_count": state.redirect_count,
+        "config_hint": state.config_hint,
     }
 
 

@@ -22,7 +22,7 @@ from sqlite_utils.migrations import Migrations
 
 from .errors import StoreError
 from .identity import Known, clean_text, uid_for, with_first_seen_date
-from .models import Entry, FeedState, PollRecord, StoredEntry, Validators
+from .models import Entry, FeedHints, FeedState, PollRecord, StoredEntry, Validators
 from .search import FTS_TABLE, fts_schema
 
 T = TypeVar("T")
@@ -84,6 +84,21 @@ def m001_initial(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
+def m002_polling(db: sqlite_utils.Database) -> None:
+    # Everything the polling decision needs to resume exactly after a restart.
+    for column in (
+        "next_reason TEXT",
+        "backoff_level INTEGER NOT NULL DEFAULT 0",
+        "failing_since TEXT",
+        "redirect_url TEXT",
+        "redirect_count INTEGER NOT NULL DEFAULT 0",
+        "gone INTEGER NOT NULL DEFAULT 0",
+        "hints TEXT",
+    ):
+        db.execute(f"ALTER TABLE feeds ADD COLUMN {column}")
+
+
+@migrations()
 def m003_dedupe(db: sqlite_utils.Database) -> None:
     # Full-text index over title, summary and content, kept current by triggers, so every
     # writer (polls, pruning) updates it in the same transaction as the entries.
@@ -96,6 +111,29 @@ def m003_dedupe(db: sqlite_utils.Database) -> None:
     # Hash of the entry with volatile parts (stamps, counters, tracking parameters) removed:
     # what decides whether an entry was really edited. NULL for rows stored before.
     db.execute("ALTER TABLE entries ADD COLUMN stable_hash TEXT")
+
+
+def _hints_json(hints: FeedHints) -> str:
+    return json.dumps(
+        {
+            "ttl_minutes": hints.ttl_minutes,
+            "update_minutes": hints.update_minutes,
+            "skip_hours": list(hints.skip_hours),
+            "skip_days": list(hints.skip_days),
+        }
+    )
+
+
+def _hints_from(text: str | None) -> FeedHints:
+    if not text:
+        return FeedHints()
+    d = json.loads(text)
+    return FeedHints(
+        ttl_minutes=d.get("ttl_minutes"),
+        update_minutes=d.get("update_minutes"),
+        skip_hours=tuple(d.get("skip_hours") or ()),
+        skip_days=tuple(d.get("skip_days") or ()),
+    )
 
 
 def _ts(when: datetime | None) -> str | None:
@@ -190,7 +228,8 @@ class Store:
         """Make sure every configured (name, url) has a row; keeps all state of known feeds.
 
         A changed URL is a different resource: its validators and body hash are dropped, or the
-        first poll of the new URL would send the old ETag and compare against the old body.
+        first poll of the new URL would send the old ETag and compare against the old body; so
+        are a redirect, "gone", the feed's hints and its backoff, which concerned the old URL.
         """
         with self._atomic():
             for name, url in feeds:
@@ -199,7 +238,12 @@ class Store:
                     "ON CONFLICT (name) DO UPDATE SET url = excluded.url, "
                     "etag = CASE WHEN url = excluded.url THEN etag END, "
                     "last_modified = CASE WHEN url = excluded.url THEN last_modified END, "
-                    "body_hash = CASE WHEN url = excluded.url THEN body_hash END",
+                    "body_hash = CASE WHEN url = excluded.url THEN body_hash END, "
+                    "redirect_url = CASE WHEN url = excluded.url THEN redirect_url END, "
+                    "redirect_count = CASE WHEN url = excluded.url THEN redirect_count ELSE 0 END, "
+                    "gone = CASE WHEN url = excluded.url THEN gone ELSE 0 END, "
+                    "hints = CASE WHEN url = excluded.url THEN hints END, "
+                    "backoff_level = CASE WHEN url = excluded.url THEN backoff_level ELSE 0 END",
                     [name, url],
                 )
 
@@ -237,6 +281,13 @@ class Store:
                 entry_count=r["entry_count"],
                 language=r["language"],
                 key_mode=r["key_mode"],
+                next_reason=r["next_reason"],
+                backoff_level=r["backoff_level"],
+                failing_since=_dt(r["failing_since"]),
+                redirect_url=r["redirect_url"],
+                redirect_count=r["redirect_count"],
+                gone=bool(r["gone"]),
+                hints=_hints_from(r["hints"]),
             )
             for r in self.db.execute(sql, params).fetchall()
         ]
@@ -275,6 +326,23 @@ class Store:
         )
         return known
 
+    def recent_published(self, feed: str, limit: int = 20) -> list[datetime]:
+        """Publication dates of a feed's newest entries (known dates only), newest first."""
+        rows = self.db.execute(
+            "SELECT published FROM entries WHERE feed = ? AND date_known = 1 "
+            "ORDER BY published DESC LIMIT ?",
+            [feed, limit],
+        )
+        return [d for (text,) in rows.fetchall() if (d := _dt(text)) is not None]
+
+    def defer_poll(self, feed: str, when: datetime, reason: str) -> None:
+        """Move a feed's next poll without polling it (its host asked us to wait)."""
+        with self._atomic():
+            self.db.execute(
+                "UPDATE feeds SET next_poll = ?, next_reason = ? WHERE name = ?",
+                [_ts(when), reason, feed],
+            )
+
     # --- one poll ----------------------------------------------------------------------------
 
     def record_poll(self, rec: PollRecord) -> int:
@@ -289,13 +357,20 @@ class Store:
             "last_poll": now,
             "last_status": rec.status,
             "next_poll": _ts(rec.next_poll),
+            "next_reason": rec.next_reason,
+            "backoff_level": rec.backoff_level,
+            "redirect_url": rec.redirect_url,
+            "redirect_count": rec.redirect_count,
+            "gone": int(rec.gone),
         }
         if rec.http_status is not None:
             state["http_status"] = rec.http_status
-        if rec.status == "error":
+        if rec.status in ("error", "gone"):
             state["last_error"] = rec.error
         else:
-            state.update(last_ok=now, error_count=0, last_error=None)
+            state.update(last_ok=now, error_count=0, last_error=None, failing_since=None)
+        if rec.hints is not None:
+            state["hints"] = _hints_json(rec.hints)
         if rec.validators is not None:
             state.update(etag=rec.validators.etag, last_modified=rec.validators.last_modified)
         if rec.body_hash is not None:
@@ -311,14 +386,21 @@ class Store:
             state["key_mode"] = rec.key_mode
         with self._atomic():
             sets = ", ".join(f"{k} = ?" for k in state)
-            extra = ", error_count = error_count + 1" if rec.status == "error" else ""
+            extra = ""
+            if rec.status in ("error", "gone"):
+                # failing_since is the first error of the current run; it survives later errors.
+                extra = ", failing_since = coalesce(failing_since, ?)"
+                extra += ", error_count = error_count + 1"
+            params = [now] if extra else []
             cur = self.db.execute(
-                f"UPDATE feeds SET {sets}{extra} WHERE name = ?", [*state.values(), rec.feed]
+                f"UPDATE feeds SET {sets}{extra} WHERE name = ?",
+                [*state.values(), *params, rec.feed],
             )
             if cur.rowcount == 0:
                 self.db.execute("INSERT INTO feeds (name, url) VALUES (?, ?)", [rec.feed, rec.url])
                 self.db.execute(
-                    f"UPDATE feeds SET {sets}{extra} WHERE name = ?", [*state.values(), rec.feed]
+                    f"UPDATE feeds SET {sets}{extra} WHERE name = ?",
+                    [*state.values(), *params, rec.feed],
                 )
             for entry in rec.new:
                 row = _entry_row(entry)

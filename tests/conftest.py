@@ -30,6 +30,8 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         values: dict[str, object] = {
             "database": str(tmp_path / "data" / "aggregator.db"),
             "interval": "1h",
+            # Tests poll every few seconds; the daemon's default floor is a polite minute.
+            "min_interval": "5s",
         }
         values.update(settings)
         lines = ["[aggregator]"]

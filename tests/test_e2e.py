@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import feedparser
 import pytest
 from conftest import DATA_DIR, FeedServer, free_port
+from feedserver import guess_content_type
 
 from aggregator.publish import SOURCE_SCHEME
 
@@ -92,6 +94,10 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path, int], Daemon]]:
             d.proc.wait()
 
 
+def _without_ttl(document: bytes) -> bytes:
+    return re.sub(rb"<ttl>\d+</ttl>", b"", document)
+
+
 def _config(feed_server: FeedServer, write_config: Callable[..., Path], port: int) -> Path:
     feeds = {
         "russia": "section-russia.rss.xml",
@@ -100,7 +106,9 @@ def _config(feed_server: FeedServer, write_config: Callable[..., Path], port: in
     }
     body = ""
     for name, filename in feeds.items():
-        feed_server.serve_file(f"/{name}.xml", filename)
+        # Without their <ttl> (15m), which the daemon would honour over the 5s interval.
+        document = _without_ttl((DATA_DIR / filename).read_bytes())
+        feed_server.serve_bytes(f"/{name}.xml", document, guess_content_type(filename, document))
         body += f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(name + ".xml")}"\n'
         body += 'tags = ["news"]\n\n'
     feed_server.serve_status("/broken.xml", 500)
@@ -113,6 +121,7 @@ def _config(feed_server: FeedServer, write_config: Callable[..., Path], port: in
         listen=f"127.0.0.1:{port}",
         base_url=f"http://127.0.0.1:{port}",
         interval="5s",
+        min_interval="5s",
         timeout="5s",
     )
 
@@ -178,12 +187,8 @@ def test_daemon_polls_serves_and_stops(
     assert all(feed_statuses()[n] != "error" for n in ("russia", "world", "top"))
 
     # The publisher edits its feed: the daemon picks it up on its next poll (interval 5s).
-    edited = (
-        (DATA_DIR / "section-russia.rss.xml")
-        .read_bytes()
-        .replace(
-            b"Heavy rain expected in the capital", b"Heavy rain and wind expected in the capital"
-        )
+    edited = _without_ttl((DATA_DIR / "section-russia.rss.xml").read_bytes()).replace(
+        b"Heavy rain expected in the capital", b"Heavy rain and wind expected in the capital"
     )
     feed_server.serve_bytes("/russia.xml", edited, "application/rss+xml")
     wait_for(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from xml.etree import ElementTree as ET
 import feedparser
 import pytest
 from conftest import DATA_DIR, FeedServer, free_port
+from feedserver import guess_content_type
 from hubserver import Hub, hub
 from test_e2e import Daemon, http_get, start_daemon, wait_for
 from test_validity import check_html
@@ -38,7 +40,9 @@ def config(
         ("top", "top-stories.atom.xml"),
         ("hostile", "hostile.xml"),
     ):
-        feed_server.serve_file(f"/{name}.xml", filename)
+        # Without their <ttl> (15m), which the daemon would honour over the 5s interval.
+        document = re.sub(rb"<ttl>\d+</ttl>", b"", (DATA_DIR / filename).read_bytes())
+        feed_server.serve_bytes(f"/{name}.xml", document, guess_content_type(filename, document))
         body += f'[[feeds]]\nname = "{name}"\nurl = "{feed_server.url(name + ".xml")}"\n'
         body += 'tags = ["news"]\n\n' if name != "hostile" else 'interval = "20s"\n\n'
     # Cross-feed dedupe is tested elsewhere; here every stored entry is its own story.

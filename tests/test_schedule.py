@@ -53,30 +53,38 @@ def test_short_intervals_spread_over_a_tenth_of_the_interval() -> None:
     assert all(NOW <= t <= NOW + timedelta(seconds=1) for t in times)
 
 
-def test_scheduler_fires_each_feed_and_reports_its_next_run() -> None:
+def test_a_longer_cap_keeps_a_stored_backoff_across_a_restart() -> None:
+    stored = NOW + timedelta(hours=20)
+    start = first_run(stored, NOW, timedelta(hours=1), random.Random(1), timedelta(hours=24))
+    assert start == stored
+
+
+def test_scheduler_fires_each_feed_once_and_a_poll_rearms_its_job() -> None:
     async def scenario() -> tuple[list[str], datetime | None, datetime | None]:
         fired: list[str] = []
         done = asyncio.Event()
+        scheduler = FeedScheduler()
 
         async def poll(name: str) -> None:
             fired.append(name)
+            if name == "a":
+                # What the daemon does with a poll's decision: arm the feed's next (one-shot) run.
+                scheduler.add(name, datetime.now(UTC) + timedelta(hours=1), poll)
             if len(fired) == 2:
                 done.set()
 
-        scheduler = FeedScheduler()
         now = datetime.now(UTC)
-        scheduler.add("a", timedelta(hours=1), now, poll)
-        scheduler.add("b", timedelta(hours=2), now, poll)
+        scheduler.add("a", now, poll)
+        scheduler.add("b", now, poll)
         scheduler.start()
         try:
             await asyncio.wait_for(done.wait(), timeout=10)
-            return fired, scheduler.next_run("a"), scheduler.next_run("missing")
+            return fired, scheduler.next_run("a"), scheduler.next_run("b")
         finally:
             scheduler.shutdown()
 
-    fired, next_a, missing = asyncio.run(scenario())
+    fired, next_a, next_b = asyncio.run(scenario())
     assert sorted(fired) == ["a", "b"]
     assert next_a is not None and next_a.tzinfo is not None
-    # After firing, the job is due again about one interval later (with at most 5 min jitter).
-    assert timedelta(minutes=50) < next_a - datetime.now(UTC) < timedelta(hours=1, minutes=6)
-    assert missing is None
+    assert timedelta(minutes=50) < next_a - datetime.now(UTC) <= timedelta(hours=1)
+    assert next_b is None  # one-shot: not re-armed, not run again

@@ -96,7 +96,7 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
         names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
         generations = conn.execute("SELECT count(*) FROM meta WHERE key = 'generation'")
         assert generations.fetchone()[0] == 1
-    assert names == ["m001_initial", "m003_dedupe", "m004_retention"]
+    assert names == ["m001_initial", "m002_polling", "m003_dedupe", "m004_retention"]
 
 
 def test_wal_mode_is_on(store: Store, tmp_path: Path) -> None:

@@ -1,0 +1,124 @@
+"""Per-host politeness and the network-wide view, shared by every poll of one process.
+
+A host is an origin (scheme, host and port): the unit a server's Retry-After and rate limits
+apply to. For each one this keeps a limit on requests in flight (`host_concurrency`), a minimum
+spacing between request starts (`host_delay`, reserved on the poll's own `now`, so an injected
+clock drives it) and a host-wide "not before" set by a 429 or 503 with Retry-After. It also
+watches for the whole network failing at once, so that feeds are not penalised for it.
+No I/O; the only asyncio it uses is a semaphore per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+NETWORK_WINDOW = timedelta(hours=1)  # polls older than this say nothing about the network now
+NETWORK_SAMPLE = 20  # the most recent polls (of that hour) that are looked at
+NETWORK_MIN_POLLS = 8  # fewer recent polls than this never prove the network is down
+NETWORK_DOWN_SHARE = 0.9  # ... and nearly all of them failed without any HTTP answer
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL, lower-cased: what politeness is counted per."""
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimit:
+    concurrency: int = 1
+    delay: timedelta = timedelta(0)
+
+
+class HostGates:
+    """Concurrency, spacing and Retry-After per origin. One per Fetcher / daemon."""
+
+    def __init__(
+        self, limits: dict[str, HostLimit] | None = None, default: HostLimit | None = None
+    ) -> None:
+        self._limits = dict(limits or {})
+        self._default = default or HostLimit()
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._next_start: dict[str, datetime] = {}  # when the next newcomer may start
+        self._last_start: dict[str, datetime] = {}
+        self._booked: dict[tuple[str, str], datetime] = {}  # (host, feed) → its turn
+        self._blocked: dict[str, datetime] = {}
+
+    def configure(self, host: str, limit: HostLimit) -> None:
+        """Merge a feed's limit into its host's: the most polite of all its feeds wins."""
+        old = self._limits.get(host)
+        if old is not None:
+            limit = HostLimit(min(old.concurrency, limit.concurrency), max(old.delay, limit.delay))
+        self._limits[host] = limit
+
+    def limit(self, host: str) -> HostLimit:
+        return self._limits.get(host, self._default)
+
+    def blocked_until(self, host: str, now: datetime) -> datetime | None:
+        """The host's Retry-After time if it is still ahead of `now`."""
+        until = self._blocked.get(host)
+        return until if until is not None and until > now else None
+
+    def block(self, host: str, until: datetime) -> None:
+        """A 429/503 named a time: no feed of this host is fetched before it."""
+        self._blocked[host] = max(until, self._blocked.get(host, until))
+
+    def reserve(self, host: str, now: datetime, key: str = "") -> datetime | None:
+        """Take a start slot on `host` at `now` for `key` (a feed), or book its turn.
+
+        Returns None when the request may start now, else the booked time to come back at.
+        Turns are handed out first come, first served, `delay` apart: a feed that was told to
+        come back is not overtaken by one that arrives later, so no feed of a busy host starves.
+        """
+        delay = self.limit(host).delay
+        last = self._last_start.get(host)
+        spaced = last is None or now - last >= delay
+        turn = self._booked.pop((host, key), None)
+        if turn is not None and turn > now:
+            self._booked[(host, key)] = turn
+            return turn
+        free = self._next_start.get(host)
+        if spaced and (turn is not None or free is None or free <= now):
+            self._last_start[host] = now
+            self._next_start[host] = max(free or now, now + delay)
+            return None
+        # Not yet: book the next free turn (a late-coming booked feed rebooks at the front).
+        start = max(free or now, (last or now) + delay, now)
+        if turn is not None:
+            start = max((last or now) + delay, now)
+        self._booked[(host, key)] = start
+        self._next_start[host] = max(free or start, start + delay)
+        return start
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        """Hold one of the host's `concurrency` request slots for the duration of a fetch."""
+        sem = self._slots.get(host)
+        if sem is None:
+            sem = self._slots[host] = asyncio.Semaphore(self.limit(host).concurrency)
+        async with sem:
+            yield
+
+
+class NetworkWatch:
+    """Recent poll results across all feeds: if nearly all of them failed without any HTTP
+    answer (DNS, refused, timeouts), it is our network that is down, not the feeds."""
+
+    def __init__(self) -> None:
+        self._recent: deque[tuple[datetime, str, bool]] = deque(maxlen=256)
+
+    def record(self, now: datetime, host: str, unreachable: bool) -> None:
+        self._recent.append((now, host, unreachable))
+
+    def down(self, now: datetime) -> bool:
+        recent = [(h, u) for t, h, u in self._recent if now - t <= NETWORK_WINDOW]
+        recent = recent[-NETWORK_SAMPLE:]
+        if len(recent) < NETWORK_MIN_POLLS or len({h for h, _ in recent}) < 2:
+            return False
+        return sum(u for _, u in recent) >= NETWORK_DOWN_SHARE * len(recent)
