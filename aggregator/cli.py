@@ -111,6 +111,7 @@ async def _fetch_all(
                 pool,
                 feed_config=lambda n: config.feed(n),
                 hosts=make_gates(config, states, datetime.now(UTC)),
+                work=asyncio.Semaphore(config.aggregator.max_concurrency),
             )
 
             async def one(feed: FeedConfig) -> PollOutcome:

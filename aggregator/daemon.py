@@ -229,6 +229,7 @@ class Daemon:
                     self._on_write,
                     self._feed_config,
                     hosts=make_gates(self.config, states, now),
+                    work=asyncio.Semaphore(self.config.aggregator.max_concurrency),
                 )
                 server = OutputServer(
                     store,

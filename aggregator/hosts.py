@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -96,14 +94,14 @@ class HostGates:
         self._next_start[host] = max(free or start, start + delay)
         return start
 
-    @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
-        """Hold one of the host's `concurrency` request slots for the duration of a fetch."""
+    def slot(self, host: str) -> asyncio.Semaphore:
+        """The host's `concurrency` request slots: `async with gates.slot(host):` holds one for
+        the duration of a fetch. (The semaphore itself, not a generator-based context manager:
+        this runs on every poll.)"""
         sem = self._slots.get(host)
         if sem is None:
             sem = self._slots[host] = asyncio.Semaphore(self.limit(host).concurrency)
-        async with sem:
-            yield
+        return sem
 
 
 class NetworkWatch:

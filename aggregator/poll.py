@@ -67,6 +67,8 @@ class PollContext:
     hosts: HostGates = field(default_factory=HostGates)
     network: NetworkWatch = field(default_factory=NetworkWatch)
     rng: random.Random = field(default_factory=random.Random)
+    # Polls between request and parsed body; the daemon sizes it to max_concurrency.
+    work: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +168,7 @@ async def poll_source(
         interval = next_poll - now if next_poll is not None and next_poll > now else DEFAULT_WAIT
         policy = PollPolicy(interval=interval, jitter=False)
     started = time.monotonic()
-    state = await ctx.store.read(lambda s: s.feed_state(name))
+    state = await ctx.store.read_batched(lambda s: s.feed_state(name, count_entries=False))
     # A changed URL is a different resource: its validators, body hash and redirect do not apply.
     same_url = state is not None and state.url == url
     if state is not None and same_url and state.gone:
@@ -176,7 +178,7 @@ async def poll_source(
     deferred = _host_wait(ctx, name, host, now, state.last_poll if state is not None else None)
     if deferred is not None:
         when, why = deferred
-        await ctx.store.write(lambda s: s.defer_poll(name, when, why))
+        await ctx.store.write_batched(lambda s: s.defer_poll(name, when, why))
         return PollOutcome(name, "deferred", next_poll=when, reason=why)
 
     validators = state.validators if state is not None and same_url else None
@@ -184,10 +186,14 @@ async def poll_source(
     rec: PollRecord
     http_status: int | None = None  # of a 200 whose body then failed to parse
     headers: dict[str, str] = {}
+    redirect: dict[str, Any] = {}
     hints: FeedHints | None = None
     new: tuple[Entry, ...] = ()
     unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
     retry_raw: str | None = None
+    # Held from the request until the body is parsed: fetching outruns parsing, and without
+    # this bound every fetched body would wait in memory for a parse worker.
+    await ctx.work.acquire()
     try:
         async with ctx.hosts.slot(host):
             result = await ctx.fetcher.fetch(name, target, validators)
@@ -212,7 +218,7 @@ async def poll_source(
                 old_mode: KeyMode = "link" if linked else "guid"
                 feed = ctx.feed_config(name)
                 update_policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
-                known = await ctx.store.read(lambda s: s.known_entries(name))
+                known = await ctx.store.read_batched(lambda s: s.known_entries(name))
                 d = await _digest(
                     ctx,
                     name,
@@ -252,7 +258,7 @@ async def poll_source(
                     key_mode=d.key_mode if d.key_mode != old_mode else None,
                     hints=hints,
                 )
-        rec = replace(rec, **_redirect(state if same_url else None, url, target, result))
+        redirect = _redirect(state if same_url else None, url, target, result)
     except FeedError as e:
         status = e.status if isinstance(e, FetchError) else http_status
         unreachable = isinstance(e, FetchError) and e.status is None
@@ -262,6 +268,8 @@ async def poll_source(
             rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
         if status == 410:
             rec = replace(rec, status="gone", gone=True)
+    finally:
+        ctx.work.release()
 
     signals = await _signals(
         ctx, name, host, now, rec, headers, hints or old_hints, new, policy, unreachable, retry_raw
@@ -272,18 +280,20 @@ async def poll_source(
         backoff_level = old_level if signals.network_down else old_level + 1
     signals = replace(signals, backoff_level=backoff_level)
     decision = decide(policy, now, signals, ctx.rng)
+    # One replace for all that is known only now: dataclasses.replace is dear on this path.
     rec = replace(
         rec,
         next_poll=decision.when,
         next_reason=decision.reason,
         backoff_level=backoff_level,
+        **redirect,
     )
     final = rec
 
     def write(store: Store) -> int:
         return store.record_poll(final)
 
-    generation = await ctx.store.write(write)
+    generation = await ctx.store.write_batched(write)
     ctx.on_write(generation)
     outcome = PollOutcome(
         feed=name,

@@ -8,6 +8,7 @@ lets readers run while the writer commits.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import sqlite3
 import threading
@@ -247,8 +248,10 @@ class Store:
                     [name, url],
                 )
 
-    def feed_state(self, name: str) -> FeedState | None:
-        rows = self._feed_rows("WHERE f.name = ?", [name])
+    def feed_state(self, name: str, count_entries: bool = True) -> FeedState | None:
+        """A feed's stored state. A poll passes count_entries=False: counting a feed's entries
+        is the dearest part of the query, and polling does not need it (entry_count is 0)."""
+        rows = self._feed_rows("WHERE f.name = ?", [name], count_entries)
         return rows[0] if rows else None
 
     def feed_states(self, names: Sequence[str] | None = None) -> list[FeedState]:
@@ -257,11 +260,11 @@ class Store:
         marks = ",".join("?" for _ in names)
         return self._feed_rows(f"WHERE f.name IN ({marks})", list(names))
 
-    def _feed_rows(self, where: str, params: list[Any]) -> list[FeedState]:
-        sql = (
-            "SELECT f.*, (SELECT count(*) FROM entries e WHERE e.feed = f.name) AS entry_count "
-            f"FROM feeds f {where} ORDER BY f.name"
-        )
+    def _feed_rows(
+        self, where: str, params: list[Any], count_entries: bool = True
+    ) -> list[FeedState]:
+        count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)" if count_entries else "0"
+        sql = f"SELECT f.*, {count} AS entry_count FROM feeds f {where} ORDER BY f.name"
         return [
             FeedState(
                 name=r["name"],
@@ -572,6 +575,8 @@ class Store:
 
     def check_writable(self) -> None:
         """Raise StoreError unless a write transaction can be taken right now."""
+        if self.db.conn.in_transaction:
+            return  # inside a batch of writes: this connection holds the write lock already
         # Wait a little for another process's write (a CLI run, a backup), not the full 30 s.
         self.db.execute("PRAGMA busy_timeout = 5000")
         try:
@@ -587,14 +592,25 @@ class Store:
 
 
 class _Atomic:
-    """BEGIN IMMEDIATE … COMMIT, turning sqlite3 errors into StoreError (and rolling back)."""
+    """BEGIN IMMEDIATE … COMMIT, turning sqlite3 errors into StoreError (and rolling back).
+
+    Inside a transaction already open (a batch of writes, see `StoreThreads.write_batched`) it
+    is a savepoint instead: the unit of work still commits or vanishes whole, without undoing
+    the others of its batch.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.savepoint: str | None = None
 
     def __enter__(self) -> None:
+        conn = self.store.db.conn
         try:
-            self.store.db.execute("BEGIN IMMEDIATE")
+            if conn.in_transaction:
+                self.savepoint = "unit"
+                conn.execute("SAVEPOINT unit")
+            else:
+                conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise StoreError(f"cannot start a transaction: {e}") from e
 
@@ -602,6 +618,14 @@ class _Atomic:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
         conn = self.store.db.conn
+        if self.savepoint is not None:
+            if exc_type is not None and conn.in_transaction:
+                conn.execute("ROLLBACK TO unit")
+            if conn.in_transaction:
+                conn.execute("RELEASE unit")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"write failed: {exc}") from exc
+            return
         if exc_type is not None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -614,6 +638,78 @@ class _Atomic:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreError(f"commit failed: {e}") from e
+
+
+class _Batcher:
+    """Runs the calls queued during one turn of the event loop on a store thread together: one
+    thread hop and one wake-up of the loop per batch instead of one per call.
+
+    With `transaction`, a batch of several calls runs in one transaction, each call in a
+    savepoint of its own (see `_Atomic`); results are handed back only after the commit, so a
+    caller never sees as committed what a failed commit lost.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, store: Callable[[], Store], transaction: bool):
+        self._executor = executor
+        self._store = store
+        self._transaction = transaction
+        self._pending: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+
+    async def call(self, fn: Callable[[Store], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((fn, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending, self._scheduled = self._pending, [], False
+        done = self._executor.submit(self._run, [fn for fn, _ in batch])
+
+        def deliver(_: object) -> None:
+            loop.call_soon_threadsafe(self._deliver, batch, done)
+
+        done.add_done_callback(deliver)
+
+    def _run(self, fns: list[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
+        store = self._store()
+        conn = store.db.conn
+        together = self._transaction and len(fns) > 1
+        if together:
+            conn.execute("BEGIN IMMEDIATE")
+        results: list[tuple[bool, Any]] = []
+        for fn in fns:
+            try:
+                results.append((True, fn(store)))
+            except Exception as e:  # handed to that caller alone
+                results.append((False, e))
+        if together:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                failed = StoreError(f"commit failed: {e}")
+                return [(False, failed) for _ in fns]
+        return results
+
+    @staticmethod
+    def _deliver(
+        batch: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]],
+        done: concurrent.futures.Future[list[tuple[bool, Any]]],
+    ) -> None:
+        error = done.exception()
+        outcomes = [(False, error)] * len(batch) if error is not None else done.result()
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
 
 class StoreThreads:
@@ -632,6 +728,8 @@ class StoreThreads:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-reader")
         self._writer.submit(self._store).result()
+        self._write_batches = _Batcher(self._writer, self._store, transaction=True)
+        self._read_batches = _Batcher(self._readers, self._store, transaction=False)
 
     def _store(self) -> Store:
         store: Store | None = getattr(self._local, "store", None)
@@ -649,6 +747,15 @@ class StoreThreads:
     async def read(self, fn: Callable[[Store], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._store()))
+
+    async def write_batched(self, fn: Callable[[Store], T]) -> T:
+        """Like `write`, for the many small writes of polls: those queued together commit in
+        one transaction, each still all or nothing (its own savepoint)."""
+        return await self._write_batches.call(fn)
+
+    async def read_batched(self, fn: Callable[[Store], T]) -> T:
+        """Like `read`, with the reads queued together run in one hop to a reader thread."""
+        return await self._read_batches.call(fn)
 
     def close(self) -> None:
         """Wait for queued writes to commit, then close every connection."""

@@ -401,3 +401,58 @@ def test_rows_with_forbidden_characters_still_render(tmp_path: Path) -> None:
             assert b"Title" in rendered.body and rendered.entries == 1
     finally:
         store.close()
+
+
+def test_batched_writes_commit_each_poll_whole_and_alone(tmp_path: Path) -> None:
+    """Polls queued together share one transaction, but each is still all or nothing: one
+    that fails (two entries with the same key) is rolled back alone and its caller alone
+    sees the error."""
+    import asyncio
+
+    from aggregator.store import StoreThreads
+
+    good = [ok(f"f{i}", new=entries(f"f{i}", parsed(1), parsed(2))) for i in range(5)]
+    twice = entries("bad", parsed(1))
+    bad = ok("bad", new=twice + twice)
+
+    async def scenario() -> list[object]:
+        threads = StoreThreads(tmp_path / "x.db")
+        try:
+            calls = [threads.write_batched(lambda s, r=r: s.record_poll(r)) for r in good]
+            calls.insert(2, threads.write_batched(lambda s: s.record_poll(bad)))
+            calls.append(threads.write_batched(lambda s: s.check_writable()))
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            threads.close()
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[2], StoreError)
+    assert all(isinstance(r, int) for i, r in enumerate(results[:-1]) if i != 2)
+    assert results[-1] is None
+    with contextlib.closing(sqlite3.connect(tmp_path / "x.db")) as conn:
+        per_feed = dict(conn.execute("SELECT feed, count(*) FROM entries GROUP BY feed"))
+        polled = {r[0] for r in conn.execute("SELECT name FROM feeds WHERE last_poll IS NOT NULL")}
+    assert per_feed == {f"f{i}": 2 for i in range(5)}
+    assert polled == {f"f{i}" for i in range(5)}  # the failed poll left no trace
+
+
+def test_batched_reads_return_each_callers_result(tmp_path: Path) -> None:
+    import asyncio
+
+    from aggregator.store import StoreThreads
+
+    async def scenario() -> list[object]:
+        threads = StoreThreads(tmp_path / "x.db")
+        try:
+            await threads.write(lambda s: s.sync_feeds([("a", "https://a/"), ("b", "https://b/")]))
+            calls = [
+                threads.read_batched(lambda s, n=n: s.feed_state(n, count_entries=False))
+                for n in ("a", "b", "missing")
+            ]
+            return await asyncio.gather(*calls)
+        finally:
+            threads.close()
+
+    a, b, missing = asyncio.run(scenario())
+    assert getattr(a, "url", None) == "https://a/" and getattr(b, "url", None) == "https://b/"
+    assert missing is None
