@@ -164,6 +164,22 @@ async def poll_source(
     or whose `host_delay` has not passed: the poll is then "deferred" to the time it may run.
     A 304 or a byte-identical body stops early and parses nothing.
     """
+    # A slot is held from the request until the poll is committed: fetching outruns parsing,
+    # and parsing can outrun the writer, so without this bound fetched bodies and parsed
+    # entries would pile up in memory (the cold bench round reached 759 MB for 2000 feeds).
+    async with ctx.work:
+        return await _poll_source(ctx, name, url, now, next_poll, policy=policy)
+
+
+async def _poll_source(
+    ctx: PollContext,
+    name: str,
+    url: str,
+    now: datetime,
+    next_poll: datetime | None = None,
+    *,
+    policy: PollPolicy | None = None,
+) -> PollOutcome:
     if policy is None:
         interval = next_poll - now if next_poll is not None and next_poll > now else DEFAULT_WAIT
         policy = PollPolicy(interval=interval, jitter=False)
@@ -191,9 +207,6 @@ async def poll_source(
     new: tuple[Entry, ...] = ()
     unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
     retry_raw: str | None = None
-    # Held from the request until the body is parsed: fetching outruns parsing, and without
-    # this bound every fetched body would wait in memory for a parse worker.
-    await ctx.work.acquire()
     try:
         async with ctx.hosts.slot(host):
             result = await ctx.fetcher.fetch(name, target, validators)
@@ -268,8 +281,6 @@ async def poll_source(
             rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
         if status == 410:
             rec = replace(rec, status="gone", gone=True)
-    finally:
-        ctx.work.release()
 
     signals = await _signals(
         ctx, name, host, now, rec, headers, hints or old_hints, new, policy, unreachable, retry_raw
