@@ -349,24 +349,16 @@ class Daemon:
             try:
                 new = await asyncio.to_thread(load_config, self.config_path)
                 summary = await self._apply(new, now)
-            except ConfigError as e:
-                log.error("reload (%s) failed, keeping the running config: %s", trigger, e)
-                self.reload_status = {
-                    "status": "failed",
-                    "trigger": trigger,
-                    "at": now.isoformat(),
-                    "error": str(e),
-                    "problems": list(e.problems),
-                }
-                return False
             except AggregatorError as e:
                 log.error("reload (%s) failed, keeping the running config: %s", trigger, e)
+                # A bad file lists each of its problems; any other failure is its own one.
+                problems = list(e.problems) if isinstance(e, ConfigError) else [str(e)]
                 self.reload_status = {
                     "status": "failed",
                     "trigger": trigger,
                     "at": now.isoformat(),
                     "error": str(e),
-                    "problems": [str(e)],
+                    "problems": problems,
                 }
                 return False
             self.reload_status = {"status": "ok", "trigger": trigger, "at": now.isoformat()}
