@@ -92,6 +92,26 @@ def plan_output(store: Store, config: Config, name: str, now: datetime) -> Plan:
     return Plan(tuple(stories[: output.limit]), tuple(dropped), tuple(stories[output.limit :]))
 
 
+# The plan of an output at a store generation, shared by its formats and pages: selecting and
+# deduplicating is most of a render, and a change is otherwise planned once per format and page.
+# Reader threads share it; each step is one atomic dict operation.
+_PLANS: dict[tuple[str, str, int], tuple[Config, Plan]] = {}
+_PLANS_KEPT = 64
+
+
+def _plan_key(store: Store, name: str, generation: int) -> tuple[str, str, int]:
+    return (str(store.path), name, generation)
+
+
+def _cached_plan(store: Store, config: Config, name: str, generation: int) -> Plan | None:
+    found = _PLANS.get(_plan_key(store, name, generation))
+    if found is None or found[0] is not config:  # a reload may change rules and sources
+        if len(_PLANS) >= _PLANS_KEPT:
+            _PLANS.clear()
+        return None
+    return found[1]
+
+
 def render_output(
     store: Store,
     config: Config,
@@ -112,7 +132,11 @@ def render_output(
     if fmt == "opml":
         sources = config.sources_of(output)
         return _rendered(_render_sources(config, name), EPOCH, generation, len(sources))
-    plan = plan_output(store, config, name, now or datetime.now(UTC))
+    plan = _cached_plan(store, config, name, generation) if now is None else None
+    if plan is None:
+        plan = plan_output(store, config, name, now or datetime.now(UTC))
+        if now is None:
+            _PLANS[_plan_key(store, name, generation)] = (config, plan)
     size = per_page or DEFAULT_PAGE_SIZE
     start = (page - 1) * size
     shown = plan.stories[start : start + size]
