@@ -112,6 +112,7 @@ async def _fetch_all(
                 feed_config=lambda n: config.feed(n),
                 hosts=make_gates(config, states, datetime.now(UTC)),
                 work=asyncio.Semaphore(config.aggregator.max_concurrency),
+                embed_hosts=frozenset(config.aggregator.embed_hosts),
             )
 
             async def one(feed: FeedConfig) -> PollOutcome:

@@ -142,6 +142,7 @@ class Settings(_Strict):
     parse_workers: int = Field(default=0, ge=0, le=64)
     log_level: str = "info"
     hub: str | None = None
+    embed_hosts: tuple[str, ...] = ()
     log_format: str = "text"
     summary_interval: Duration = timedelta(minutes=1)
     retention_days: int = Field(default=90, ge=0, le=36500)
@@ -199,6 +200,19 @@ class Settings(_Strict):
     @classmethod
     def _hub(cls, v: str | None) -> str | None:
         return None if v is None else _check_http_url(v)
+
+    @field_validator("embed_hosts")
+    @classmethod
+    def _embed_hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for host in v:
+            if not re.fullmatch(
+                r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+", host
+            ):
+                raise ValueError(
+                    f"{host!r} is not a host name: write it as 'www.youtube.com', lower-case, "
+                    "with no scheme, port or path"
+                )
+        return v
 
     @field_validator("listen")
     @classmethod

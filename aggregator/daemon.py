@@ -230,6 +230,7 @@ class Daemon:
                     self._feed_config,
                     hosts=make_gates(self.config, states, now),
                     work=asyncio.Semaphore(self.config.aggregator.max_concurrency),
+                    embed_hosts=frozenset(self.config.aggregator.embed_hosts),
                 )
                 server = OutputServer(
                     store,
@@ -380,7 +381,11 @@ class Daemon:
             self.scheduler.remove(name)
         if self._ctx is not None:
             # Host limits may have changed; polls under way finish with the gates they hold.
-            self._ctx = replace(self._ctx, hosts=make_gates(new, states, now))
+            self._ctx = replace(
+                self._ctx,
+                hosts=make_gates(new, states, now),
+                embed_hosts=frozenset(new.aggregator.embed_hosts),
+            )
         for feed in plan.added:
             self._schedule(feed, states.get(feed.name), now)
         for feed in plan.rescheduled:

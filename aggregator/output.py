@@ -148,6 +148,7 @@ def render_output(
         description=output.description or output.title,
         base_url=config.aggregator.base_url,
         hub=config.aggregator.hub,
+        embed_hosts=frozenset(config.aggregator.embed_hosts),
         page=page,
         per_page=per_page,
         has_next=len(plan.stories) > start + size,

@@ -92,9 +92,9 @@ def render_index(base_url: str, outputs: Sequence[OutputLink]) -> bytes:
     return _document("Feeds", head, body)
 
 
-def _entry(item: StoredEntry) -> str:
+def _entry(item: StoredEntry, embed_hosts: frozenset[str]) -> str:
     e = item.entry
-    summary, content = entry_html(item)
+    summary, content = entry_html(item, embed_hosts)
     title = e.title or "(untitled)"
     heading = _a(e.link, title) if e.link else escape(title)
     source_url = item.feed_link or item.feed_url
@@ -139,7 +139,7 @@ def render_output_page(meta: OutputMeta, items: Sequence[StoredEntry]) -> bytes:
         + (f"<p>{escape(meta.description)}</p>" if meta.description != meta.title else "")
         + f'<p class="meta">Subscribe: {formats} · '
         f"{_a(meta.page_url('opml', 1), 'sources (OPML)')}</p></header>\n<main>\n"
-        + ("".join(_entry(i) for i in items) or "<p>No entries yet.</p>\n")
+        + ("".join(_entry(i, meta.embed_hosts) for i in items) or "<p>No entries yet.</p>\n")
         + "</main>\n"
         + (f'<nav class="paging">{" · ".join(nav)}</nav>\n' if nav else "")
     )

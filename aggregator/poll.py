@@ -69,6 +69,8 @@ class PollContext:
     rng: random.Random = field(default_factory=random.Random)
     # Polls between request and parsed body; the daemon sizes it to max_concurrency.
     work: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
+    # Hosts whose https iframes (video players) survive sanitising; see sanitize.py.
+    embed_hosts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +85,13 @@ class Digest:
     key_mode: KeyMode = "guid"  # how the entries were keyed
 
 
-def _sanitized(entry: Entry) -> Entry:
+def _sanitized(entry: Entry, embed_hosts: frozenset[str]) -> Entry:
     # clean_text again after sanitising: the sanitiser decodes character references, and one
     # such as "&#8;" would otherwise put a character XML forbids into every output.
     return replace(
         entry,
-        summary=clean_text(sanitize_html(entry.summary, entry.base)),
-        content=clean_text(sanitize_html(entry.content, entry.base)),
+        summary=clean_text(sanitize_html(entry.summary, entry.base, embed_hosts)),
+        content=clean_text(sanitize_html(entry.content, entry.base, embed_hosts)),
         base=None,
     )
 
@@ -103,6 +105,7 @@ def digest(
     known: Mapping[str, str | Known],
     mode: KeyMode = "guid",
     policy: UpdatePolicy = "update",
+    embed_hosts: frozenset[str] = frozenset(),
 ) -> Digest:
     """Parse a document, key its entries, keep those that are new or changed against `known`
     (key → what the store has, or just its content hash), and sanitise only those: the CPU part
@@ -121,8 +124,8 @@ def digest(
     new, updated = diff(entries, stored, policy, now)
     return Digest(
         replace(parsed, entries=()),
-        tuple(_sanitized(e) for e in new),
-        tuple(_sanitized(e) for e in updated),
+        tuple(_sanitized(e, embed_hosts) for e in new),
+        tuple(_sanitized(e, embed_hosts) for e in updated),
         len(entries),
         mode,
     )
@@ -141,7 +144,7 @@ async def _digest(
 ) -> Digest:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        ctx.parse_pool, digest, name, body, headers, url, now, known, mode, policy
+        ctx.parse_pool, digest, name, body, headers, url, now, known, mode, policy, ctx.embed_hosts
     )
 
 

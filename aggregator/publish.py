@@ -49,6 +49,7 @@ class OutputMeta:
     page: int = 1  # RFC 5005 paging: which page this is, and whether another follows
     per_page: int | None = None  # None: the default page size, left out of page URLs
     has_next: bool = False
+    embed_hosts: frozenset[str] = frozenset()  # hosts whose https iframes are kept
 
     def url(self, fmt: OutputFormat) -> str:
         return f"{self.base_url}/outputs/{self.name}.{fmt}"
@@ -100,10 +101,10 @@ def entry_base(item: StoredEntry) -> str:
     return item.entry.link or item.feed_link or item.feed_url
 
 
-def entry_html(item: StoredEntry) -> tuple[str, str]:
+def entry_html(item: StoredEntry, embed_hosts: frozenset[str] = frozenset()) -> tuple[str, str]:
     """An entry's (summary, content) as sanitised HTML with absolute links."""
     e, base = item.entry, entry_base(item)
-    return clean_html(e.summary, base), clean_html(e.content, base)
+    return clean_html(e.summary, base, embed_hosts), clean_html(e.content, base, embed_hosts)
 
 
 def _source_url(item: StoredEntry) -> str:
@@ -131,7 +132,7 @@ def _generator(
         fe.id(e.uid)
         fe.guid(e.uid, permalink=False)
         title = xml_safe(_title(item))
-        summary, content = entry_html(item)
+        summary, content = entry_html(item, meta.embed_hosts)
         fe.title(title)
         if e.link:
             fe.link(href=e.link, rel="alternate")
@@ -202,7 +203,7 @@ def render_json(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged =
     for item in items:
         e = item.entry
         title = _title(item)
-        summary, content = entry_html(item)
+        summary, content = entry_html(item, meta.embed_hosts)
         obj: dict[str, Any] = {"id": e.uid, "title": title}
         if e.link:
             obj["url"] = e.link

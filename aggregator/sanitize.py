@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import nh3
@@ -38,7 +40,45 @@ def _is_http_url(url: str | None) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def sanitize_html(fragment: str, base: str | None = None) -> str:
+EMBED_ATTRIBUTES = frozenset({"src", "width", "height", "title", "allowfullscreen"})
+
+
+def _embed_filter(hosts: frozenset[str]) -> Callable[[str, str, str], str | None]:
+    def keep(tag: str, attr: str, value: str) -> str | None:
+        if tag != "iframe" or attr != "src":
+            return value
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return None
+        # Only https players on the hosts the operator allowed; any other iframe is left
+        # without a source, so it shows nothing and loads nothing.
+        return value if parts.scheme == "https" and parts.hostname in hosts else None
+
+    return keep
+
+
+def _clean(fragment: str, embed_hosts: frozenset[str], **options: Any) -> str:
+    if not embed_hosts:
+        cleaned: str = nh3.clean(fragment, link_rel=None, url_schemes=set(URL_SCHEMES), **options)
+        return cleaned
+    attributes = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()}
+    attributes["iframe"] = set(EMBED_ATTRIBUTES)
+    cleaned = nh3.clean(
+        fragment,
+        tags=set(nh3.ALLOWED_TAGS) | {"iframe"},
+        attributes=attributes,
+        attribute_filter=_embed_filter(embed_hosts),
+        link_rel=None,
+        url_schemes=set(URL_SCHEMES),
+        **options,
+    )
+    return cleaned
+
+
+def sanitize_html(
+    fragment: str, base: str | None = None, embed_hosts: frozenset[str] = frozenset()
+) -> str:
     """Sanitise an HTML fragment and make its relative links absolute against `base`.
 
     Removes script and style (with their content), iframes, forms, objects, event-handler and
@@ -46,6 +86,8 @@ def sanitize_html(fragment: str, base: str | None = None) -> str:
     against `base` (the entry's xml:base, its link or the document URL) when it is an http(s)
     URL and are kept as they are otherwise. The result is XML-legal: the sanitiser decodes
     character references, so "&#8;" would otherwise come out as a forbidden character.
+    Iframes are removed too, unless their source is an https URL on one of `embed_hosts`
+    (the operator's `embed_hosts` setting, for video players and the like).
     """
     if not fragment:
         return ""
@@ -54,17 +96,10 @@ def sanitize_html(fragment: str, base: str | None = None) -> str:
     if _is_http_url(base):
         assert base is not None
         try:
-            return xml_safe(
-                nh3.clean(
-                    fragment,
-                    link_rel=None,
-                    url_schemes=set(URL_SCHEMES),
-                    url_relative=("rewrite_with_base", base),
-                )
-            )
+            return xml_safe(_clean(fragment, embed_hosts, url_relative=("rewrite_with_base", base)))
         except ValueError:
             pass  # a base nh3 cannot parse: keep relative links rather than lose the entry
-    return xml_safe(nh3.clean(fragment, link_rel=None, url_schemes=set(URL_SCHEMES)))
+    return xml_safe(_clean(fragment, embed_hosts))
 
 
 # What the renderers call: the same cleaning, under the name the pages and feeds use.

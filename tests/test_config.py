@@ -426,3 +426,17 @@ def test_cli_check_config_missing_file(tmp_path: Path) -> None:
         f"error: {path}: invalid config (1 problem(s)):",
         "  file not found",
     ]
+
+
+def test_embed_hosts_must_be_host_names() -> None:
+    from aggregator.config import parse_config
+    from aggregator.errors import ConfigError
+
+    ok = parse_config({"aggregator": {"embed_hosts": ["www.youtube.com", "player.vimeo.com"]}})
+    assert ok.aggregator.embed_hosts == ("www.youtube.com", "player.vimeo.com")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"aggregator": {"embed_hosts": ["https://www.youtube.com/"]}})
+    assert info.value.problems[0].startswith("aggregator.embed_hosts[0]: ") or (
+        info.value.problems[0].startswith("aggregator.embed_hosts: ")
+    )
+    assert "is not a host name" in info.value.problems[0]

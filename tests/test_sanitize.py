@@ -170,3 +170,51 @@ def test_character_references_to_control_characters_never_reach_the_store() -> N
     for text in (entry.summary, entry.content):
         assert not any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text), repr(text)
     assert "cut" in entry.content
+
+
+PLAYER = (
+    '<p>Watch:</p><iframe src="https://www.youtube.com/embed/abc" width="560" height="315" '
+    'onload="steal()" style="x" allowfullscreen></iframe>'
+    '<iframe src="https://evil.example/x"></iframe><iframe src="http://www.youtube.com/embed/b">'
+    "</iframe>"
+)
+
+
+def test_iframes_are_removed_unless_their_host_is_allowed() -> None:
+    assert "<iframe" not in sanitize_html(PLAYER, "https://f.example/")
+    kept = sanitize_html(PLAYER, "https://f.example/", frozenset({"www.youtube.com"}))
+    assert 'src="https://www.youtube.com/embed/abc"' in kept
+    assert 'width="560"' in kept and "allowfullscreen" in kept
+    # Other hosts and plain http keep no source; handlers and styles go as everywhere else.
+    assert "evil.example" not in kept and "http://www.youtube.com" not in kept
+    assert "onload" not in kept and "style" not in kept
+    assert kept.count("<iframe") == 3
+
+
+def test_allowed_embeds_reach_the_outputs() -> None:
+
+    from aggregator.models import StoredEntry
+    from aggregator.publish import OutputMeta, render_atom
+
+    [entry] = digest(
+        "v",
+        (
+            b'<?xml version="1.0"?><rss version="2.0"><channel><title>v</title><item>'
+            b"<title>Video</title><guid>v1</guid><description><![CDATA["
+            + PLAYER.encode()
+            + b"]]></description></item></channel></rss>"
+        ),
+        {},
+        "https://v.example/feed",
+        NOW,
+        {},
+        embed_hosts=frozenset({"www.youtube.com"}),
+    ).new
+    item = StoredEntry(entry, NOW, NOW, "V", "https://v.example/feed", None)
+    meta = OutputMeta("o", "O", "O", "http://127.0.0.1:8080")
+    allowed = OutputMeta(
+        "o", "O", "O", "http://127.0.0.1:8080", embed_hosts=frozenset({"www.youtube.com"})
+    )
+    assert b"youtube.com/embed/abc" in render_atom(allowed, [item])
+    # Rendering re-sanitises: an output without the setting drops what ingest kept.
+    assert b"youtube.com/embed/abc" not in render_atom(meta, [item])
