@@ -108,6 +108,33 @@ def _in_range(name: str, d: timedelta, low: timedelta, high: timedelta) -> timed
     return d
 
 
+# Every duration key's bounds, by key name, wherever the key appears ([aggregator], [[feeds]],
+# [[outputs]]): one table, so a per-feed override cannot drift from the daemon-wide setting.
+DURATION_RANGES: dict[str, tuple[timedelta, timedelta]] = {
+    "timeout": (timedelta(seconds=1), timedelta(minutes=10)),
+    "interval": (timedelta(seconds=5), timedelta(days=30)),
+    "summary_interval": (timedelta(seconds=5), timedelta(days=1)),
+    "min_interval": (timedelta(seconds=5), timedelta(days=30)),
+    "max_interval": (timedelta(seconds=5), timedelta(days=30)),
+    "max_backoff": (timedelta(minutes=1), timedelta(days=30)),
+    "host_delay": (timedelta(0), timedelta(minutes=10)),
+    "dedupe_window": (timedelta(minutes=1), timedelta(days=30)),
+}
+
+
+def _duration_in_range(v: timedelta | None, info: ValidationInfo) -> timedelta | None:
+    if v is None:  # an optional per-feed override left out
+        return v
+    name = str(info.field_name)
+    low, high = DURATION_RANGES[name]
+    return _in_range(name, v, low, high)
+
+
+def _ranged(*names: str) -> Any:
+    """A field validator checking the named duration fields against DURATION_RANGES."""
+    return field_validator(*names)(classmethod(lambda cls, v, info: _duration_in_range(v, info)))
+
+
 def _check_slug(value: str) -> str:
     if not _SLUG.match(value):
         raise ValueError(
@@ -154,20 +181,15 @@ class Settings(_Strict):
     host_concurrency: int = Field(default=1, ge=1, le=64)
     host_delay: Duration = timedelta(seconds=1)
 
-    @field_validator("timeout")
-    @classmethod
-    def _timeout_range(cls, v: timedelta) -> timedelta:
-        return _in_range("timeout", v, timedelta(seconds=1), timedelta(minutes=10))
-
-    @field_validator("interval")
-    @classmethod
-    def _interval_range(cls, v: timedelta) -> timedelta:
-        return _in_range("interval", v, timedelta(seconds=5), timedelta(days=30))
-
-    @field_validator("summary_interval")
-    @classmethod
-    def _summary_range(cls, v: timedelta) -> timedelta:
-        return _in_range("summary_interval", v, timedelta(seconds=5), timedelta(days=1))
+    _durations = _ranged(
+        "timeout",
+        "interval",
+        "summary_interval",
+        "min_interval",
+        "max_interval",
+        "max_backoff",
+        "host_delay",
+    )
 
     @field_validator("log_format")
     @classmethod
@@ -175,21 +197,6 @@ class Settings(_Strict):
         if v.lower() not in ("text", "json"):
             raise ValueError(f"{v!r} is not one of text, json")
         return v.lower()
-
-    @field_validator("min_interval", "max_interval")
-    @classmethod
-    def _clamp_range(cls, v: timedelta, info: ValidationInfo) -> timedelta:
-        return _in_range(str(info.field_name), v, timedelta(seconds=5), timedelta(days=30))
-
-    @field_validator("max_backoff")
-    @classmethod
-    def _backoff_range(cls, v: timedelta) -> timedelta:
-        return _in_range("max_backoff", v, timedelta(minutes=1), timedelta(days=30))
-
-    @field_validator("host_delay")
-    @classmethod
-    def _host_delay_range(cls, v: timedelta) -> timedelta:
-        return _in_range("host_delay", v, timedelta(0), timedelta(minutes=10))
 
     @field_validator("base_url")
     @classmethod
@@ -365,20 +372,7 @@ class FeedConfig(_Filtered):
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
-
-    @field_validator("host_delay")
-    @classmethod
-    def _host_delay_range(cls, v: timedelta | None) -> timedelta | None:
-        if v is None:
-            return v
-        return _in_range("host_delay", v, timedelta(0), timedelta(minutes=10))
-
-    @field_validator("interval")
-    @classmethod
-    def _interval_range(cls, v: timedelta | None) -> timedelta | None:
-        if v is None:
-            return v
-        return _in_range("interval", v, timedelta(seconds=5), timedelta(days=30))
+    _durations = _ranged("interval", "host_delay")
 
 
 class OutputConfig(_Filtered):
@@ -397,6 +391,7 @@ class OutputConfig(_Filtered):
     dedupe_window: Duration = timedelta(days=2)
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
+    _durations = _ranged("dedupe_window")
 
     @field_validator("query")
     @classmethod
@@ -404,11 +399,6 @@ class OutputConfig(_Filtered):
         if v is not None:
             check_query(v)
         return v
-
-    @field_validator("dedupe_window")
-    @classmethod
-    def _window_range(cls, v: timedelta) -> timedelta:
-        return _in_range("dedupe_window", v, timedelta(minutes=1), timedelta(days=30))
 
     @property
     def rules(self) -> Rules:
