@@ -373,6 +373,9 @@ class Daemon:
         # Rows first: a feed is in the database before its first poll can fire.
         feeds = [(f.name, f.url) for f in new.feeds]
         await self._store.write(lambda s: s.sync_feeds(feeds))
+        if self._ctx is not None:
+            # sync_feeds drops a changed URL's validators and state: read them afresh.
+            self._ctx.states.clear()
         states = {s.name: s for s in await self._store.read(lambda s: s.feed_states())}
         # Swapped whole: the server drops its render cache when the Config object changes,
         # and every poll reads its feed's url from the current config.

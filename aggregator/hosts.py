@@ -11,6 +11,7 @@ No I/O; the only asyncio it uses is a semaphore per host.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,8 +23,10 @@ NETWORK_MIN_POLLS = 8  # fewer recent polls than this never prove the network is
 NETWORK_DOWN_SHARE = 0.9  # ... and nearly all of them failed without any HTTP answer
 
 
+@functools.lru_cache(maxsize=65536)
 def origin(url: str) -> str:
-    """scheme://host[:port] of a URL, lower-cased: what politeness is counted per."""
+    """scheme://host[:port] of a URL, lower-cased: what politeness is counted per. Cached: it
+    runs on every poll, for the same few thousand URLs."""
     parts = urlsplit(url)
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 

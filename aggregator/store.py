@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,8 @@ from .models import Entry, FeedHints, FeedState, PollRecord, StoredEntry, Valida
 from .search import FTS_TABLE, fts_schema
 
 T = TypeVar("T")
+# How long a batched write waits for others to join its batch (seconds).
+WRITE_LINGER = 0.005
 
 migrations = Migrations("aggregator")
 
@@ -147,6 +150,57 @@ def _ts(when: datetime | None) -> str | None:
 
 def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
+
+
+def state_after_defer(state: FeedState, when: datetime, reason: str) -> FeedState:
+    """The feed state `Store.defer_poll(name, when, reason)` leaves behind."""
+    return replace(state, next_poll=_dt(_ts(when)), next_reason=reason)
+
+
+def state_after_poll(state: FeedState | None, rec: PollRecord) -> FeedState:
+    """The feed state `Store.record_poll(rec)` leaves behind, computed without reading the row
+    back (as `feed_state(count_entries=False)` reads it: entry_count 0), so that the poller can
+    keep each feed's state in memory. Pure; must change with record_poll."""
+    now = _dt(_ts(rec.now))
+    base = state if state is not None else FeedState(rec.feed, rec.url)
+    failed = rec.status in ("error", "gone")
+    changes: dict[str, Any] = {
+        "url": rec.url,
+        "last_poll": now,
+        "last_status": rec.status,
+        "next_poll": _dt(_ts(rec.next_poll)),
+        "next_reason": rec.next_reason,
+        "backoff_level": rec.backoff_level,
+        "redirect_url": rec.redirect_url,
+        "redirect_count": rec.redirect_count,
+        "gone": rec.gone,
+        "entry_count": 0,
+    }
+    if rec.http_status is not None:
+        changes["http_status"] = rec.http_status
+    if failed:
+        changes.update(
+            last_error=rec.error,
+            error_count=base.error_count + 1,
+            failing_since=base.failing_since or now,
+        )
+    else:
+        changes.update(last_ok=now, error_count=0, last_error=None, failing_since=None)
+    if rec.hints is not None:
+        changes["hints"] = rec.hints
+    if rec.validators is not None:
+        changes["validators"] = rec.validators
+    if rec.body_hash is not None:
+        changes["body_hash"] = rec.body_hash
+    if rec.title is not None:
+        changes["title"] = rec.title
+    if rec.link is not None:
+        changes["link"] = rec.link
+    if rec.status == "ok":
+        changes.update(warning=rec.warning, language=rec.language)
+    if rec.key_mode is not None:
+        changes["key_mode"] = rec.key_mode
+    return replace(base, **changes)
 
 
 def _entry_row(entry: Entry) -> dict[str, Any]:
@@ -650,24 +704,44 @@ class _Batcher:
     caller never sees as committed what a failed commit lost.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, store: Callable[[], Store], transaction: bool):
+    def __init__(
+        self,
+        executor: ThreadPoolExecutor,
+        store: Callable[[], Store],
+        transaction: bool,
+        linger: float = 0.0,
+        max_batch: int = 64,
+    ):
         self._executor = executor
         self._store = store
         self._transaction = transaction
+        self._linger = linger
+        self._max_batch = max_batch
         self._pending: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]] = []
-        self._scheduled = False
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        # Commits by other connections (another process), seen by the writer between batches.
+        self.external_changes = 0
+        self._data_version: int | None = None
 
     async def call(self, fn: Callable[[Store], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((fn, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush, loop)
+        if len(self._pending) >= self._max_batch:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._flush(loop)
+        elif self._timer is None:
+            # Lingering a few milliseconds gathers the small writes of many polls into one
+            # batch: each hop to the store thread costs the event loop a GIL hand-over.
+            if self._linger > 0:
+                self._timer = loop.call_later(self._linger, self._flush, loop)
+            else:
+                self._timer = loop.call_soon(self._flush, loop)
         return await future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._pending, self._scheduled = self._pending, [], False
+        batch, self._pending, self._timer = self._pending, [], None
         done = self._executor.submit(self._run, [fn for fn, _ in batch])
         # A partial, not a closure over `done`: the future keeps its callbacks, and a callback
         # that refers back to the future is a cycle that kept every batch (each poll's entries
@@ -687,6 +761,13 @@ class _Batcher:
         store = self._store()
         conn = store.db.conn
         together = self._transaction and len(fns) > 1
+        if self._transaction:
+            # data_version moves only when another connection commits: then what the poller
+            # keeps in memory of the feeds (see poll.StateCache) may be stale.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if self._data_version is not None and version != self._data_version:
+                self.external_changes += 1
+            self._data_version = version
         if together:
             conn.execute("BEGIN IMMEDIATE")
         results: list[tuple[bool, Any]] = []
@@ -737,7 +818,9 @@ class StoreThreads:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-reader")
         self._writer.submit(self._store).result()
-        self._write_batches = _Batcher(self._writer, self._store, transaction=True)
+        self._write_batches = _Batcher(
+            self._writer, self._store, transaction=True, linger=WRITE_LINGER
+        )
         self._read_batches = _Batcher(self._readers, self._store, transaction=False)
 
     def _store(self) -> Store:
@@ -756,6 +839,11 @@ class StoreThreads:
     async def read(self, fn: Callable[[Store], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, lambda: fn(self._store()))
+
+    @property
+    def external_changes(self) -> int:
+        """How many times the writer saw another connection's commit (a CLI run, say)."""
+        return self._write_batches.external_changes
 
     async def write_batched(self, fn: Callable[[Store], T]) -> T:
         """Like `write`, for the many small writes of polls: those queued together commit in

@@ -311,3 +311,39 @@ def test_moved_feed_does_not_send_old_validators(feed_server: FeedServer, tmp_pa
     assert "If-None-Match" not in request.headers
     assert "If-Modified-Since" not in request.headers
     assert state_of(db, "blog").url == feed_server.url("/new.xml")
+
+
+def test_feed_state_is_kept_in_memory_until_another_process_writes(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """Polls take a feed's state from memory (no read before the request); a commit by another
+    connection, such as `aggregator fetch` run beside the daemon, makes them read it again."""
+    import sqlite3
+
+    db = tmp_path / "x.db"
+    feed_server.serve_file("/feed.xml", "rss20.xml")
+    url = feed_server.url("/feed.xml")
+
+    async def scenario(ctx: PollContext) -> list[str]:
+        statuses = [(await poll(ctx, "blog", url, T0)).status]
+        assert len(ctx.states) == 1
+        statuses.append((await poll(ctx, "blog", url, T0 + HOUR)).status)
+        # Another process forgets the validators and body hash.
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "UPDATE feeds SET etag = NULL, last_modified = NULL, body_hash = NULL "
+                "WHERE name = 'blog'"
+            )
+        conn.close()
+        for hours in (2, 3):
+            statuses.append((await poll(ctx, "blog", url, T0 + hours * HOUR)).status)
+        return statuses
+
+    statuses = run_polls(db, scenario)
+    requests = feed_server.requests("/feed.xml")
+    assert statuses[:2] == ["ok", "not_modified"]
+    assert "If-None-Match" in requests[1].headers  # the validators came from memory
+    # The first write after the outside commit noticed it; the next poll read the row again,
+    # as the outside process left it: no validators to send.
+    assert "If-None-Match" not in requests[3].headers
+    assert statuses[3] == "ok"

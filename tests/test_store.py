@@ -493,3 +493,58 @@ def test_batched_calls_free_what_they_carried_without_the_cyclic_collector(
         assert [r() for r in refs] == [None, None]
     finally:
         gc.enable()
+
+
+def test_state_after_poll_is_what_record_poll_stores(store: Store) -> None:
+    """The poller keeps each feed's state in memory from state_after_poll instead of reading
+    the row before every poll: it must be exactly what record_poll leaves in the row."""
+    from aggregator.models import FeedHints
+    from aggregator.store import state_after_defer, state_after_poll
+
+    t = T0 + timedelta(microseconds=123456)  # stored to the second
+    hints = FeedHints(ttl_minutes=30, skip_hours=(1, 2))
+    polls = [
+        ok(
+            "f",
+            t,
+            http_status=200,
+            validators=Validators('"e1"', "Mon, 01 Jan 2024 00:00:00 GMT"),
+            body_hash="h1",
+            title="F",
+            link="https://f.example/",
+            warning="malformed feed, entries kept: x",
+            language="en",
+            hints=hints,
+            new=entries("f", parsed(1)),
+            next_reason="interval",
+        ),
+        ok("f", t + timedelta(hours=1), status="not_modified", http_status=304),
+        ok("f", t + timedelta(hours=2), status="unchanged", http_status=200, body_hash="h1"),
+        ok("f", t + timedelta(hours=3), status="error", http_status=500, error="HTTP 500"),
+        ok("f", t + timedelta(hours=4), status="error", error="timed out", backoff_level=2),
+        ok(
+            "f",
+            t + timedelta(hours=5),
+            http_status=200,
+            body_hash="h2",
+            key_mode="link",
+            redirect_url="https://g.example/feed.xml",
+            redirect_count=1,
+        ),
+        ok("f", t + timedelta(hours=6), status="gone", http_status=410, error="gone", gone=True),
+    ]
+    state = None
+    for rec in polls:
+        store.record_poll(rec)
+        state = state_after_poll(state, rec)
+        assert state == store.feed_state("f", count_entries=False), rec.status
+    assert state is not None
+    store.defer_poll("f", t + timedelta(days=1), "host_delay of https://f.example")
+    deferred = state_after_defer(state, t + timedelta(days=1), "host_delay of https://f.example")
+    assert deferred == store.feed_state("f", count_entries=False)
+    # A feed whose row exists before its first poll (sync_feeds) starts from that row.
+    store.sync_feeds([("g", "https://g.example/feed.xml")])
+    before = store.feed_state("g", count_entries=False)
+    rec = ok("g", t, url="https://g.example/feed.xml", status="error", error="refused")
+    store.record_poll(rec)
+    assert state_after_poll(before, rec) == store.feed_state("g", count_entries=False)
