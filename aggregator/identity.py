@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -59,12 +60,14 @@ def _is_tracking(name: str) -> bool:
     return lower in TRACKING_PARAMS or lower.startswith(TRACKING_PREFIXES)
 
 
+@functools.lru_cache(maxsize=16384)
 def canonical_url(url: str) -> str:
     """Normalise a link so that the same page has one spelling.
 
     Lower-cases scheme and host, drops the default port, the fragment and tracking parameters,
     and sorts the remaining query parameters. Path case and trailing slashes are kept: within one
-    feed they can name different pages.
+    feed they can name different pages. Memoised: an entry's link is wanted by its key, its
+    hashes and its stored form, and inline links recur from one poll to the next.
     """
     text = url.strip()
     try:
@@ -189,7 +192,11 @@ def plausible_date(when: datetime | None, now: datetime) -> datetime | None:
 
 
 def identify(
-    feed: str, entries: Iterable[ParsedEntry], now: datetime, mode: KeyMode = "guid"
+    feed: str,
+    entries: Iterable[ParsedEntry],
+    now: datetime,
+    mode: KeyMode = "guid",
+    known: Mapping[str, Known] | None = None,
 ) -> list[Entry]:
     """Key every entry of one fetched document and normalise its fields.
 
@@ -197,7 +204,12 @@ def identify(
     same document (feeds that repeat a guid keep both stories); entries identical on every rung
     are dropped as repeats. Dates that are missing or implausible become `now`, the first-seen
     time; `Entry.date_known` says which.
+
+    An entry whose key and content hash are what `known` has takes the stored stable hash
+    instead of computing it: equal inputs give equal hashes, and the stable hash (every inline
+    link canonicalised) is most of the cost of keying an entry.
     """
+    known = known or {}
     taken: set[str] = set()
     seen_ladders: set[tuple[tuple[KeyKind, str], ...]] = set()
     out: list[Entry] = []
@@ -222,6 +234,12 @@ def identify(
         updated = plausible_date(parsed.updated, now)
         date_known = (published or updated) is not None
         first = published or updated or now
+        c_hash = content_hash(parsed)
+        stored = known.get(key)
+        if stored is not None and stored.stable_hash and stored.content_hash == c_hash:
+            s_hash = stored.stable_hash
+        else:
+            s_hash = stable_hash(parsed)
         out.append(
             Entry(
                 feed=feed,
@@ -238,8 +256,8 @@ def identify(
                 published=first,
                 updated=max(updated or first, first),
                 date_known=date_known,
-                content_hash=content_hash(parsed),
-                stable_hash=stable_hash(parsed),
+                content_hash=c_hash,
+                stable_hash=s_hash,
                 base=parsed.base,
             )
         )

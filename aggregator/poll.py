@@ -150,7 +150,7 @@ def digest(
     if mode == "guid" and parsed.entries and guids_unusable(parsed.entries):
         mode = "link"
     stored = {k: v if isinstance(v, Known) else Known("", v, None, None) for k, v in known.items()}
-    entries = reconcile(identify(name, parsed.entries, now, mode), stored)
+    entries = reconcile(identify(name, parsed.entries, now, mode, stored), stored)
     new, updated = diff(entries, stored, policy, now)
     return Digest(
         replace(parsed, entries=()),

@@ -18,6 +18,7 @@ from aggregator.identity import (
     identify,
     key_ladder,
     plausible_date,
+    stable_hash,
     uid_for,
     with_first_seen_date,
 )
@@ -363,3 +364,20 @@ def test_identify_is_deterministic_over_fixture() -> None:
     first = identify_file("rss20.xml", "application/rss+xml")
     second = identify_file("rss20.xml", "application/rss+xml")
     assert [dataclasses.astuple(e) for e in first] == [dataclasses.astuple(e) for e in second]
+
+
+def test_stored_stable_hash_is_reused_only_for_the_same_content() -> None:
+    from aggregator.identity import Known
+
+    e = entry(guid="g1", summary='<a href="https://x.example/a?utm_source=rss">x</a>')
+    [fresh] = identify("f", [e], NOW)
+    assert fresh.stable_hash == stable_hash(e)
+    same = {fresh.key: Known(fresh.uid, fresh.content_hash, "stored-stable", fresh.link)}
+    [again] = identify("f", [e], NOW, known=same)
+    assert again.stable_hash == "stored-stable"  # not computed again
+    edited = dataclasses.replace(e, summary="Another text.")
+    [changed] = identify("f", [edited], NOW, known=same)
+    assert changed.stable_hash == stable_hash(edited)
+    legacy = {fresh.key: Known(fresh.uid, fresh.content_hash, None, fresh.link)}
+    [old_row] = identify("f", [e], NOW, known=legacy)
+    assert old_row.stable_hash == stable_hash(e)
