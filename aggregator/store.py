@@ -224,6 +224,13 @@ def _entry_row(entry: Entry) -> dict[str, Any]:
     }
 
 
+_INSERT_ENTRY = (
+    "INSERT INTO entries (feed, key, key_kind, uid, guid, link, title, summary, content, author, "
+    "categories, published, updated, date_known, content_hash, stable_hash, first_seen, "
+    "last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
     # Text is cleaned on the way in; cleaning again on the way out means that a row written by
     # an older version with a character XML forbids cannot break a whole output.
@@ -460,13 +467,9 @@ class Store:
                     f"UPDATE feeds SET {sets}{extra} WHERE name = ?",
                     [*state.values(), *params, rec.feed],
                 )
-            for entry in rec.new:
-                row = _entry_row(entry)
-                row.update(first_seen=now, last_changed=now)
-                marks = ", ".join("?" for _ in row)
-                self.db.execute(
-                    f"INSERT INTO entries ({', '.join(row)}) VALUES ({marks})", list(row.values())
-                )
+            if rec.new:
+                rows = [[*_entry_row(entry).values(), now, now] for entry in rec.new]
+                self.db.conn.executemany(_INSERT_ENTRY, rows)
             for entry in rec.updated:
                 old = self.db.execute(
                     "SELECT first_seen FROM entries WHERE feed = ? AND key = ?",
@@ -879,3 +882,12 @@ def m004_retention(db: sqlite_utils.Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m005_fts_merging(db: sqlite_utils.Database) -> None:
+    """Merge the full-text index's segments in larger steps: with FTS5's defaults (automerge 4,
+    crisismerge 16) indexing was 326 us an entry, with 16 and 64 it is 270 us, and queries over
+    40,000 entries take the same time (measured on the bench farm's entries)."""
+    db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('automerge', 16)")
+    db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('crisismerge', 64)")

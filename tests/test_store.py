@@ -96,7 +96,13 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
         names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
         generations = conn.execute("SELECT count(*) FROM meta WHERE key = 'generation'")
         assert generations.fetchone()[0] == 1
-    assert names == ["m001_initial", "m002_polling", "m003_dedupe", "m004_retention"]
+    assert names == [
+        "m001_initial",
+        "m002_polling",
+        "m003_dedupe",
+        "m004_retention",
+        "m005_fts_merging",
+    ]
 
 
 def test_wal_mode_is_on(store: Store, tmp_path: Path) -> None:
@@ -548,3 +554,21 @@ def test_state_after_poll_is_what_record_poll_stores(store: Store) -> None:
     rec = ok("g", t, url="https://g.example/feed.xml", status="error", error="refused")
     store.record_poll(rec)
     assert state_after_poll(before, rec) == store.feed_state("g", count_entries=False)
+
+
+def test_insert_statement_lists_the_row_columns_in_order() -> None:
+    import re
+
+    from aggregator.store import _INSERT_ENTRY, _entry_row
+
+    [e] = entries("f", parsed(1))
+    named = re.search(r"\(([^)]*)\) VALUES", _INSERT_ENTRY)
+    assert named is not None
+    columns = [c.strip() for c in named.group(1).split(",")]
+    assert columns == [*_entry_row(e), "first_seen", "last_changed"]
+    assert _INSERT_ENTRY.count("?") == len(columns)
+
+
+def test_full_text_index_merges_in_large_steps(store: Store) -> None:
+    config = dict(store.db.execute("SELECT k, v FROM entries_fts_config").fetchall())
+    assert (config.get("automerge"), config.get("crisismerge")) == (16, 64)
