@@ -337,3 +337,30 @@ def test_the_same_entries_stored_in_any_order_render_the_same_bytes(
             finally:
                 store.close()
     assert bodies[0] == bodies[1]
+
+
+def test_fingerprints_are_the_same_in_every_process_and_packed() -> None:
+    """Renders must not depend on PYTHONHASHSEED: the same text gives the same sketch in any
+    process. Shingles are cached packed, 4 bytes each."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from aggregator.dedupe import fingerprint_text, story_text\n"
+        "from test_dedupe import STORY\n"
+        "fp = fingerprint_text(story_text('t', '', STORY))\n"
+        "print(fp.sketch, len(fp.packed))\n"
+    )
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.path.dirname(__file__)}
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.add(run.stdout)
+    assert len(outputs) == 1
+    fp = fingerprint_text(story_text("t", "", STORY))
+    assert fp is not None
+    assert fp.packed.itemsize == 4
+    assert fp.shingles == frozenset(fp.packed)
