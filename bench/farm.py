@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
@@ -297,6 +298,32 @@ class Round:
     rss_mb: float  # the poller process, after the round
     peak_mb: float  # the poller process, peak so far
     worker_peak_mb: float  # the largest parse worker, peak so far
+    threads: dict[str, float]  # CPU seconds of the poller's threads during the round, by role
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each thread of this process, by role (Linux; else empty)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        role = _role(thread.name)
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _role(name: str) -> str:
+    if name == "MainThread":
+        return "event loop"
+    if name.startswith("store-writer"):
+        return "store writer"
+    if name.startswith("store-reader"):
+        return "store readers"
+    return "other threads"
 
 
 async def poll_round(
@@ -310,11 +337,13 @@ async def poll_round(
     # A day ahead: the daemon started later on this database must not poll while it is measured.
     next_poll = now + timedelta(days=1)
     cpu = time.process_time()
+    threads = _thread_cpu()
     started = time.perf_counter()
     results = await asyncio.gather(
         *(poll_source(ctx, n, u, now, next_poll) for n, u in feeds), return_exceptions=True
     )
     seconds = time.perf_counter() - started
+    threads = {k: v - threads.get(k, 0.0) for k, v in _thread_cpu().items()}
     outcomes = [r for r in results if isinstance(r, PollOutcome)]
     after = await _probe_pool(ctx.parse_pool, workers)
     return Round(
@@ -328,9 +357,23 @@ async def poll_round(
         latencies_ms=[o.elapsed_ms for o in outcomes],
         crashes=[r for r in results if isinstance(r, BaseException)],
         rss_mb=_rss_now_mb(),
+        threads=threads,
         peak_mb=_rss_peak_mb(),
         worker_peak_mb=max((u.max_rss_kb for u in after.values()), default=0) / 1024,
     )
+
+
+async def fetch_alone(ctx: PollContext, feeds: Sequence[tuple[str, str]]) -> tuple[float, float]:
+    """The round's requests again, through the daemon's Fetcher alone with each feed's stored
+    validators: what a round would reach if a poll cost nothing but its fetch. Returns feeds/s
+    and this process's CPU seconds per request."""
+    states = await ctx.store.read(lambda s: s.feed_states())
+    validators = {s.name: s.validators for s in states}
+    cpu = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(ctx.fetcher.fetch(n, u, validators.get(n)) for n, u in feeds))
+    seconds = time.perf_counter() - started
+    return len(feeds) / seconds, (time.process_time() - cpu) / len(feeds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +508,8 @@ def _print_round(r: Round, farm_stats: tuple[dict[str, int], float], ref: Refere
         f"poller RSS {r.rss_mb:.0f} MB now, {r.peak_mb:.0f} MB peak; "
         f"largest worker {r.worker_peak_mb:.0f} MB peak"
     )
+    split = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(r.threads.items()) if v >= 0.05)
+    print(f"{'':<10} poller CPU by thread: {split or '-'}")
     for crash in r.crashes[:1]:
         print("  first crash:", file=sys.stderr)
         traceback.print_exception(crash, file=sys.stderr)
@@ -517,10 +562,20 @@ async def bench(
                 _print_round(r, _stats(conn), ref)
                 return r
 
+            async def alone() -> None:
+                rate, cpu = await fetch_alone(ctx, feeds)
+                _stats(conn)  # these requests are not the next round's
+                print(
+                    f"{'':<10} the same requests through the Fetcher alone: {rate:,.0f} feeds/s, "
+                    f"{cpu * 1e6:.0f} us of CPU a request"
+                )
+
             rounds["cold"] = await timed("cold")
             rounds["warm"] = await timed("warm")
+            await alone()
             _ask(conn, "validators", False)
             rounds["unchanged"] = await timed("unchanged")
+            await alone()
             # The unchanged round left every feed without validators (the farm sent none);
             # this round learns them back, so that churn sees 304s from unchanged feeds.
             _ask(conn, "validators", True)
