@@ -197,11 +197,33 @@ async def poll_source(
     or whose `host_delay` has not passed: the poll is then "deferred" to the time it may run.
     A 304 or a byte-identical body stops early and parses nothing.
     """
-    # A slot is held from the request until the poll is committed: fetching outruns parsing,
-    # and parsing can outrun the writer, so without this bound fetched bodies and parsed
-    # entries would pile up in memory (the cold bench round reached 759 MB for 2000 feeds).
-    async with ctx.work:
-        return await _poll_source(ctx, name, url, now, next_poll, policy=policy)
+    # A slot is held from the request until the poll's entries are committed: fetching outruns
+    # parsing, and parsing can outrun the writer, so without this bound fetched bodies and
+    # parsed entries would pile up in memory (the cold bench round reached 759 MB for 2000
+    # feeds). A poll with no entries to write gives its slot back before its write.
+    slot = _Slot(ctx.work)
+    await slot.acquire()
+    try:
+        return await _poll_source(ctx, name, url, now, next_poll, policy=policy, slot=slot)
+    finally:
+        slot.release()
+
+
+class _Slot:
+    """One hold on a semaphore, released at most once."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
 
 
 async def _poll_source(
@@ -212,6 +234,7 @@ async def _poll_source(
     next_poll: datetime | None = None,
     *,
     policy: PollPolicy | None = None,
+    slot: _Slot | None = None,
 ) -> PollOutcome:
     if policy is None:
         interval = next_poll - now if next_poll is not None and next_poll > now else DEFAULT_WAIT
@@ -237,6 +260,7 @@ async def _poll_source(
     validators = state.validators if state is not None and same_url else None
     old_hints = state.hints if state is not None and same_url else FeedHints()
     rec: PollRecord
+    result: Fetched | NotModified | None = None
     http_status: int | None = None  # of a 200 whose body then failed to parse
     headers: dict[str, str] = {}
     redirect: dict[str, Any] = {}
@@ -318,6 +342,7 @@ async def _poll_source(
             rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
         if status == 410:
             rec = replace(rec, status="gone", gone=True)
+    result = None  # the body is not needed past this point: let it go before the write
 
     signals = await _signals(
         ctx, name, host, now, rec, headers, hints or old_hints, new, policy, unreachable, retry_raw
@@ -341,6 +366,10 @@ async def _poll_source(
     def write(store: Store) -> int:
         return store.record_poll(final)
 
+    if slot is not None and not final.new and not final.updated:
+        # Nothing big is held any more (the body is gone): the write of a 304, an unchanged
+        # body or an error must not keep a fetch waiting while the batch lingers.
+        slot.release()
     try:
         generation = await ctx.store.write_batched(write)
     except BaseException:

@@ -347,3 +347,31 @@ def test_feed_state_is_kept_in_memory_until_another_process_writes(
     # as the outside process left it: no validators to send.
     assert "If-None-Match" not in requests[3].headers
     assert statuses[3] == "ok"
+
+
+def test_a_poll_with_nothing_to_store_gives_back_its_slot_before_writing(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """The work slot bounds bodies and parsed entries in memory until they are committed; a
+    304 holds neither, so its write (which lingers for company) must not hold up a fetch."""
+    from dataclasses import replace
+
+    feed_server.serve_file("/feed.xml", "rss20.xml")
+    url = feed_server.url("/feed.xml")
+    held_while_writing: list[bool] = []
+
+    async def scenario(ctx: PollContext) -> list[str]:
+        ctx = replace(ctx, work=asyncio.Semaphore(1))
+        real = ctx.store.write_batched
+
+        async def observed(fn: Callable[[Store], T]) -> T:
+            held_while_writing.append(ctx.work.locked())
+            return await real(fn)
+
+        ctx.store.write_batched = observed  # type: ignore[method-assign]
+        first = await poll(ctx, "blog", url, T0)
+        second = await poll(ctx, "blog", url, T0 + HOUR)
+        return [first.status, second.status]
+
+    assert run_polls(tmp_path / "x.db", scenario) == ["ok", "not_modified"]
+    assert held_while_writing == [True, False]
