@@ -18,6 +18,7 @@ push it to the next allowed hour.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -70,6 +71,7 @@ class Decision:
     reason: str
 
 
+@functools.lru_cache(maxsize=1024)
 def fmt(d: timedelta) -> str:
     """A duration the way the config spells it, rounded to the largest fitting unit."""
     seconds = max(0, round(d.total_seconds()))

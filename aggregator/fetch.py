@@ -153,6 +153,8 @@ def permanent_target(resp: aiohttp.ClientResponse) -> str | None:
     Each hop's target is the URL of the next response. The run stops at the first other status
     (a 302 or 307 is temporary: the feed keeps its URL), as feed readers such as lemon24/reader do.
     """
+    if not resp.history:
+        return None  # the common case, on every poll: no redirect at all
     urls = [*(str(h.url) for h in resp.history), str(resp.url)]
     target = None
     for i, hop in enumerate(resp.history):
