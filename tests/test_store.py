@@ -572,3 +572,26 @@ def test_insert_statement_lists_the_row_columns_in_order() -> None:
 def test_full_text_index_merges_in_large_steps(store: Store) -> None:
     config = dict(store.db.execute("SELECT k, v FROM entries_fts_config").fetchall())
     assert (config.get("automerge"), config.get("crisismerge")) == (16, 64)
+
+
+def test_iter_entries_orders_alike_by_feed_lookup_and_by_date_walk(store: Store) -> None:
+    """A few feeds of many are looked up by feed and sorted; a large share of them is read by
+    walking the date index. Both give the same rows in the same order, ties included."""
+    from aggregator.store import SCAN_SHARE
+
+    names = [f"f{i:02d}" for i in range(SCAN_SHARE * 4)]
+    for i, name in enumerate(names):
+        items = [parsed(n, published=T0 - timedelta(hours=(n * 7 + i) % 5)) for n in range(4)]
+        items.append(parsed(9, dated=False))  # undated: first seen at the poll
+        store.record_poll(ok(name, T0 + timedelta(minutes=i % 3), new=entries(name, *items)))
+
+    def expected(feeds: list[str]) -> list[str]:
+        rows = [s for f in feeds for s in store.iter_entries([f])]
+        rows.sort(key=lambda s: s.entry.uid)
+        rows.sort(key=lambda s: (s.entry.published, s.first_seen), reverse=True)
+        return [s.entry.uid for s in rows]
+
+    few = names[:2]  # looked up by feed
+    many = names[: len(names) // SCAN_SHARE + 1]  # walked by date
+    for feeds in (few, many, names):
+        assert [s.entry.uid for s in store.iter_entries(feeds, batch=3)] == expected(feeds)
