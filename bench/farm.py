@@ -46,7 +46,7 @@ from xml.sax.saxutils import escape
 import aiohttp
 import feedparser
 from aiohttp import web
-from outputs import render_figures, serve_figures
+from outputs import render_figures, rss_now_mb, rss_peak_mb, serve_figures
 
 from aggregator.config import Config, Settings
 from aggregator.daemon import make_fetcher, make_parse_pool
@@ -272,19 +272,6 @@ def _farm_main(conn: Connection, feeds: int, entries: int, seed: int) -> None:
 # --- the poller: the daemon's own machinery ---------------------------------------------------
 
 
-def _rss_now_mb() -> float:
-    """This process's resident set now (Linux), else its peak: 'flat over churn' needs now."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / MB
-    except (OSError, ValueError, IndexError):
-        return _rss_peak_mb()
-
-
-def _rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 @dataclass(frozen=True, slots=True)
 class Round:
     name: str
@@ -357,9 +344,9 @@ async def poll_round(
         statuses=Counter(o.status for o in outcomes),
         latencies_ms=[o.elapsed_ms for o in outcomes],
         crashes=[r for r in results if isinstance(r, BaseException)],
-        rss_mb=_rss_now_mb(),
+        rss_mb=rss_now_mb(),
         threads=threads,
-        peak_mb=_rss_peak_mb(),
+        peak_mb=rss_peak_mb(),
         worker_peak_mb=max((u.max_rss_kb for u in after.values()), default=0) / 1024,
     )
 
@@ -464,7 +451,7 @@ def _reference_main(conn: Connection, port: int, ids: Sequence[int]) -> None:
     for i, body in zip(ids, bodies, strict=True):
         parse_feed(f"feed-{i}", body, headers, f"http://127.0.0.1:{port}/feed/{i}.xml")
     full = time.perf_counter() - started
-    conn.send(Reference(len(ids), count, bare, full, _rss_peak_mb()))
+    conn.send(Reference(len(ids), count, bare, full, rss_peak_mb()))
 
 
 def reference(port: int, feeds: int) -> Reference:
@@ -745,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="aggregator-bench-") as tmp:
             database = Path(tmp) / "bench.db"
             polled = asyncio.run(bench(args, ours, database, feeds, ref))
-            poller_peak_mb = _rss_peak_mb()
+            poller_peak_mb = rss_peak_mb()
             db_mb = database.stat().st_size / MB if database.exists() else 0.0
             render_figures(database, feeds)
             serving = None
@@ -773,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"  poller process, through the poll rounds    {poller_peak_mb:>7.1f} MB "
         f"(database {db_mb:.1f} MB)"
     )
-    print(f"  poller process, after rendering            {_rss_peak_mb():>7.1f} MB")
+    print(f"  poller process, after rendering            {rss_peak_mb():>7.1f} MB")
     if polled.worker_peaks_mb:
         print(
             f"  parse workers ({len(polled.worker_peaks_mb)} seen, own getrusage)      "

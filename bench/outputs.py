@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -65,13 +66,13 @@ def render_figures(database: Path, feeds: Sequence[tuple[str, str]]) -> None:
     try:
         # The first render after a store change plans the output (reads the newest entries,
         # filters, groups duplicate stories with near-dedupe); later formats and pages reuse it.
-        rss = _rss_mb()
+        rss = rss_now_mb()
         started = time.perf_counter()
         r = render_output(store, config, OUTPUT, "atom")
         first = time.perf_counter() - started
         print(
             f"  first render, planning included: {first * 1000:,.0f} ms "
-            f"({r.entries} entries on the page); RSS {rss:.0f} -> {_rss_mb():.0f} MB"
+            f"({r.entries} entries on the page); RSS {rss:.0f} -> {rss_now_mb():.0f} MB"
         )
         print(
             f"  {'format':<6} {'entries':>7} {'best ms':>8} {'median ms':>9} {'KB':>8} "
@@ -97,12 +98,17 @@ def render_figures(database: Path, feeds: Sequence[tuple[str, str]]) -> None:
         store.close()
 
 
-def _rss_mb() -> float:
+def rss_now_mb() -> float:
+    """This process's resident set now (Linux), else its peak: 'flat over churn' needs now."""
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / MB
     except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / MB
+        return rss_peak_mb()
+
+
+def rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --- the servers ------------------------------------------------------------------------------
