@@ -136,7 +136,7 @@ async def _fetch_all(
             return await asyncio.gather(*(one(f) for f in feeds))
     finally:
         pool.shutdown(wait=True)
-        await asyncio.to_thread(store.close)
+        await store.aclose()
 
 
 @main.command()

@@ -276,7 +276,7 @@ class Daemon:
                 await runner.cleanup()
             pool.shutdown(wait=True, cancel_futures=True)
             # Waits for queued writes: a poll that reached the writer is committed whole.
-            await asyncio.to_thread(store.close)
+            await store.aclose()
             log.info("stopped")
 
     async def _start_notifier(self, server: OutputServer) -> asyncio.Task[None] | None:

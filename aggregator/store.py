@@ -751,9 +751,23 @@ class _Batcher:
                 self._timer = loop.call_soon(self._flush, loop)
         return await future
 
+    def flush_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send the calls waiting for company at once (the store is about to close)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pending:
+            self._flush(loop)
+        self._timer = None
+
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending, self._timer = self._pending, [], None
-        done = self._executor.submit(self._run, [fn for fn, _ in batch])
+        try:
+            done = self._executor.submit(self._run, [fn for fn, _ in batch])
+        except RuntimeError:  # the executor is shut down: the store was closed
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreError("the store is closed"))
+            return
         # A partial, not a closure over `done`: the future keeps its callbacks, and a callback
         # that refers back to the future is a cycle that kept every batch (each poll's entries
         # with their full text) alive until the cyclic collector ran: 240 MB of the poller's
@@ -864,6 +878,14 @@ class StoreThreads:
     async def read_batched(self, fn: Callable[[Store], T]) -> T:
         """Like `read`, with the reads queued together run in one hop to a reader thread."""
         return await self._read_batches.call(fn)
+
+    async def aclose(self) -> None:
+        """Send the batched calls still lingering, then close as `close` does (in a thread):
+        a write queued before this call is committed, one queued after fails with StoreError."""
+        loop = asyncio.get_running_loop()
+        self._write_batches.flush_now(loop)
+        self._read_batches.flush_now(loop)
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         """Wait for queued writes to commit, then close every connection."""

@@ -590,7 +590,7 @@ async def bench(
         peaks = [u.max_rss_kb / 1024 for u in (await _probe_pool(pool, workers)).values()]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        await asyncio.to_thread(store.close)
+        await store.aclose()
     return Polled(rounds, churns, peaks)
 
 

@@ -595,3 +595,30 @@ def test_iter_entries_orders_alike_by_feed_lookup_and_by_date_walk(store: Store)
     many = names[: len(names) // SCAN_SHARE + 1]  # walked by date
     for feeds in (few, many, names):
         assert [s.entry.uid for s in store.iter_entries(feeds, batch=3)] == expected(feeds)
+
+
+def test_closing_commits_lingering_writes_and_refuses_later_ones(tmp_path: Path) -> None:
+    """Batched writes wait a few milliseconds for company; closing the store must send the
+    ones still waiting (a stopping daemon loses no poll), and a write queued after the close
+    fails with StoreError instead of a traceback in the event loop."""
+    import asyncio
+
+    from aggregator.store import StoreThreads
+
+    rec = ok("a", new=entries("a", parsed(1)))
+
+    async def scenario() -> tuple[int, BaseException | None]:
+        threads = StoreThreads(tmp_path / "x.db")
+        queued = asyncio.ensure_future(threads.write_batched(lambda s: s.record_poll(rec)))
+        await asyncio.sleep(0)  # queued, lingering
+        await threads.aclose()
+        generation = await queued
+        late = asyncio.ensure_future(threads.write_batched(lambda s: s.generation()))
+        await asyncio.sleep(0.05)  # past the linger: the batch meets a closed store
+        return generation, late.exception()
+
+    generation, late = asyncio.run(scenario())
+    assert generation == 1
+    assert isinstance(late, StoreError)
+    with raw(tmp_path / "x.db") as conn:
+        assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
