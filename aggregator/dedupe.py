@@ -175,14 +175,16 @@ def fingerprint_text(text: str) -> Fingerprint | None:
     return Fingerprint(array("I", shingles), tuple(shingles[:SKETCH]))
 
 
-_BY_ENTRY: dict[tuple[str, str], Fingerprint | None] = {}
+_BY_ENTRY: dict[tuple[str, str, int], Fingerprint | None] = {}
 
 
 def fingerprint(item: StoredEntry) -> Fingerprint | None:
     """An entry's fingerprint, cached by uid and content hash: every render reads the same
     entries again, and normalising their text is most of the cost of near-dedupe."""
     e = item.entry
-    key = (e.uid, e.content_hash)
+    # The length too: an article page's text replaces the content without changing the
+    # content hash (which is over the feed's own text), and dedupe compares the fuller text.
+    key = (e.uid, e.content_hash, len(e.content))
     try:
         return _BY_ENTRY[key]
     except KeyError:

@@ -70,12 +70,13 @@ class Fetcher:
             self._session = None
 
     async def fetch(
-        self, feed: str, url: str, validators: Validators | None = None
+        self, feed: str, url: str, validators: Validators | None = None, *, accept: str = ""
     ) -> Fetched | NotModified:
-        """GET `url`, sending back the validators of the last 200 exactly as they came."""
+        """GET `url`, sending back the validators of the last 200 exactly as they came.
+        `accept` replaces the feed formats' Accept header (article pages ask for HTML)."""
         if self._session is None:
             raise RuntimeError("Fetcher used outside 'async with'")
-        headers = {}
+        headers = {"Accept": accept} if accept else {}
         if validators and validators.etag:
             headers["If-None-Match"] = validators.etag
         if validators and validators.last_modified:

@@ -16,6 +16,7 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
+from . import article_store
 from .config import Config
 from .errors import StoreError
 from .httpcache import Cached, make_cached, respond
@@ -250,6 +251,10 @@ class OutputServer:
 
     async def _status_doc(self) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        # Feeds with full_content: how many of their articles were extracted, failed, pending.
+        for name, tally in (await self.store.read(article_store.counts)).items():
+            if name in feeds:
+                feeds[name]["articles"] = tally
         outputs = {
             o.name: {
                 f: f"{self.config().aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS

@@ -921,3 +921,11 @@ def m005_fts_merging(db: sqlite_utils.Database) -> None:
     40,000 entries take the same time (measured on the bench farm's entries)."""
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('automerge', 16)")
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('crisismerge', 64)")
+
+
+@migrations()
+def m008_articles(db: sqlite_utils.Database) -> None:
+    """Full content from article pages: per-entry extraction state and the page cache."""
+    from .article_store import create_tables  # it builds on this module
+
+    create_tables(db)
