@@ -106,6 +106,8 @@ class ArticleQueue:
         try:
             while True:
                 now = self.clock()
+                # Cleared before looking, so that a poll's wake-up while we look is kept.
+                self._wake.clear()
                 if not self._queue:
                     batch = await self.store.read(
                         functools.partial(article_store.due, now=now, limit=BATCH)
@@ -134,7 +136,6 @@ class ArticleQueue:
             timeout = min(max(wait, TICK), IDLE_WAIT)
             if until_idle:
                 timeout = 0.0
-        self._wake.clear()
         woken = asyncio.ensure_future(self._wake.wait())
         waiters: set[asyncio.Future[Any]] = {woken, *self._tasks}
         await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")

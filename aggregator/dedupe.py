@@ -100,6 +100,17 @@ def _sorted_keys(item: StoredEntry) -> tuple[str, ...]:
     return keys
 
 
+def chrome_line(block: str, words: Sequence[str] | None = None) -> bool:
+    """Whether one block of text is page chrome rather than story: boilerplate, a bare date
+    stamp, or a long run of words with no sentence punctuation at all (a menu, or the line of
+    icon names a scraper picks up from a page)."""
+    if words is None:
+        words = _WORD.findall(block)
+    if _BOILERPLATE.match(block) or _STAMP.match(block):
+        return True
+    return len(words) >= 12 and not _SENTENCE_END.search(block)
+
+
 def story_text(title: str, summary: str, content: str) -> str:
     """The story's own words: markup, page chrome, stamps and syndication boilerplate removed.
 
@@ -113,13 +124,8 @@ def story_text(title: str, summary: str, content: str) -> str:
     kept: list[str] = []
     for block in body.splitlines():
         words = _WORD.findall(block)
-        if not words:
-            continue
-        if _BOILERPLATE.match(block) or _STAMP.match(block):
-            continue
-        if len(words) >= 12 and not _SENTENCE_END.search(block):
-            continue
-        kept.append(" ".join(words))
+        if words and not chrome_line(block, words):
+            kept.append(" ".join(words))
     text = " ".join(kept).lower()
     t = " ".join(_WORD.findall(title.lower()))
     # A body that merely repeats the title adds nothing to tell stories apart.

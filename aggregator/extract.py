@@ -18,6 +18,7 @@ import lxml.etree
 import lxml.html
 from lxml.cssselect import CSSSelector
 
+from .dedupe import chrome_line
 from .identity import clean_text
 from .sanitize import html_to_text, sanitize_html
 
@@ -113,32 +114,33 @@ def _link_share(fragment: str, anchors: frozenset[str]) -> float:
     return linked / total if total else 0.0
 
 
-def _drop_title(fragment: str, title: str) -> str:
-    """Without a leading heading that repeats the entry's title: readers show the title
-    already, and pages often carry it twice (in the header and atop the story)."""
-    if not title:
-        return fragment
+def _trim_top(fragment: str, title: str) -> str:
+    """Without what pages put atop a story and readers show already or never want: a heading
+    or line repeating the entry's title, a date stamp, a line of icon names or menu words."""
     try:
         tree = lxml.html.fragment_fromstring(fragment, create_parent="div")
     except (lxml.etree.ParserError, ValueError):
         return fragment
     want = _SPACE.sub(" ", title).strip().casefold()
-    repeats = []
+    dropped = []
     others = 0
     # Only atop the story (before its second paragraph of other text: a lead often comes
     # first), however deeply nested.
-    for el in tree.iter("h1", "h2", "h3", "p"):
-        if _text(el).casefold() == want:
-            repeats.append(el)
-        elif el.tag == "p" and _text(el):
+    for el in tree.iter("h1", "h2", "h3", "p", "div"):
+        text = _text(el)
+        if el.tag == "div" and (len(el) or not text):
+            continue  # a container; its own paragraphs are looked at
+        if (want and text.casefold() == want) or (text and chrome_line(text)):
+            dropped.append(el)
+        elif el.tag in ("p", "div") and text:
             others += 1
             if others == 2:
                 break
-    for el in repeats:
+    for el in dropped:
         el.drop_tree()
-    if not repeats:
+    if not dropped:
         return fragment
-    return "".join(lxml.html.tostring(el, encoding="unicode") for el in tree) + (tree.text or "")
+    return (tree.text or "") + "".join(lxml.html.tostring(el, encoding="unicode") for el in tree)
 
 
 def _parse(text: str) -> lxml.html.HtmlElement | None:
@@ -235,7 +237,7 @@ def extract_article(
             raw = ""
     if not raw:
         return Extraction("", 0, page_length, "", "no article text found on the page")
-    cleaned = clean_text(sanitize_html(_drop_title(raw, title), url, embed_hosts))
+    cleaned = clean_text(sanitize_html(_trim_top(raw, title), url, embed_hosts))
     length = len(normalised_text(cleaned))
     if not length:
         return Extraction("", 0, page_length, "", "no article text found on the page")

@@ -91,7 +91,7 @@ class Harness:
             await asyncio.sleep(0.05)
 
 
-def run(config: Config, script: Callable[[Harness], Awaitable[T]]) -> T:
+def run(config: Config, script: Callable[[Harness], Awaitable[T]], deadline: float = 30.0) -> T:
     async def main() -> T:
         store = StoreThreads(config.aggregator.database)
         pool = ThreadPoolExecutor(2)
@@ -106,7 +106,13 @@ def run(config: Config, script: Callable[[Harness], Awaitable[T]]) -> T:
             ) as fetcher:
                 gates = make_gates(config)
                 queue = ArticleQueue(
-                    store, fetcher, pool, lambda: config, lambda: gates, retry_delays=QUICK
+                    store,
+                    fetcher,
+                    pool,
+                    lambda: config,
+                    lambda: gates,
+                    retry_delays=QUICK,
+                    deadline=deadline,
                 )
                 ctx = PollContext(
                     fetcher,
@@ -425,3 +431,19 @@ def test_selectors_override_the_heuristics(site: ArticleSite, tmp_path: Path) ->
     assert "Merci pour ce récit" not in content
     assert "<h1" not in content  # the title, shown by readers already
     assert site.article_hits("/robots.txt") == 0  # respect_robots = false
+
+
+def test_extraction_past_its_deadline_is_a_failure_of_that_entry(
+    site: ArticleSite, tmp_path: Path
+) -> None:
+    site.serve_feed("/feeds/world.rss", [STORIES["wire"]])
+    config = make_config(tmp_path, [{"name": "world", "url": site.url("/feeds/world.rss")}])
+
+    async def script(h: Harness) -> None:
+        await h.poll("world")
+        await h.settle()
+
+    run(config, script, deadline=1e-6)
+    entry = stored(config)["world/wire-1"]
+    assert entry["status"] == "failed" and entry["error"] == "extraction took longer than 1e-06s"
+    assert entry["summary"] == STORIES["wire"].first_sentence and entry["content"] == ""
