@@ -83,12 +83,19 @@ class ArticleQueue:
         self._busy: set[str] = set()  # links being fetched, hosts whose robots.txt is
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._wanted: tuple[Config, frozenset[str]] | None = None
 
     # --- what polls call ---------------------------------------------------------------------
 
     def wanted(self, feed: str) -> bool:
+        """Whether `feed` wants full content now. Asked in every poll's write (on the writer
+        thread), so the answer is kept per Config object, which a reload replaces whole."""
         config = self.config()
-        return any(config.full_content_of(f) for f in config.feeds if f.name == feed)
+        cached = self._wanted
+        if cached is None or cached[0] is not config:
+            cached = (config, frozenset(f.name for f in config.feeds if config.full_content_of(f)))
+            self._wanted = cached
+        return feed in cached[1]
 
     def mark(self, store: Store, rec: PollRecord) -> int | None:
         """Part of a poll's write (on the writer thread): queue its new entries' pages."""

@@ -387,7 +387,7 @@ async def _poll_source(
         raise
     ctx.states.put(state_after_poll(state, final))
     ctx.on_write(generation)
-    if articles is not None and final.new:
+    if articles is not None and (final.new or final.updated):
         articles.wake()
     outcome = PollOutcome(
         feed=name,

@@ -23,7 +23,6 @@ RESTART_SETTINGS = (
     "timeout",
     "max_concurrency",
     "max_body_size",
-    "article_concurrency",
 )
 CHECK_EVERY = 2.0  # seconds between two looks at the config file
 

@@ -159,7 +159,9 @@ def story_paths(stories: list[Story]) -> list[str]:
 def test_new_entries_get_their_article_text_politely(site: ArticleSite, tmp_path: Path) -> None:
     stories = [STORIES[k] for k in ("wire", "de", "ru", "ja", "fr", "index")]
     site.serve_feed("/feeds/world.rss", stories)
-    config = make_config(tmp_path, [{"name": "world", "url": site.url("/feeds/world.rss")}])
+    config = make_config(
+        tmp_path, [{"name": "world", "url": site.url("/feeds/world.rss")}], host_delay="0.5s"
+    )
 
     async def script(h: Harness) -> dict[str, dict[str, int]]:
         outcome = await h.poll("world")
@@ -206,13 +208,14 @@ def test_new_entries_get_their_article_text_politely(site: ArticleSite, tmp_path
     assert index["content"] == "" and index["summary"] == STORIES["index"].first_sentence
 
     # Host limits held, on the server's side: one request at a time, robots.txt read once,
-    # each page once, and the starts spaced by host_delay (less any loopback jitter).
+    # each page once, and the starts spaced by host_delay (less the jitter of a loaded
+    # machine between reserving a start and the request's arrival).
     assert site.max_in_flight == 1
     assert site.article_hits("/robots.txt") == 1
     for path in story_paths(stories):
         assert site.article_hits(path) == 1, path
     arrivals = [r.monotonic for r in site.requests()]
-    assert all(b - a >= 0.1 for a, b in itertools.pairwise(arrivals))
+    assert all(b - a >= 0.25 for a, b in itertools.pairwise(arrivals))
     agents = {h.headers.get("User-Agent") for h in site.hits}
     assert agents == {config.aggregator.user_agent}
     page_accept = {h.headers.get("Accept") for h in site.hits_of(STORIES["wire"].path)}
