@@ -25,6 +25,7 @@ from sqlite_utils.migrations import Migrations
 
 from .errors import StoreError
 from .identity import Known, clean_text, uid_for, with_first_seen_date
+from .media import authors_from_json, authors_json, media_from_json, media_json
 from .models import Entry, FeedHints, FeedState, PollRecord, StoredEntry, Validators
 from .search import FTS_TABLE, fts_schema
 
@@ -219,13 +220,15 @@ def _entry_row(entry: Entry) -> dict[str, Any]:
         "date_known": int(entry.date_known),
         "content_hash": entry.content_hash,
         "stable_hash": entry.stable_hash or None,
+        "media": media_json(entry.media),
+        "authors": authors_json(entry.authors),
     }
 
 
 _INSERT_ENTRY = (
     "INSERT INTO entries (feed, key, key_kind, uid, guid, link, title, summary, content, author, "
-    "categories, published, updated, date_known, content_hash, stable_hash, first_seen, "
-    "last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "categories, published, updated, date_known, content_hash, stable_hash, media, authors, "
+    "first_seen, last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -252,6 +255,8 @@ def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
         date_known=bool(row["date_known"]),
         content_hash=row["content_hash"],
         stable_hash=row["stable_hash"] or "",
+        media=media_from_json(row["media"]),
+        authors=authors_from_json(row["authors"]),
     )
 
 
@@ -921,3 +926,11 @@ def m005_fts_merging(db: sqlite_utils.Database) -> None:
     40,000 entries take the same time (measured on the bench farm's entries)."""
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('automerge', 16)")
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('crisismerge', 64)")
+
+
+@migrations()
+def m007_media(db: sqlite_utils.Database) -> None:
+    """An entry's files, picture and iTunes tags, and its authors one by one: JSON (see
+    media.py), NULL for the many entries without them."""
+    db.execute("ALTER TABLE entries ADD COLUMN media TEXT")
+    db.execute("ALTER TABLE entries ADD COLUMN authors TEXT")
