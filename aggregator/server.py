@@ -20,7 +20,14 @@ from .config import Config
 from .errors import StoreError
 from .httpcache import Cached, make_cached, respond
 from .models import FeedState, OutputFormat
-from .output import MAX_PAGE_SIZE, SERVED_FORMATS, Rendered, ServedFormat, render_output
+from .output import (
+    MAX_PAGE_SIZE,
+    SERVED_FORMATS,
+    PageNotFound,
+    Rendered,
+    ServedFormat,
+    render_output,
+)
 from .pages import OutputLink, render_index, render_status_page
 from .publish import CONTENT_TYPES
 from .store import StoreThreads
@@ -123,6 +130,8 @@ class OutputServer:
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
         self._locks: dict[PageKey, asyncio.Lock] = {}
         self._config_seen: Config | None = None
+        # When this config took effect: the date of what depends only on it (OPML).
+        self._config_since = datetime.now(UTC).replace(microsecond=0)
         self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
         self._index: tuple[Config, Cached] | None = None
 
@@ -143,6 +152,7 @@ class OutputServer:
             self._cache.clear()
             self._locks.clear()
             self._config_seen = config
+            self._config_since = datetime.now(UTC).replace(microsecond=0)
         return config
 
     async def rendered(
@@ -175,11 +185,11 @@ class OutputServer:
                 self._cache.clear()  # rare (many ?limit= values): re-rendering is the cost
             entry = (
                 fresh,
-                # An OPML has no date of its own (it follows the config): ETag only.
+                # An OPML follows the config: it dates from when the config took effect.
                 make_cached(
                     fresh.body,
                     SERVED_TYPES[fmt],
-                    None if fmt == "opml" else fresh.last_modified,
+                    self._config_since if fmt == "opml" else fresh.last_modified,
                     fresh.etag,
                 ),
             )
@@ -203,7 +213,10 @@ class OutputServer:
         if not any(o.name == name for o in config.outputs):
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
-        _, cached = await self._served(name, fmt, page, per_page)
+        try:
+            _, cached = await self._served(name, fmt, page, per_page)
+        except PageNotFound as e:
+            raise web.HTTPNotFound(text=f"{e}\n") from e
         cache_control, headers = self._output_headers(config, name, fmt)
         return respond(request, cached, cache_control, headers)
 
