@@ -7,6 +7,7 @@ and every URL has passed `fields.safe_url` (in media.py, when read from the stor
 
 from __future__ import annotations
 
+from dataclasses import replace
 from html import escape
 
 from .fields import name_from_url
@@ -73,6 +74,9 @@ def media_html(media: Media) -> str:
     if media.image and not videos:
         parts.append(f'<img class="artwork" src="{escape(media.image)}" alt="" loading="lazy">')
     if media.enclosures:
-        files = "".join(_one(f, media.image) for f in media.enclosures)
+        first = media.enclosures[0]
+        if first.duration is None and media.duration is not None:
+            first = replace(first, duration=media.duration)  # itunes:duration is the episode's
+        files = "".join(_one(f, media.image) for f in (first, *media.enclosures[1:]))
         parts.append(f'<ul class="enclosures">{files}</ul>')
     return f'<div class="media">{"".join(parts)}</div>'
