@@ -45,7 +45,6 @@ class Rendered:
     pages: int = 1  # pages of this size the output has (1 when it is empty)
 
 
-@dataclass(frozen=True, slots=True)
 class PageNotFound(LookupError):
     """A page past the end of an output (page 1 always exists, empty or not)."""
 
