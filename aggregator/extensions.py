@@ -10,6 +10,7 @@ iTunes tags; Atom entries carry every file as `link rel="enclosure"`; JSON Feed 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from feedgen.entry import FeedEntry
 from lxml import etree
 
-from .fields import plain_text, safe_url
+from .fields import plain_text, safe_email, safe_url
 from .models import Media, Person, StoredEntry
 
 ITUNES_NS = "http://www.itunes.com/dtds/podcast-1.0.dtd"
@@ -26,16 +27,21 @@ DC_NS = "http://purl.org/dc/elements/1.1/"
 NAMESPACES = {"itunes": ITUNES_NS, "media": MEDIA_NS, "dc": DC_NS}
 # RSS requires a type on <enclosure>; a file the feed gave none is served as bytes.
 UNKNOWN_TYPE = "application/octet-stream"
+_RSS_AUTHOR = re.compile(r"^(\S+@\S+)\s+\((.+)\)$")
 
 
 def people(item: StoredEntry) -> tuple[Person, ...]:
     """An entry's authors: the stored list, or (rows from before it was kept, feeds that gave
-    a bare string) one person named by the author string."""
+    a bare string) one person named by the author string, RSS's "address (name)" split."""
     e = item.entry
     if e.authors:
         return e.authors
-    name = plain_text(e.author)
-    return (Person(name=name),) if name else ()
+    text = plain_text(e.author)
+    if m := _RSS_AUTHOR.match(text):
+        email = safe_email(m.group(1))
+        if email:
+            return (Person(name=m.group(2).strip(), email=email),)
+    return (Person(name=text),) if text else ()
 
 
 def add_to_feedgen(fe: FeedEntry, item: StoredEntry, fmt: str) -> None:

@@ -35,7 +35,7 @@ def safe_url(url: str | None) -> str | None:
     if not url:
         return None
     text = url.strip()
-    if _URL_JUNK.search(text):
+    if _URL_JUNK.search(text) or xml_safe(text) != text:
         return None
     try:
         parts = urlsplit(text)

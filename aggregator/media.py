@@ -22,6 +22,8 @@ _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:\.\d+)?$")
 _EXPLICIT = {"yes": True, "true": True, "explicit": True, "no": False, "false": False}
 _EXPLICIT |= {"clean": False}
 _EPISODE_TYPES = frozenset({"full", "trailer", "bonus"})
+_MEDIUMS = frozenset({"image", "audio", "video", "document", "executable"})
+_MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}$")
 # Kept per entry: a feed listing hundreds of renditions of one video gains nothing from more.
 MAX_ENCLOSURES = 16
 MAX_AUTHORS = 16
@@ -71,15 +73,16 @@ def _enclosure(
     safe = safe_url(_str(url))
     if safe is None:
         return None
-    mime = _str(kind).lower()
-    if "/" not in mime or len(mime) > 100:
+    mime = _str(kind).lower().split(";", 1)[0].strip()  # "audio/mpeg; codecs=mp3"
+    if not _MIME.match(mime):
         mime = ""
+    given = _str(medium).lower()
     return Enclosure(
         url=safe,
         type=mime,
         length=_int(length) or 0,
         duration=duration_seconds(duration),
-        medium=_str(medium).lower() or mime.partition("/")[0],
+        medium=given if given in _MEDIUMS else mime.partition("/")[0],
     )
 
 

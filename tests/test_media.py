@@ -4,6 +4,7 @@ format, the same episode in two feeds merged, and what counts as an update of a 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,32 @@ def test_entries_without_files_keep_their_hashes() -> None:
             by_key[e.key]["content_hash"],
             by_key[e.key].get("stable_hash", e.stable_hash),
         )
+
+
+def test_odd_types_and_mediums_are_normalised() -> None:
+    media = media_of_feedparser(
+        {
+            "enclosures": [
+                {"href": "https://p.example/a.mp3", "type": "Audio/MPEG; codecs=mp3"},
+                {"href": "https://p.example/b.bin", "type": "not a type\x0b", "length": "x"},
+            ],
+            "media_content": [{"url": "https://p.example/c.ogg", "medium": "<script>"}],
+        }
+    )
+    assert [(f.type, f.medium, f.length) for f in media.enclosures] == [
+        ("audio/mpeg", "audio", 0),
+        ("", "", 0),
+        ("", "", 0),
+    ]
+
+
+def test_rows_stored_before_authors_were_kept_name_their_author() -> None:
+    from aggregator.extensions import people
+    from aggregator.models import StoredEntry
+
+    [entry] = identify("r", parsed("rss20.xml").entries[:1], NOW)
+    old = replace(entry, authors=(), author="jo@blog.example.com (Jo Writer)")
+    item = StoredEntry(old, NOW, NOW, "Blog", "https://blog.example.com/feed", None)
+    assert [(p.name, p.email) for p in people(item)] == [("Jo Writer", "jo@blog.example.com")]
+    plain = StoredEntry(replace(old, author="Jo"), NOW, NOW, "Blog", "https://b.example/", None)
+    assert [(p.name, p.email) for p in people(plain)] == [("Jo", "")]
