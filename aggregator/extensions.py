@@ -69,7 +69,10 @@ def add_to_feedgen(fe: FeedEntry, item: StoredEntry, fmt: str) -> None:
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> None:
-    el = etree.SubElement(parent, tag, {k: v for k, v in attrs.items() if v})
+    el = etree.SubElement(parent, tag)
+    for key, value in attrs.items():
+        if value:
+            el.set(key, value)
     if text is not None:
         el.text = text
 

@@ -8,6 +8,7 @@ by older versions exist); links inside content are nh3's job (sanitize.py).
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from urllib.parse import unquote, urlsplit
@@ -26,6 +27,9 @@ _SPACE = re.compile(r"\s+")
 TITLE_CHARS = 80  # a made-up title is at most this long, cut at a word
 
 
+# Memoised: a render checks every entry's and source's URLs again, mostly the same ones as the
+# render before (each change re-renders every format and page of an output).
+@functools.lru_cache(maxsize=32768)
 def safe_url(url: str | None) -> str | None:
     """`url` if it is an absolute http(s) URL with a host, else None.
 
@@ -64,6 +68,7 @@ def safe_person_url(url: str | None) -> str | None:
     return safe_url(url)
 
 
+@functools.lru_cache(maxsize=32768)
 def plain_text(text: str) -> str:
     """A plain-text field (title, author or feed name) as a reader shows it: character
     references that a publisher escaped twice ("Blog &#8211; InfluxData") decoded once,
