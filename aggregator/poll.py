@@ -268,9 +268,11 @@ async def _poll_source(
     new: tuple[Entry, ...] = ()
     unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
     retry_raw: str | None = None
+    feed = ctx.feed_config(name)
     try:
+        options = feed.request_options if feed is not None else None
         async with ctx.hosts.slot(host):
-            result = await ctx.fetcher.fetch(name, target, validators)
+            result = await ctx.fetcher.fetch(name, target, validators, options)
         headers = dict(result.headers)
         if isinstance(result, NotModified):
             rec = PollRecord(name, url, now, "not_modified", None, http_status=304)
@@ -290,7 +292,6 @@ async def _poll_source(
                 http_status = result.status
                 linked = state is not None and state.key_mode == "link"
                 old_mode: KeyMode = "link" if linked else "guid"
-                feed = ctx.feed_config(name)
                 update_policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
                 known = await ctx.store.read_batched(lambda s: s.known_entries(name))
                 d = await _digest(
