@@ -46,6 +46,7 @@ from .models import (
 )
 from .parse import parse_feed
 from .sanitize import sanitize_html
+from .secret import redact
 from .store import Store, StoreThreads, state_after_defer, state_after_poll
 
 DEFAULT_WAIT = timedelta(minutes=30)
@@ -338,7 +339,9 @@ async def _poll_source(
         status = e.status if isinstance(e, FetchError) else http_status
         unreachable = isinstance(e, FetchError) and e.status is None
         retry_raw = e.retry_after if isinstance(e, FetchError) else None
-        rec = PollRecord(name, url, now, "error", None, http_status=status, error=e.message)
+        # Stored and shown everywhere: blank any secret a library's message may have quoted.
+        error = redact(e.message)
+        rec = PollRecord(name, url, now, "error", None, http_status=status, error=error)
         if state is not None and same_url:
             rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
         if status == 410:
