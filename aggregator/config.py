@@ -47,7 +47,7 @@ from .filters import (
     compile_rule,
 )
 from .search import check_query
-from .secret import Secret, resolve_secret, split_userinfo
+from .secret import Secret, resolve_secret, split_userinfo, unresolved_allowed
 
 DEFAULT_CONFIG = "config/aggregator.toml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
@@ -112,7 +112,7 @@ _MIN_TOKEN = 16
 
 def _check_token(v: Secret | None) -> Secret | None:
     """An access token must be long enough not to be guessed and fit in a URL's query."""
-    if v is None:
+    if v is None or not v.resolved:
         return v
     if len(v.value) < _MIN_TOKEN:
         raise ValueError(
@@ -436,7 +436,7 @@ class FeedConfig(_Filtered):
                 raise ValueError(f"{name!r} is not a valid HTTP header name")
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"{name} is set by the fetcher itself")
-            if any(c in value.value for c in "\r\n\0"):
+            if any(c in value.value for c in "\r\n\0"):  # "" when unresolved
                 raise ValueError(f"the value of {name} contains a line break")
         return v
 
@@ -458,7 +458,7 @@ class FeedConfig(_Filtered):
     @classmethod
     def _proxy(cls, v: Secret | None) -> Secret | None:
         # The message never quotes the URL: it may hold the proxy's password.
-        if v is None:
+        if v is None or not v.resolved:
             return v
         parts = urlsplit(v.value)
         if parts.scheme.lower().startswith("socks"):
@@ -694,8 +694,12 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
     return config
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read and validate the config file at `path`, or $AGGREGATOR_CONFIG, or the default."""
+def load_config(path: str | os.PathLike[str] | None = None, *, need_secrets: bool = True) -> Config:
+    """Read and validate the config file at `path`, or $AGGREGATOR_CONFIG, or the default.
+
+    `need_secrets=False` accepts env: and file: secrets that cannot be read here (they stay
+    unresolved), for commands that never send or serve them.
+    """
     resolved = str(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     try:
         with open(resolved, "rb") as f:
@@ -706,4 +710,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(resolved, [f"cannot read: {e.strerror}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(resolved, [f"not valid TOML: {e}"]) from e
-    return parse_config(data, resolved)
+    if need_secrets:
+        return parse_config(data, resolved)
+    with unresolved_allowed():
+        return parse_config(data, resolved)

@@ -10,6 +10,9 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -31,11 +34,13 @@ class Secret:
     Two secrets are equal when their values are, so a reload sees a rotated token as a change.
     """
 
-    __slots__ = ("reference", "value")
+    __slots__ = ("reference", "resolved", "value")
 
-    def __init__(self, value: str, reference: str = "literal") -> None:
+    def __init__(self, value: str, reference: str = "literal", resolved: bool = True) -> None:
         self.value = value
         self.reference = reference  # "env:NAME", "file:/path" or "literal": safe to show
+        # False only under `unresolved_allowed`: the reference could not be read here.
+        self.resolved = resolved
 
     def __repr__(self) -> str:
         return f"Secret({self.reference}: {MASK})"
@@ -60,6 +65,19 @@ class Secret:
 
 _known: set[str] = set()
 _lock = threading.Lock()
+_lenient: ContextVar[bool] = ContextVar("lenient", default=False)
+
+
+@contextmanager
+def unresolved_allowed() -> Iterator[None]:
+    """Within: an env: or file: reference that cannot be read gives an unresolved Secret
+    instead of an error. For commands that never use a secret's value (`aggregator feeds`,
+    `reload`, ...), which may run without the daemon's environment or its secret files."""
+    token = _lenient.set(True)
+    try:
+        yield
+    finally:
+        _lenient.reset(token)
 
 
 def remember(value: str) -> None:
@@ -79,6 +97,16 @@ def resolve_secret(raw: object, *, redacted: bool = True) -> Secret:
     """
     if not isinstance(raw, str):
         raise ValueError("expected a string: a literal, 'env:NAME' or 'file:/path'")
+    try:
+        return _resolve(raw, redacted)
+    except ValueError:
+        named = raw.startswith(("env:", "file:")) and raw not in ("env:", "file:")
+        if _lenient.get() and named:
+            return Secret("", raw, resolved=False)
+        raise
+
+
+def _resolve(raw: str, redacted: bool) -> Secret:
     if raw.startswith("env:"):
         name = raw[4:]
         if not name:

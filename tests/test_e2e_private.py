@@ -179,6 +179,12 @@ def test_source_secrets_reach_only_their_origin_and_are_shown_nowhere(
         assert result.returncode == 0, result.stderr
         assert MARK not in result.stdout + result.stderr
     assert "url-user" not in cli(config, "export-opml").stdout
+    # Without the daemon's environment, the commands that need no secret still work.
+    monkeypatch.delenv("E2E_FEED_PASSWORD")
+    assert cli(config, "feeds").returncode == 0
+    strict = cli(config, "check-config")
+    assert strict.returncode == 2
+    assert "feeds[0].password: environment variable E2E_FEED_PASSWORD is not set" in strict.stderr
 
     # The database's feed table.
     with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:

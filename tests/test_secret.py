@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import parse_config
+from aggregator.config import load_config, parse_config
+from aggregator.errors import ConfigError
 from aggregator.logs import JsonFormatter
 from aggregator.secret import RedactingFilter, Secret, redact, resolve_secret, split_userinfo
 from aggregator.store import Store
@@ -158,3 +159,28 @@ def test_a_token_must_be_long_and_fit_in_a_url() -> None:
     for bad, message in (("short", "at least 16"), ("has a space in it ok", "spaces")):
         with pytest.raises(Exception, match=message):
             parse_config({"outputs": [{"name": "o", "title": "O", "token": bad}]})
+
+
+def test_commands_that_need_no_secret_load_a_config_whose_secrets_are_elsewhere(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[aggregator]\nadmin_token = "env:NOT_HERE_ADMIN"\n'
+        '[[feeds]]\nname = "f"\nurl = "https://h.example/"\nusername = "u"\n'
+        'password = "file:/nonexistent/pw"\nproxy = "env:NOT_HERE_PROXY"\n'
+        '[[outputs]]\nname = "o"\ntitle = "O"\ntoken = "env:NOT_HERE_TOKEN"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(info.value.problems) == 4
+    config = load_config(path, need_secrets=False)
+    assert config.feeds[0].password is not None and not config.feeds[0].password.resolved
+    assert config.outputs[0].token is not None and config.outputs[0].token.reference == (
+        "env:NOT_HERE_TOKEN"
+    )
+    # Only a reference that could not be read is let through: other mistakes still count.
+    path.write_text('[[outputs]]\nname = "o"\ntitle = "O"\ntoken = "short"\n', encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_config(path, need_secrets=False)
