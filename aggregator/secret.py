@@ -63,7 +63,8 @@ class Secret:
         )
 
 
-_known: set[str] = set()
+# Longest first (one secret may contain another); replaced whole, so readers need no lock.
+_known: tuple[str, ...] = ()
 _lock = threading.Lock()
 _lenient: ContextVar[bool] = ContextVar("lenient", default=False)
 
@@ -82,9 +83,10 @@ def unresolved_allowed() -> Iterator[None]:
 
 def remember(value: str) -> None:
     """Blank `value` in every later `redact` and log line of this process."""
-    if len(value) >= MIN_REDACTED:
+    global _known
+    if len(value) >= MIN_REDACTED and value not in _known:
         with _lock:
-            _known.add(value)
+            _known = tuple(sorted({*_known, value}, key=len, reverse=True))
 
 
 def resolve_secret(raw: object, *, redacted: bool = True) -> Secret:
@@ -138,9 +140,7 @@ def redact(text: str) -> str:
     """`text` with every remembered secret and every URL's userinfo blanked."""
     if "@" in text:
         text = _USERINFO.sub(rf"\1{MASK}@", text)
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)  # longest first: one may contain another
-    for value in known:
+    for value in _known:
         if value in text:
             text = text.replace(value, MASK)
     return text
