@@ -59,8 +59,8 @@ def basic_authorization(username: str, password: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RequestOptions:
-    """One feed's request settings. `credentials` go only to `origin` (see `may_send`);
-    `user_agent` and `proxy` apply to every hop; `tls_verify=False` only to `origin`."""
+    """One feed's request settings. `credentials` go only to `origin` (see `may_send`), and
+    `tls_verify=False` applies only there; `user_agent` and `proxy` apply to every hop."""
 
     origin: Origin
     # Never in a repr: these are the secrets themselves (a proxy URL may hold a password).
@@ -77,9 +77,9 @@ class RequestOptions:
         return out
 
     def verify_for(self, url: str) -> bool:
-        """Whether to check TLS certificates for `url`: always, except on the feed's own
-        origin when the config says `tls_verify = false`."""
-        return self.tls_verify or origin_of(url) != self.origin
+        """Whether to check TLS certificates for `url`: always, except where the feed's
+        credentials may go (its own origin, or its https upgrade) with `tls_verify = false`."""
+        return self.tls_verify or not may_send(self.origin, url)
 
     def credentials_withheld(self, url: str) -> bool:
         """True when this feed has credentials and `url` is not allowed to get them."""

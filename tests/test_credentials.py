@@ -137,6 +137,19 @@ def test_a_redirect_to_another_origin_carries_no_credential(
     assert "credentials are sent only to http://127.0.0.1:" in error.message
 
 
+def test_user_and_password_in_a_location_are_neither_sent_nor_kept(
+    origin_a: GuardedServer, origin_b: GuardedServer
+) -> None:
+    origin_b.serve_bytes("/feed.xml", RSS20, "application/rss+xml")
+    target = origin_b.url("/feed.xml").replace("://", f"://someone:{MARK}@")
+    origin_a.serve_redirect("/moved.xml", target, 301)
+    result = fetch(feed(origin_a.url("/moved.xml")))
+    assert isinstance(result, Fetched)
+    assert result.url == result.permanent_url == origin_b.url("/feed.xml")
+    [sent] = origin_b.requests("/feed.xml")
+    assert "Authorization" not in sent.headers
+
+
 def test_a_redirect_within_the_origin_keeps_the_credentials(origin_a: GuardedServer) -> None:
     origin_a.serve_bytes("/feed.xml", RSS20, "application/rss+xml")
     origin_a.guard("/feed.xml", "Authorization", f"Bearer {MARK}")
