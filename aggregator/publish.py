@@ -49,6 +49,9 @@ class OutputMeta:
     per_page: int | None = None  # None: the default page size, left out of page URLs
     has_next: bool = False
     embed_hosts: frozenset[str] = frozenset()  # hosts whose https iframes are kept
+    # Added to every link to this output (self, paging, other formats): a private output's
+    # "token=…", so that a reader following them keeps access. Never in the feed's id.
+    link_query: str = ""
 
     def url(self, fmt: OutputFormat) -> str:
         return f"{self.base_url}/outputs/{self.name}.{fmt}"
@@ -56,7 +59,8 @@ class OutputMeta:
     @property
     def home(self) -> str:
         """The output's HTML page: the channel link of every page of every format."""
-        return f"{self.base_url}/outputs/{self.name}.html"
+        page = f"{self.base_url}/outputs/{self.name}.html"
+        return f"{page}?{self.link_query}" if self.link_query else page
 
     def page_url(self, fmt: str, page: int) -> str:
         """The URL of page `page` of this output in format `fmt` (page 1 is the plain URL)."""
@@ -65,6 +69,8 @@ class OutputMeta:
             query.append(f"page={page}")
         if self.per_page is not None:
             query.append(f"limit={self.per_page}")
+        if self.link_query:
+            query.append(self.link_query)
         url = f"{self.base_url}/outputs/{self.name}.{fmt}"
         return url + ("?" + "&".join(query) if query else "")
 
