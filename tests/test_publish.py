@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -272,3 +273,10 @@ def test_hostile_titles_stay_text() -> None:
 def test_content_types() -> None:
     assert set(CONTENT_TYPES) == set(FORMATS)
     assert CONTENT_TYPES["json"].startswith("application/feed+json")
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss"])
+def test_a_private_outputs_channel_link_keeps_its_token(fmt: OutputFormat) -> None:
+    private = replace(META, link_query="token=s3cret-s3cret-s3cret", page=2, has_next=True)
+    result = parse_back(render(fmt, private, fixture_items()[:2]))
+    assert result.feed.link == "https://agg.example/outputs/mixed.html?token=s3cret-s3cret-s3cret"
