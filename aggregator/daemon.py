@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import multiprocessing
 import os
 import random
 import signal
 from collections.abc import Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,21 +35,21 @@ from .schedule import FeedScheduler, first_run, jitter
 from .server import Metrics, OutputServer
 from .store import Store, StoreThreads
 from .websub import HubNotifier
+from .workers import DeadlinePool
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
 PRUNE_EVERY = timedelta(days=1)
 FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
 MIN_REARM = timedelta(seconds=1)
+PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
 
 
-def make_parse_pool(workers: int) -> Executor:
-    """A process pool for parsing, one worker per core unless configured.
-
-    forkserver, not fork: forking a process that runs an event loop and threads can deadlock.
-    """
+def make_parse_pool(workers: int, deadline: float = PARSE_TIMEOUT) -> DeadlinePool:
+    """A process pool for parsing, one worker per core unless configured; a parse that runs
+    past `deadline` seconds has its worker replaced (see workers.py)."""
     count = workers or os.cpu_count() or 1
-    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver"))
+    return DeadlinePool(count, deadline, preload=("aggregator.poll",))
 
 
 def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
@@ -212,7 +210,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload("SIGHUP")))
         store = StoreThreads(settings.database)
         self._store = store
-        pool = make_parse_pool(settings.parse_workers)
+        pool = make_parse_pool(settings.parse_workers, settings.parse_timeout.total_seconds())
         runner: web.AppRunner | None = None
         try:
             feeds = [(f.name, f.url) for f in self.config.feeds]
@@ -231,6 +229,7 @@ class Daemon:
                     hosts=make_gates(self.config, states, now),
                     work=asyncio.Semaphore(self.config.aggregator.max_concurrency),
                     embed_hosts=frozenset(self.config.aggregator.embed_hosts),
+                    limits=self.config.aggregator.limits(),
                 )
                 server = OutputServer(
                     store,
@@ -388,7 +387,10 @@ class Daemon:
                 self._ctx,
                 hosts=make_gates(new, states, now),
                 embed_hosts=frozenset(new.aggregator.embed_hosts),
+                limits=new.aggregator.limits(),
             )
+            if isinstance(self._ctx.parse_pool, DeadlinePool):
+                self._ctx.parse_pool.deadline = new.aggregator.parse_timeout.total_seconds()
         for feed in plan.added:
             self._schedule(feed, states.get(feed.name), now)
         for feed in plan.rescheduled:
