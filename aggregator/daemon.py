@@ -31,6 +31,7 @@ from .metrics import TimedFetcher, record_outcome, seed_last_success
 from .models import FeedState, PollOutcome
 from .poll import PollContext, poll_source
 from .reload import CHECK_EVERY, ConfigWatcher, plan_reload
+from .resanitize import resanitize
 from .schedule import FeedScheduler, first_run, jitter
 from .server import Metrics, OutputServer
 from .store import Store, StoreThreads
@@ -111,6 +112,7 @@ class Daemon:
         self.reload_status: dict[str, Any] | None = None  # shown in /healthz and /status
         self.tally = PollTally()
         self._reload_lock = asyncio.Lock()
+        self._resanitize_lock = asyncio.Lock()
         self._store: StoreThreads | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.generation = 0
@@ -257,6 +259,7 @@ class Daemon:
                 )
                 self._spawn(self._summaries())
                 self._spawn(self._prunes())
+                self._spawn(self._resanitize())
                 if self._watcher is not None:
                     self._spawn(self._watch(self._watcher))
                 await self._stop.wait()
@@ -400,6 +403,8 @@ class Daemon:
                 state = replace(state, next_poll=planned)
             self._schedule(feed, state, now)
         s_old, s_new = old.aggregator, new.aggregator
+        if s_old.embed_hosts != s_new.embed_hosts:
+            self._spawn(self._resanitize())
         if (s_old.log_level, s_old.log_format) != (s_new.log_level, s_new.log_format):
             setup_logging(s_new.log_level, s_new.log_format)
         for key in plan.needs_restart:
@@ -414,6 +419,22 @@ class Daemon:
             tally, self.tally = self.tally, PollTally()
             if sum(tally.statuses.values()):
                 log.info("%s", tally.line(len(self.config.feeds)))
+
+    async def _resanitize(self) -> None:
+        """Bring stored content to the current sanitiser policy (once after it changed)."""
+        assert self._store is not None and self._ctx is not None
+        async with self._resanitize_lock:  # a reload while a pass runs: the next one follows
+            s = self.config.aggregator
+            try:
+                await resanitize(
+                    self._store,
+                    self._ctx.parse_pool,
+                    frozenset(s.embed_hosts),
+                    s.limits(),
+                    self._on_write,
+                )
+            except AggregatorError as e:
+                log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
 
     async def _prunes(self) -> None:
         """Apply retention once a day; the last run is stored, so restarts do not skip it."""

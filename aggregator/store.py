@@ -656,6 +656,10 @@ class Store:
     def _atomic(self) -> Any:
         return _Atomic(self)
 
+    def atomic(self) -> Any:
+        """One transaction (a savepoint inside a batch), for modules with SQL of their own."""
+        return _Atomic(self)
+
 
 class _Atomic:
     """BEGIN IMMEDIATE … COMMIT, turning sqlite3 errors into StoreError (and rolling back).
@@ -921,3 +925,11 @@ def m005_fts_merging(db: sqlite_utils.Database) -> None:
     40,000 entries take the same time (measured on the bench farm's entries)."""
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('automerge', 16)")
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('crisismerge', 64)")
+
+
+@migrations()
+def m006_sanitize_once(db: sqlite_utils.Database) -> None:
+    """Renders no longer sanitise stored content, so the rows stored so far are sanitised once
+    more under the current policy, in the background (see resanitize.py): an empty policy
+    matches none."""
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sanitize_policy', '')")
