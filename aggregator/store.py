@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -865,9 +865,11 @@ class StoreThreads:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, lambda: fn(self._store()))
 
-    async def read(self, fn: Callable[[Store], T]) -> T:
+    async def read(self, fn: Callable[[Store], T], threads: Executor | None = None) -> T:
+        """Run `fn` on a reader thread, or on one of `threads` (the renders' own, so a slow
+        render never holds up the daemon's other reads); each thread has its connection."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._store()))
+        return await loop.run_in_executor(threads or self._readers, lambda: fn(self._store()))
 
     @property
     def external_changes(self) -> int:
