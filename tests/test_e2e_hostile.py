@@ -20,7 +20,7 @@ import feedparser
 import hostile
 import pytest
 from conftest import DATA_DIR, FeedServer, free_port
-from test_e2e import Daemon, _without_ttl, http_get, start_daemon, wait_for
+from test_e2e import Daemon, _without_ttl, http_get, loopback_settings, start_daemon, wait_for
 
 __all__ = ["start_daemon"]  # the fixture, used by name
 pytestmark = pytest.mark.e2e
@@ -105,16 +105,8 @@ def _config(feed_server: FeedServer, write_config: Callable[..., Path], port: in
     body += '[[outputs]]\nname = "good"\ntitle = "Good"\ntags = ["good"]\n\n'
     body += '[[outputs]]\nname = "hostile"\ntitle = "Hostile"\ntags = ["hostile"]\n\n'
     body += '[[outputs]]\nname = "flood"\ntitle = "Flood"\ntags = ["flood"]\n'
-    return write_config(
-        body,
-        listen=f"127.0.0.1:{port}",
-        base_url=f"http://127.0.0.1:{port}",
-        interval="5s",
-        min_interval="5s",
-        timeout="30s",
-        parse_timeout="20s",
-        max_body_size="10MiB",
-    )
+    settings = loopback_settings(port, timeout="30s", parse_timeout="20s")
+    return write_config(body, **settings)
 
 
 @pytest.fixture
