@@ -57,6 +57,7 @@ class _Cutter:
         self.removed: list[tuple[int, int]] = []
         self.stack: list[bytes] = []  # local names of the open elements (never past the limit)
         self.entries = 0
+        self.feed_elements = 0  # elements outside any entry, entries themselves not counted
         self.entry_depth = -1  # depth of the open entry's element; -1 outside any entry
         self.entry_elements = 0
         self.entry_links = 0
@@ -94,6 +95,11 @@ class _Cutter:
                 self.entries += 1
                 if self.entries > limits.max_entries_per_document:
                     return "entries dropped", "max_entries_per_document"
+                return None
+            # The feed's own elements (100,000 <category>s, say) are bounded as an entry's are.
+            self.feed_elements += 1
+            if self.feed_elements > limits.max_elements_per_entry:
+                return "elements of the feed dropped", "max_elements_per_entry"
             return None
         self.entry_elements += 1
         if self.entry_elements > limits.max_elements_per_entry:

@@ -27,8 +27,8 @@ from .workers import WorkerDied, WorkTimeout
 
 log = logging.getLogger("aggregator.resanitize")
 BATCH_ROWS = 200
-Row = tuple[int, str, str, str | None]  # rowid, summary, content, link
-Cleaned = tuple[int, str, str]  # rowid, summary, content
+Row = tuple[int, str, str, str | None, str]  # rowid, summary, content, link, content hash
+Cleaned = tuple[int, str, str, str]  # rowid, summary, content, content hash
 
 
 def policy_of(embed_hosts: Iterable[str]) -> str:
@@ -53,9 +53,9 @@ def resume_after(store: Store, policy: str) -> int | None:
 
 def read_batch(store: Store, after: int, rows: int = BATCH_ROWS) -> list[Row]:
     return [
-        (r[0], r[1], r[2], r[3])
+        (r[0], r[1], r[2], r[3], r[4])
         for r in store.db.execute(
-            "SELECT rowid, summary, content, link FROM entries WHERE rowid > ? "
+            "SELECT rowid, summary, content, link, content_hash FROM entries WHERE rowid > ? "
             "ORDER BY rowid LIMIT ?",
             [after, rows],
         )
@@ -73,19 +73,19 @@ def clean_rows(rows: Sequence[Row], embed_hosts: frozenset[str], limits: Limits)
     """The rows whose summary or content the current policy changes, as they should be. Pure
     and CPU-bound: it runs in the parse pool, under its deadline."""
     out = []
-    for rowid, summary, content, link in rows:
+    for rowid, summary, content, link, content_hash in rows:
         new = (
             _clean(summary, link, embed_hosts, limits),
             _clean(content, link, embed_hosts, limits),
         )
         if new != (summary, content):
-            out.append((rowid, *new))
+            out.append((rowid, *new, content_hash))
     return out
 
 
 def _as_text(row: Row) -> Cleaned:
     """A row the sanitiser could not finish within the deadline: kept, as escaped text."""
-    return (row[0], html.escape(row[1], quote=False), html.escape(row[2], quote=False))
+    return (row[0], html.escape(row[1], quote=False), html.escape(row[2], quote=False), row[4])
 
 
 def write_batch(
@@ -93,9 +93,11 @@ def write_batch(
 ) -> int:
     """Write one batch and the progress in one transaction; returns the store generation."""
     with store.atomic():
+        # Only rows still as they were read: a poll that updated one meanwhile stored it
+        # sanitised under the current policy already, and must not be undone.
         store.db.conn.executemany(
-            "UPDATE entries SET summary = ?, content = ? WHERE rowid = ?",
-            [(s, c, rowid) for rowid, s, c in cleaned],
+            "UPDATE entries SET summary = ?, content = ? WHERE rowid = ? AND content_hash = ?",
+            [(s, c, rowid, h) for rowid, s, c, h in cleaned],
         )
         progress = {"sanitize_target": policy, "sanitize_rowid": str(last)}
         if done:

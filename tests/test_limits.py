@@ -146,3 +146,15 @@ def test_the_digest_of_the_deep_html_entry_is_cut_before_sanitising() -> None:
     [deep] = [e for e in d.new if e.title == "deep-html hostile"]
     assert deep.summary.count("<div>") <= DEFAULT_LIMITS.max_nesting
     assert deep.summary.endswith("</div>")  # the sanitiser closed what the cut left open
+
+
+def test_the_feed_s_own_elements_are_bounded_too() -> None:
+    categories = "".join(f"<category>c{i}</category>" for i in range(20_000))
+    body = (
+        f'<rss version="2.0"><channel><title>c</title>{categories}'
+        "<item><guid>1</guid><title>kept</title></item></channel></rss>"
+    ).encode()
+    parsed = parse_feed("c", body, XML, URL)
+    assert [e.title for e in parsed.entries] == ["kept"]
+    assert parsed.warning is not None
+    assert "elements of the feed dropped (max_elements_per_entry 10000)" in parsed.warning
