@@ -16,6 +16,7 @@ import multiprocessing
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ log = logging.getLogger("aggregator.workers")
 T = TypeVar("T")
 START_TIMEOUT = 60.0  # seconds for a new worker to import its modules (a loaded machine is slow)
 STOP_TIMEOUT = 5.0
+POLL_STEP = 0.25  # seconds between two looks at a shutdown while a task runs
 
 
 class WorkTimeout(Exception):
@@ -130,6 +132,7 @@ class DeadlinePool(Executor):
         self._context = context or multiprocessing.get_context("forkserver")
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._closed = False
+        self._abandon = False  # shut down with cancel_futures: running tasks are given up
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._run, name=f"parse-slot-{i}", daemon=True)
@@ -147,9 +150,12 @@ class DeadlinePool(Executor):
             return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the workers once the queue is done; with `cancel_futures`, queued tasks are
+        cancelled and running ones given up at once (their workers killed)."""
         with self._lock:
             if not self._closed:
                 self._closed = True
+                self._abandon = cancel_futures
                 if cancel_futures:
                     while True:
                         try:
@@ -175,6 +181,16 @@ class DeadlinePool(Executor):
             if worker is not None:
                 worker.stop()
 
+    def _answered(self, worker: _Worker) -> bool:
+        """Wait for the worker's answer until the deadline, or until a shutdown abandons it."""
+        deadline = time.monotonic() + self.deadline
+        while (left := deadline - time.monotonic()) > 0:
+            if worker.conn.poll(min(left, POLL_STEP)):
+                return True
+            if self._abandon:
+                return False
+        return False
+
     def _one(self, worker: _Worker | None, task: _Task) -> _Worker | None:
         """Run one task; returns the worker to use next (None: start one for the next task)."""
         try:
@@ -192,9 +208,12 @@ class DeadlinePool(Executor):
         except Exception as e:  # the task's arguments did not pickle
             task.future.set_exception(e)
             return worker
-        if not worker.conn.poll(self.deadline):
-            # Only this worker's process is killed; a new one replaces it for the next task.
+        if not self._answered(worker):
             worker.kill()
+            if self._abandon:
+                task.future.set_exception(WorkerDied("the pool shut down before the answer"))
+                return None
+            # Only this worker's process is killed; a new one replaces it for the next task.
             self.replaced += 1
             log.warning("a parse worker ran past %g s and was replaced", self.deadline)
             task.future.set_exception(WorkTimeout(self.deadline))

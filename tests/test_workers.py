@@ -57,18 +57,27 @@ def test_a_task_s_exception_comes_back_as_it_was(pool: DeadlinePool) -> None:
     assert pool.replaced == 0
 
 
-def test_shutdown_cancels_what_is_still_queued() -> None:
-    p = DeadlinePool(1, deadline=30.0)
-    running = p.submit(time.sleep, 1)
+def test_shutdown_cancels_what_is_still_queued_and_gives_up_what_runs() -> None:
+    p = DeadlinePool(1, deadline=600.0)
+    running = p.submit(time.sleep, 600)
     end = time.monotonic() + WAIT
     while not running.running() and time.monotonic() < end:
         time.sleep(0.01)
     queued = [p.submit(pow, 2, 2) for _ in range(5)]
+    # Returns without waiting out the running task (pytest-timeout stops a hang).
     p.shutdown(wait=True, cancel_futures=True)
-    assert running.result(timeout=WAIT) is None
+    with pytest.raises(WorkerDied, match="shut down"):
+        running.result(timeout=WAIT)
     assert all(f.cancelled() for f in queued)
     with pytest.raises(RuntimeError):
         p.submit(pow, 2, 2)
+
+
+def test_shutdown_without_cancelling_lets_queued_tasks_finish() -> None:
+    p = DeadlinePool(1, deadline=60.0)
+    futures = [p.submit(pow, 2, n) for n in range(5)]
+    p.shutdown(wait=True)
+    assert [f.result(timeout=0) for f in futures] == [2**n for n in range(5)]
 
 
 def test_a_parse_past_the_deadline_is_an_error_on_its_feed(
