@@ -1,17 +1,16 @@
-"""A fetched XML document cut down to the limits before feedparser reads it. Pure, one pass.
-
-Text runs (and CDATA sections) longer than their field's limit are truncated; elements nested
-deeper than `max_nesting`, entries past `max_entries_per_document`, and an entry's elements or
-<link>s past their limits are dropped whole, start tag to end tag, so the document stays
-well-formed. A document in an encoding this byte scanner cannot read (UTF-16, UTF-32) is left
-as it is: the parse deadline still bounds it.
-"""
+"""A fetched XML document cut down to the limits before feedparser reads it. Pure, one pass."""
 
 from __future__ import annotations
 
 import re
 
 from .limits import Limits, Tally
+
+# Text runs (and CDATA sections) longer than their field's limit are truncated; elements nested
+# deeper than max_nesting, entries past max_entries_per_document, and an entry's elements or
+# <link>s past their limits are dropped whole, start tag to end tag, so the document stays
+# well-formed. A document in an encoding this byte scanner cannot read (UTF-16, UTF-32) is left
+# as it is: the parse deadline still bounds it.
 
 # A start or end tag (with its name), a CDATA section, a comment, a processing instruction,
 # or any other declaration; the end of each is found with bytes.find, never a lazy regex.

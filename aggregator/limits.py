@@ -1,10 +1,5 @@
 """Bounds on what one feed document may make us do, and the cuts that enforce them. Pure.
-
-A parse and a sanitise cost more than linear time on some inputs (feedparser's e-mail regex is
-quadratic in an author's length; an HTML parser's scope checks cost the nesting depth at every
-tag), so every field is cut down before those libraries see it. What was cut is tallied and
-reported on the feed's status; nothing past a limit is an error, it is truncated or dropped.
-"""
+Nothing past a limit is an error: it is truncated or dropped, and tallied for the feed's status."""
 
 from __future__ import annotations
 
@@ -13,6 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from .models import ParsedEntry
+
+# Why: a parse and a sanitise cost more than linear time on some inputs (feedparser's e-mail
+# regex is quadratic in an author's length; an HTML parser's scope checks cost the nesting
+# depth at every tag), so every field is cut down before those libraries see it.
 
 
 @dataclass(frozen=True, slots=True)

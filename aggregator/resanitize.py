@@ -1,14 +1,5 @@
 """Stored entries sanitised again, once, after the sanitiser's policy changed; in the background.
-
-Content is sanitised at ingest and stored sanitised, and renders never sanitise again (an
-entry of HTML nested 100,000 deep cost every render 33 s when they did). So a change of
-policy (a new `SANITIZER_POLICY`, or a different `embed_hosts`) is applied to the rows already
-stored by this pass: small batches by rowid, cleaned in the parse pool, written back with their
-hashes unchanged (their text as a reader sees it did not change, so no entry becomes
-"updated"). Progress is kept in the meta table, so a restart resumes where it stopped.
-A stricter policy removes what it no longer allows; a looser one cannot bring back what an
-earlier one removed (the raw HTML is not kept).
-"""
+I/O: reads and writes the entries in batches through StoreThreads."""
 
 from __future__ import annotations
 
@@ -25,6 +16,14 @@ from .sanitize import SANITIZER_POLICY, sanitize_html
 from .store import Store, StoreThreads
 from .workers import WorkerDied, WorkTimeout
 
+# Why: content is sanitised at ingest and stored sanitised, and renders never sanitise again (an
+# entry of HTML nested 100,000 deep cost every render 33 s when they did). So a change of policy
+# (a new SANITIZER_POLICY, or a different embed_hosts) is applied to the rows already stored by
+# this pass: small batches by rowid, cleaned in the parse pool, written back with their hashes
+# unchanged (what a reader sees did not change, so no entry becomes "updated"). Progress is kept
+# in the meta table, so a restart resumes where it stopped. A stricter policy removes what it no
+# longer allows; a looser one cannot bring back what an earlier one removed (raw HTML is not
+# kept).
 log = logging.getLogger("aggregator.resanitize")
 BATCH_ROWS = 200
 Row = tuple[int, str, str, str | None, str]  # rowid, summary, content, link, content hash

@@ -1,11 +1,5 @@
 """A process pool whose tasks have a deadline: a worker that runs past it is killed and replaced.
-
-concurrent.futures.ProcessPoolExecutor cannot stop one task: killing its worker breaks the
-whole pool and fails every task in it. Here each worker process has a thread of the parent
-that hands it one task at a time over a pipe and waits at most `deadline` seconds for the
-answer; past that, only that worker is killed, its task fails with WorkTimeout, a fresh worker
-takes its place, and the tasks of the other workers never notice.
-"""
+Runs worker processes (I/O: pipes, kills)."""
 
 from __future__ import annotations
 
@@ -25,6 +19,11 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+# Why not ProcessPoolExecutor: it cannot stop one task, and killing its worker breaks the whole
+# pool, failing every task in it. Here each worker process has a thread of the parent that hands
+# it one task at a time over a pipe and waits at most `deadline` seconds for the answer; past
+# that only that worker is killed, its task fails with WorkTimeout, a fresh worker takes its
+# place, and the tasks of the other workers never notice.
 log = logging.getLogger("aggregator.workers")
 T = TypeVar("T")
 START_TIMEOUT = 60.0  # seconds for a new worker to import its modules (a loaded machine is slow)
