@@ -46,9 +46,11 @@ def config_option(fn: F) -> F:
     )(fn)
 
 
-def _load(path: str) -> Config:
+def _load(path: str, need_secrets: bool = False) -> Config:
+    """The config, or exit 2. Only the commands that send or serve secrets need them readable
+    here: the others may run without the daemon's environment or its secret files."""
     try:
-        return load_config(path)
+        return load_config(path, need_secrets=need_secrets)
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -75,7 +77,7 @@ def run(config_path: str) -> None:
     """Run the daemon: poll every feed on its interval and serve the outputs over HTTP."""
     from .daemon import run_daemon
 
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     _setup_logging(config.aggregator.log_level, config.aggregator.log_format)
     try:
         run_daemon(config, config_path)
@@ -91,7 +93,7 @@ def run(config_path: str) -> None:
 @config_option
 def check_config(config_path: str) -> None:
     """Validate the config file and exit: 0 when valid, 2 with one line per problem otherwise."""
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     click.echo(f"{config_path}: ok ({len(config.feeds)} feeds, {len(config.outputs)} outputs)")
 
 
@@ -147,7 +149,7 @@ async def _fetch_all(
 @click.option("--feed", "feed_names", multiple=True, help="Poll only this feed (repeatable).")
 def fetch(config_path: str, feed_names: tuple[str, ...]) -> None:
     """Poll every feed (or the named ones) once, store what is new, and exit."""
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     _setup_logging("warning")
     known = {f.name for f in config.feeds}
     for name in feed_names:
@@ -192,7 +194,7 @@ def render(config_path: str, output: str, fmt: str) -> None:
     """Render OUTPUT from the stored entries to standard output."""
     from .output import render_output
 
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     if not any(o.name == output for o in config.outputs):
         click.echo(f"error: no output named {output!r} in {config_path}", err=True)
         sys.exit(2)

@@ -20,6 +20,7 @@ from .opml import Subscription, render_opml
 from .pages import render_output_page
 from .publish import EPOCH, OutputMeta, entry_updated, render
 from .store import Store
+from .tokens import token_query
 
 # Everything an output is served as: the three feed formats, its HTML page, its sources' OPML.
 ServedFormat = Literal["atom", "rss", "json", "html", "opml"]
@@ -147,7 +148,10 @@ def render_output(
         title=output.title,
         description=output.description or output.title,
         base_url=config.aggregator.base_url,
-        hub=config.aggregator.hub,
+        # A private output is never announced to a hub: the hub would fetch it with the token
+        # and hand it to any subscriber (see websub.py).
+        hub=config.aggregator.hub if output.token is None else None,
+        link_query=token_query(output),
         embed_hosts=frozenset(config.aggregator.embed_hosts),
         page=page,
         per_page=per_page,

@@ -38,6 +38,7 @@ class OutputLink:
     title: str
     description: str | None
     sources: int
+    query: str = ""  # "token=…" on every link to a private output
 
 
 def _a(href: str, text: str, rel: str | None = None) -> str:
@@ -62,21 +63,27 @@ def _document(title: str, head: str, body: str) -> bytes:
     ).encode()
 
 
+def _output_url(base_url: str, o: OutputLink, ext: str) -> str:
+    return f"{base_url}/outputs/{o.name}.{ext}" + (f"?{o.query}" if o.query else "")
+
+
 def render_index(base_url: str, outputs: Sequence[OutputLink]) -> bytes:
     """The front page: every output with links to its page, feed formats and OPML."""
     items = []
     for o in outputs:
-        url = f"{base_url}/outputs/{o.name}"
-        formats = " · ".join(_a(f"{url}.{fmt}", label) for fmt, _, label in FEED_TYPES)
+        formats = " · ".join(
+            _a(_output_url(base_url, o, fmt), label) for fmt, _, label in FEED_TYPES
+        )
         desc = f"<p>{escape(o.description)}</p>" if o.description else ""
         items.append(
-            f'<li class="output" id="output-{escape(o.name)}"><h2>{_a(url + ".html", o.title)}'
-            f"</h2>{desc}<p class=meta>{o.sources} source(s) · {formats} · "
-            f"{_a(url + '.opml', 'OPML')}</p></li>\n"
+            f'<li class="output" id="output-{escape(o.name)}"><h2>'
+            f"{_a(_output_url(base_url, o, 'html'), o.title)}</h2>{desc}<p class=meta>"
+            f"{o.sources} source(s) · {formats} · "
+            f"{_a(_output_url(base_url, o, 'opml'), 'OPML')}</p></li>\n"
         )
     head = "".join(
         f'<link rel="alternate" type="{ctype}" title="{escape(o.title)} ({label})" '
-        f'href="{escape(f"{base_url}/outputs/{o.name}.{fmt}")}">\n'
+        f'href="{escape(_output_url(base_url, o, fmt))}">\n'
         for o in outputs
         for fmt, ctype, label in FEED_TYPES
     )

@@ -50,6 +50,9 @@ class OutputMeta:
     per_page: int | None = None  # None: the default page size, left out of page URLs
     has_next: bool = False
     embed_hosts: frozenset[str] = frozenset()  # hosts whose https iframes are kept
+    # Added to every link to this output (self, paging, other formats): a private output's
+    # "token=…", so that a reader following them keeps access. Never in the feed's id.
+    link_query: str = ""
 
     def url(self, fmt: OutputFormat) -> str:
         return f"{self.base_url}/outputs/{self.name}.{fmt}"
@@ -61,6 +64,8 @@ class OutputMeta:
             query.append(f"page={page}")
         if self.per_page is not None:
             query.append(f"limit={self.per_page}")
+        if self.link_query:
+            query.append(self.link_query)
         url = f"{self.base_url}/outputs/{self.name}.{fmt}"
         return url + ("?" + "&".join(query) if query else "")
 

@@ -28,6 +28,7 @@ from .output import MAX_PAGE_SIZE, SERVED_FORMATS, Rendered, ServedFormat, rende
 from .pages import OutputLink, render_index, render_status_page
 from .publish import CONTENT_TYPES
 from .store import StoreThreads
+from .tokens import is_admin, may_read, presented, token_query, visible_outputs
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
 SERVED_TYPES: dict[ServedFormat, str] = {
@@ -41,6 +42,15 @@ HTML = "text/html; charset=utf-8"
 CACHE_LIMIT = 512  # rendered pages kept; ?page= and ?limit= can ask for many
 RENDER_THREADS = 4  # outputs rendered at once, each on a thread of the renders' own
 log = logging.getLogger("aggregator.server")
+# Without the admin_token: how a browser is asked for it (any user name, the token as password).
+ADMIN_CHALLENGE = {"WWW-Authenticate": 'Basic realm="aggregator admin", charset="UTF-8"'}
+# A private output's page links out to the entries' sites: its URL (with the token) must not
+# go along as the Referer.
+PRIVATE_HEADERS = {"Referrer-Policy": "no-referrer"}
+
+
+def _token(request: web.Request) -> str | None:
+    return presented(request.query, request.headers)
 
 
 def _feed_json(state: FeedState) -> dict[str, Any]:
@@ -137,7 +147,8 @@ class OutputServer:
         self._render_threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
         self._config_seen: Config | None = None
         self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
-        self._index: tuple[Config, Cached] | None = None
+        # The index per set of outputs shown (a token can add its private output to it).
+        self._index: tuple[Config, dict[tuple[str, ...], Cached]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -244,7 +255,10 @@ class OutputServer:
                 text=f"unknown format {fmt!r}: use {', '.join(SERVED_FORMATS)}\n"
             )
         config = self.config()
-        if not any(o.name == name for o in config.outputs):
+        found = next((o for o in config.outputs if o.name == name), None)
+        if found is None or not may_read(found, _token(request)):
+            # A private output without its token is not there at all: 404, not 403. The check
+            # comes first, so no ETag, 304 or body of it reaches anyone without the token.
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
         _, cached = await self._served(name, fmt, page, per_page)
@@ -259,19 +273,32 @@ class OutputServer:
         found = self._headers.get(key)
         if found is not None and found[0] is config:
             return found[1], found[2]
-        headers = {}
+        output = config.output(name)
+        private = output.token is not None
+        headers = dict(PRIVATE_HEADERS) if private else {}
         if fmt in FORMATS:
-            links = [f'<{config.aggregator.base_url}/outputs/{name}.{fmt}>; rel="self"']
-            if config.aggregator.hub:
+            query = token_query(output)
+            url = f"{config.aggregator.base_url}/outputs/{name}.{fmt}"
+            links = [f'<{url}{"?" + query if query else ""}>; rel="self"']
+            if config.aggregator.hub and not private:  # never announced: see websub.py
                 links.append(f'<{config.aggregator.hub}>; rel="hub"')
             headers["Link"] = ", ".join(links)
-        cache_control = f"public, max-age={self.max_age(config, name)}"
+        # "private": no shared cache may keep what only the token's holder may read.
+        scope = "private" if private else "public"
+        cache_control = f"{scope}, max-age={self.max_age(config, name)}"
         self._headers[key] = (config, cache_control, headers)
         return cache_control, headers
 
     async def _feed_states(self) -> list[FeedState]:
         names = [f.name for f in self.config().feeds]
         return await self.store.read(lambda s: s.feed_states(names))
+
+    def _require_admin(self, request: web.Request) -> None:
+        """/status and /metrics of a daemon with an admin_token are for that token only."""
+        if not is_admin(self.config(), _token(request)):
+            raise web.HTTPUnauthorized(
+                text="this page needs the admin token\n", headers=ADMIN_CHALLENGE
+            )
 
     async def healthz(self, request: web.Request) -> web.Response:
         problems = []
@@ -281,6 +308,10 @@ class OutputServer:
             await self.store.write(lambda s: s.check_writable())
         except StoreError as e:
             problems.append(str(e))
+        status = 503 if problems else 200
+        if not is_admin(self.config(), _token(request)):
+            # With an admin_token, others learn only whether the daemon is healthy.
+            return web.json_response({"status": "fail" if problems else "ok"}, status=status)
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
         body = {
             "status": "fail" if problems else "ok",
@@ -290,50 +321,63 @@ class OutputServer:
             "reload": self.reload_status(),
             "feeds": feeds,
         }
-        return web.json_response(body, status=503 if problems else 200, dumps=_dumps)
+        return web.json_response(body, status=status, dumps=_dumps)
 
-    async def _status_doc(self) -> dict[str, Any]:
+    async def _status_doc(self, request: web.Request) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        config = self.config()
+        token = _token(request)
+        # The admin sees that private outputs exist, not their tokens: no URL here has one.
+        shown = visible_outputs(config, token, admin=is_admin(config, token))
         outputs = {
-            o.name: {
-                f: f"{self.config().aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS
-            }
-            for o in self.config().outputs
+            o.name: {f: f"{config.aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS}
+            for o in shown
         }
         return {"feeds": feeds, "outputs": outputs, "reload": self.reload_status()}
 
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
+        self._require_admin(request)
         if not _prefers_html(request.headers.get("Accept", "")):
             return await self.status_json(request)
-        doc = await self._status_doc()
+        doc = await self._status_doc(request)
         body = render_status_page(self.config().aggregator.base_url, doc["feeds"])
         # Rendered per request: polls change it without changing the store generation, and
         # it is small. The ETag still spares a reloading browser the body.
         return respond(request, make_cached(body, HTML, None), "no-cache")
 
     async def status_json(self, request: web.Request) -> web.Response:
-        body = _dumps(await self._status_doc()).encode()
+        self._require_admin(request)
+        body = _dumps(await self._status_doc(request)).encode()
         return respond(
             request, make_cached(body, "application/json; charset=utf-8", None), "no-cache"
         )
 
     async def index(self, request: web.Request) -> web.Response:
-        """The front page: an HTML list of the outputs. It depends only on the config."""
+        """The front page: an HTML list of the outputs. It depends only on the config, and on
+        the token given: private outputs are listed only with theirs."""
         config = self.config()
+        shown = visible_outputs(config, _token(request))
         if self._index is None or self._index[0] is not config:
+            self._index = (config, {})
+        key = tuple(o.name for o in shown)
+        cached = self._index[1].get(key)
+        if cached is None:
             outputs = [
-                OutputLink(o.name, o.title, o.description, len(config.sources_of(o)))
-                for o in config.outputs
+                OutputLink(
+                    o.name, o.title, o.description, len(config.sources_of(o)), token_query(o)
+                )
+                for o in shown
             ]
             body = render_index(config.aggregator.base_url, outputs)
-            self._index = (
-                config,
-                make_cached(body, HTML, datetime.now(UTC).replace(microsecond=0)),
-            )
-        return respond(request, self._index[1], "public, max-age=300")
+            cached = make_cached(body, HTML, datetime.now(UTC).replace(microsecond=0))
+            self._index[1][key] = cached
+        if any(o.token is not None for o in shown):
+            return respond(request, cached, "private, max-age=300", PRIVATE_HEADERS)
+        return respond(request, cached, "public, max-age=300")
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
         body = prometheus_client.generate_latest(self.metrics.registry)
         return web.Response(
             body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}

@@ -27,6 +27,7 @@ from .errors import StoreError
 from .identity import Known, clean_text, uid_for, with_first_seen_date
 from .models import Entry, FeedHints, FeedState, PollRecord, StoredEntry, Validators
 from .search import FTS_TABLE, fts_schema
+from .secret import redact, strip_userinfo
 
 T = TypeVar("T")
 # How long a batched write waits for others to join its batch (seconds).
@@ -935,3 +936,23 @@ def m006_sanitize_once(db: sqlite_utils.Database) -> None:
     more under the current policy, in the background (see resanitize.py): an empty policy
     matches none."""
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sanitize_policy', '')")
+
+
+@migrations()
+def m010_no_userinfo(db: sqlite_utils.Database) -> None:
+    """Feed URLs lose their user:password@ (the config now turns it into credentials that are
+    never stored): blank it in the URLs and errors stored by older versions."""
+    rows = db.execute(
+        "SELECT name, url, redirect_url, last_error FROM feeds "
+        "WHERE url LIKE '%@%' OR redirect_url LIKE '%@%' OR last_error LIKE '%@%'"
+    ).fetchall()
+    for name, url, redirect_url, last_error in rows:
+        db.execute(
+            "UPDATE feeds SET url = ?, redirect_url = ?, last_error = ? WHERE name = ?",
+            (
+                strip_userinfo(url),
+                strip_userinfo(redirect_url) if redirect_url else redirect_url,
+                redact(last_error) if last_error else last_error,
+                name,
+            ),
+        )
