@@ -190,9 +190,15 @@ def fetch(config_path: str, feed_names: tuple[str, ...]) -> None:
     default="atom",
     show_default=True,
 )
-def render(config_path: str, output: str, fmt: str) -> None:
-    """Render OUTPUT from the stored entries to standard output."""
-    from .output import render_output
+@click.option(
+    "--page",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Write only this page (of the output's page_size) instead of the whole output.",
+)
+def render(config_path: str, output: str, fmt: str, page: int | None) -> None:
+    """Render OUTPUT from the stored entries to standard output: all of it, or one --page."""
+    from .output import PageNotFound, render_output
 
     config = _load(config_path, need_secrets=True)
     if not any(o.name == output for o in config.outputs):
@@ -204,7 +210,17 @@ def render(config_path: str, output: str, fmt: str) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     try:
-        rendered = render_output(store, config, output, fmt)  # type: ignore[arg-type]
+        rendered = render_output(
+            store,
+            config,
+            output,
+            fmt,  # type: ignore[arg-type]
+            page=page or 1,
+            whole=page is None,
+        )
+    except PageNotFound as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     finally:
         store.close()
     sys.stdout.buffer.write(rendered.body)

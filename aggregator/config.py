@@ -532,6 +532,9 @@ class OutputConfig(_Filtered):
     feeds: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     limit: int = Field(default=100, ge=1, le=10_000)
+    # Stories per page of the feed formats; None: the whole `limit` on the first page, which
+    # is what a subscriber's reader fetches (almost none follows rel="next").
+    page_size: int | None = Field(default=None, ge=1, le=10_000)
     max_per_feed: int | None = Field(default=None, ge=1, le=10_000)
     query: str | None = None
     dedupe: Literal["off", "exact", "near"] = "near"

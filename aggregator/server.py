@@ -24,7 +24,14 @@ from .config import Config
 from .errors import StoreError
 from .httpcache import Cached, make_cached, respond
 from .models import FeedState, OutputFormat
-from .output import MAX_PAGE_SIZE, SERVED_FORMATS, Rendered, ServedFormat, render_output
+from .output import (
+    MAX_PAGE_SIZE,
+    SERVED_FORMATS,
+    PageNotFound,
+    Rendered,
+    ServedFormat,
+    render_output,
+)
 from .pages import OutputLink, render_index, render_status_page
 from .publish import CONTENT_TYPES
 from .store import StoreThreads
@@ -146,6 +153,8 @@ class OutputServer:
         self._lanes: dict[str, asyncio.Lock] = {}  # one render at a time per output
         self._render_threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
         self._config_seen: Config | None = None
+        # When this config took effect: the date of what depends only on it (OPML).
+        self._config_since = datetime.now(UTC).replace(microsecond=0)
         self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
         # The index per set of outputs shown (a token can add its private output to it).
         self._index: tuple[Config, dict[tuple[str, ...], Cached]] | None = None
@@ -172,6 +181,7 @@ class OutputServer:
             # Rules or sources may have changed: nothing cached can be trusted.
             self._cache.clear()
             self._config_seen = config
+            self._config_since = datetime.now(UTC).replace(microsecond=0)
         return config
 
     async def rendered(
@@ -208,9 +218,13 @@ class OutputServer:
     def _refreshed(self, key: PageKey, task: asyncio.Task[tuple[Rendered, Cached]]) -> None:
         if self._refreshing.get(key) is task:
             del self._refreshing[key]
-        if not task.cancelled() and task.exception() is not None:
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, PageNotFound):
+            # The page is past the end now (fewer stories): the next request gets its 404.
+            self._cache.pop(key, None)
+        elif error is not None:
             # Whoever waited got the error; one served stale must still leave a trace.
-            log.error("render of %s failed: %s", key, task.exception())
+            log.error("render of %s failed: %s", key, error)
 
     async def _refresh(self, config: Config, key: PageKey) -> tuple[Rendered, Cached]:
         name, fmt, page, per_page = key
@@ -227,11 +241,11 @@ class OutputServer:
         self.metrics.renders.labels(fmt).inc()
         entry = (
             fresh,
-            # An OPML has no date of its own (it follows the config): ETag only.
+            # An OPML follows the config: it dates from when the config took effect.
             make_cached(
                 fresh.body,
                 SERVED_TYPES[fmt],
-                None if fmt == "opml" else fresh.last_modified,
+                self._config_since if fmt == "opml" else fresh.last_modified,
                 fresh.etag,
             ),
         )
@@ -261,7 +275,10 @@ class OutputServer:
             # comes first, so no ETag, 304 or body of it reaches anyone without the token.
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
-        _, cached = await self._served(name, fmt, page, per_page)
+        try:
+            _, cached = await self._served(name, fmt, page, per_page)
+        except PageNotFound as e:
+            raise web.HTTPNotFound(text=f"{e}\n") from e
         cache_control, headers = self._output_headers(config, name, fmt)
         return respond(request, cached, cache_control, headers)
 

@@ -25,6 +25,7 @@ from sqlite_utils.migrations import Migrations
 
 from .errors import StoreError
 from .identity import Known, clean_text, uid_for, with_first_seen_date
+from .media import authors_from_json, authors_json, media_from_json, media_json
 from .models import Entry, FeedHints, FeedState, PollRecord, StoredEntry, Validators
 from .search import FTS_TABLE, fts_schema
 from .secret import redact, strip_userinfo
@@ -220,13 +221,15 @@ def _entry_row(entry: Entry) -> dict[str, Any]:
         "date_known": int(entry.date_known),
         "content_hash": entry.content_hash,
         "stable_hash": entry.stable_hash or None,
+        "media": media_json(entry.media),
+        "authors": authors_json(entry.authors),
     }
 
 
 _INSERT_ENTRY = (
     "INSERT INTO entries (feed, key, key_kind, uid, guid, link, title, summary, content, author, "
-    "categories, published, updated, date_known, content_hash, stable_hash, first_seen, "
-    "last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "categories, published, updated, date_known, content_hash, stable_hash, media, authors, "
+    "first_seen, last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -253,6 +256,8 @@ def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
         date_known=bool(row["date_known"]),
         content_hash=row["content_hash"],
         stable_hash=row["stable_hash"] or "",
+        media=media_from_json(row["media"]),
+        authors=authors_from_json(row["authors"]),
     )
 
 
@@ -936,6 +941,14 @@ def m006_sanitize_once(db: sqlite_utils.Database) -> None:
     more under the current policy, in the background (see resanitize.py): an empty policy
     matches none."""
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sanitize_policy', '')")
+
+
+@migrations()
+def m007_media(db: sqlite_utils.Database) -> None:
+    """An entry's files, picture and iTunes tags, and its authors one by one: JSON (see
+    media.py), NULL for the many entries without them."""
+    db.execute("ALTER TABLE entries ADD COLUMN media TEXT")
+    db.execute("ALTER TABLE entries ADD COLUMN authors TEXT")
 
 
 @migrations()
