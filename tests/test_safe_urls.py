@@ -18,10 +18,10 @@ from test_validity import check_html
 
 from aggregator.config import Config, parse_config
 from aggregator.fields import first_words, plain_text, safe_email, safe_person_url, safe_url
-from aggregator.identity import identify
 from aggregator.models import Enclosure, Entry, Media, Person, PollRecord
 from aggregator.output import render_output
 from aggregator.parse import parse_feed
+from aggregator.poll import digest
 from aggregator.sanitize import xml_safe
 from aggregator.store import Store
 
@@ -103,12 +103,14 @@ def test_first_words() -> None:
 
 
 def stored(tmp_path: Path) -> Store:
+    """The hostile fixtures as a poll stores them: parsed, keyed and sanitised once (a render
+    does not sanitise content again)."""
     store = Store(tmp_path / "hostile.db")
     for name, filename in HOSTILE.items():
         url = f"https://feeds.example/{filename}"
         ctype = {"Content-Type": "application/feed+json"} if filename.endswith(".json") else {}
-        feed = parse_feed(name, (DATA / filename).read_bytes(), ctype, url)
-        new = tuple(identify(name, feed.entries, NOW))
+        d = digest(name, (DATA / filename).read_bytes(), ctype, url, NOW, {})
+        feed, new = d.feed, d.new
         record = PollRecord(name, url, NOW, "ok", None, title=feed.title, link=feed.link, new=new)
         store.record_poll(record)
     return store
