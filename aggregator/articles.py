@@ -31,9 +31,12 @@ from .hosts import HostGates, origin
 from .models import Fetched, PollRecord
 from .robots import RobotsCache, Rules, rules_from
 from .store import Store, StoreThreads
+from .workers import WorkTimeout
 
 ACCEPT_HTML = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
-EXTRACT_DEADLINE = 30.0  # seconds of a parse worker one page may take
+# Seconds one page's extraction may take, on top of the parse workers' parse_timeout (which
+# kills the worker): this bound holds for any executor.
+EXTRACT_DEADLINE = 30.0
 TICK = 0.2  # seconds between looks at a queue whose hosts were all busy
 IDLE_WAIT = 60.0  # longest sleep with nothing due (a new poll wakes the queue sooner)
 BATCH = 200  # due entries read at a time
@@ -262,6 +265,11 @@ class ArticleQueue:
             found = await asyncio.wait_for(loop.run_in_executor(self.pool, job), self.deadline)
         except TimeoutError:
             return Article(got.url, error=f"extraction took longer than {self.deadline:g}s")
+        except WorkTimeout as e:
+            # The parse workers' own deadline (parse_timeout): the worker was killed, as for
+            # a feed whose parse ran too long.
+            error = f"extraction took longer than {e.deadline:g}s (parse_timeout); stopped"
+            return Article(got.url, error=error)
         except Exception as e:  # a crashed worker (BrokenProcessPool) is this page's failure
             return Article(got.url, error=f"extraction failed: {type(e).__name__}: {e}")
         if not found.found:

@@ -102,7 +102,9 @@ async def _fetch_all(
     config: Config, names: Sequence[str], progress: Callable[[PollOutcome], None]
 ) -> list[PollOutcome]:
     store = StoreThreads(config.aggregator.database)
-    pool = make_parse_pool(config.aggregator.parse_workers)
+    pool = make_parse_pool(
+        config.aggregator.parse_workers, config.aggregator.parse_timeout.total_seconds()
+    )
     try:
         feeds = [config.feed(n) for n in names]
         await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
@@ -119,6 +121,7 @@ async def _fetch_all(
                 work=asyncio.Semaphore(config.aggregator.max_concurrency),
                 embed_hosts=frozenset(config.aggregator.embed_hosts),
                 articles=articles,
+                limits=config.aggregator.limits(),
             )
 
             async def one(feed: FeedConfig) -> PollOutcome:

@@ -48,6 +48,7 @@ from .filters import (
     compile_regex,
     compile_rule,
 )
+from .limits import DEFAULT_LIMITS, Limits
 from .search import check_query
 from .secret import Secret, resolve_secret, split_userinfo, unresolved_allowed
 
@@ -139,6 +140,7 @@ def _in_range(name: str, d: timedelta, low: timedelta, high: timedelta) -> timed
 # [[outputs]]): one table, so a per-feed override cannot drift from the daemon-wide setting.
 DURATION_RANGES: dict[str, tuple[timedelta, timedelta]] = {
     "timeout": (timedelta(seconds=1), timedelta(minutes=10)),
+    "parse_timeout": (timedelta(seconds=1), timedelta(minutes=10)),
     "interval": (timedelta(seconds=5), timedelta(days=30)),
     "summary_interval": (timedelta(seconds=5), timedelta(days=1)),
     "min_interval": (timedelta(seconds=5), timedelta(days=30)),
@@ -194,6 +196,21 @@ class Settings(_Strict):
     max_concurrency: int = Field(default=32, ge=1, le=1024)
     max_body_size: Size = Field(default=10 * 1024**2, ge=1024, le=1024**3)
     parse_workers: int = Field(default=0, ge=0, le=64)
+    # Bounds on one feed document's work (limits.py); a parse past parse_timeout is stopped.
+    parse_timeout: Duration = timedelta(seconds=15)
+    max_nesting: int = Field(default=DEFAULT_LIMITS.max_nesting, ge=8, le=10_000)
+    max_title_size: Size = Field(default=DEFAULT_LIMITS.max_title_size, ge=64, le=1024**2)
+    max_author_size: Size = Field(default=DEFAULT_LIMITS.max_author_size, ge=16, le=64 * 1024)
+    max_content_size: Size = Field(
+        default=DEFAULT_LIMITS.max_content_size, ge=1024, le=64 * 1024**2
+    )
+    max_entries_per_document: int = Field(
+        default=DEFAULT_LIMITS.max_entries_per_document, ge=1, le=1_000_000
+    )
+    max_links_per_entry: int = Field(default=DEFAULT_LIMITS.max_links_per_entry, ge=1, le=1_000_000)
+    max_elements_per_entry: int = Field(
+        default=DEFAULT_LIMITS.max_elements_per_entry, ge=16, le=1_000_000
+    )
     log_level: str = "info"
     hub: str | None = None
     embed_hosts: tuple[str, ...] = ()
@@ -215,6 +232,7 @@ class Settings(_Strict):
     _admin_token = field_validator("admin_token")(classmethod(lambda cls, v: _check_token(v)))
     _durations = _ranged(
         "timeout",
+        "parse_timeout",
         "interval",
         "summary_interval",
         "min_interval",
@@ -267,6 +285,18 @@ class Settings(_Strict):
         if v.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError(f"{v!r} is not one of debug, info, warning, error")
         return v.lower()
+
+    def limits(self) -> Limits:
+        """The bounds every parse of a feed document keeps to."""
+        return Limits(
+            max_nesting=self.max_nesting,
+            max_title_size=self.max_title_size,
+            max_author_size=self.max_author_size,
+            max_content_size=self.max_content_size,
+            max_entries_per_document=self.max_entries_per_document,
+            max_links_per_entry=self.max_links_per_entry,
+            max_elements_per_entry=self.max_elements_per_entry,
+        )
 
     @property
     def host(self) -> str:

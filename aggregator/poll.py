@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .config import FeedConfig
 from .decide import PollPolicy, Signals, cache_signals, decide, entry_gap, jitter
 from .decide import retry_after as decide_retry_after
-from .errors import FeedError, FetchError
+from .errors import FeedError, FetchError, ParseError
 from .fetch import Fetcher
 from .filters import Candidate
 from .hosts import HostGates, NetworkWatch, origin
@@ -34,6 +34,7 @@ from .identity import (
     identify,
     reconcile,
 )
+from .limits import DEFAULT_LIMITS, Limits
 from .models import (
     Entry,
     FeedHints,
@@ -48,6 +49,7 @@ from .parse import parse_feed
 from .sanitize import sanitize_html
 from .secret import redact
 from .store import Store, StoreThreads, state_after_defer, state_after_poll
+from .workers import WorkerDied, WorkTimeout
 
 if TYPE_CHECKING:
     from .articles import ArticleQueue
@@ -107,6 +109,8 @@ class PollContext:
     states: StateCache = field(default_factory=StateCache)
     # Queues the article pages of new entries of feeds with full_content (see articles.py).
     articles: ArticleQueue | None = None
+    # What one document may make a parse do (see limits.py).
+    limits: Limits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,7 @@ def digest(
     mode: KeyMode = "guid",
     policy: UpdatePolicy = "update",
     embed_hosts: frozenset[str] = frozenset(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Digest:
     """Parse a document, key its entries, keep those that are new or changed against `known`
     (key → what the store has, or just its content hash), and sanitise only those: the CPU part
@@ -152,7 +157,7 @@ def digest(
     are reconciled with stored entries by link (a mass guid change is not new entries), and
     `policy` decides what an edit does (see `identity.diff`).
     """
-    parsed = parse_feed(name, body, headers, url)
+    parsed = parse_feed(name, body, headers, url, limits)
     if mode == "guid" and parsed.entries and guids_unusable(parsed.entries):
         mode = "link"
     stored = {k: v if isinstance(v, Known) else Known("", v, None, None) for k, v in known.items()}
@@ -179,9 +184,30 @@ async def _digest(
     policy: UpdatePolicy,
 ) -> Digest:
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        ctx.parse_pool, digest, name, body, headers, url, now, known, mode, policy, ctx.embed_hosts
-    )
+    try:
+        return await loop.run_in_executor(
+            ctx.parse_pool,
+            digest,
+            name,
+            body,
+            headers,
+            url,
+            now,
+            known,
+            mode,
+            policy,
+            ctx.embed_hosts,
+            ctx.limits,
+        )
+    except WorkTimeout as e:
+        raise ParseError(
+            name, f"parsing took longer than {e.deadline:g} s (parse_timeout); stopped"
+        ) from e
+    except WorkerDied as e:
+        raise ParseError(name, f"the parse worker failed: {e}") from e
+    except (RecursionError, MemoryError) as e:
+        # Limits keep documents far from these; should one still happen, it is this feed's.
+        raise ParseError(name, f"the document is too complex to parse ({type(e).__name__})") from e
 
 
 async def poll_source(

@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from aggregator.models import PollOutcome
 from aggregator.output import render_output
 from aggregator.poll import PollContext, poll_source
 from aggregator.store import Store, StoreThreads
+from aggregator.workers import DeadlinePool
 
 T = TypeVar("T")
 QUICK = (timedelta(seconds=0.2), timedelta(seconds=0.2), timedelta(seconds=0.2))
@@ -91,10 +92,15 @@ class Harness:
             await asyncio.sleep(0.05)
 
 
-def run(config: Config, script: Callable[[Harness], Awaitable[T]], deadline: float = 30.0) -> T:
+def run(
+    config: Config,
+    script: Callable[[Harness], Awaitable[T]],
+    deadline: float = 30.0,
+    parse_pool: Executor | None = None,
+) -> T:
     async def main() -> T:
         store = StoreThreads(config.aggregator.database)
-        pool = ThreadPoolExecutor(2)
+        pool = parse_pool or ThreadPoolExecutor(2)
         try:
             await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
             s = config.aggregator
@@ -450,3 +456,25 @@ def test_extraction_past_its_deadline_is_a_failure_of_that_entry(
     entry = stored(config)["world/wire-1"]
     assert entry["status"] == "failed" and entry["error"] == "extraction took longer than 1e-06s"
     assert entry["summary"] == STORIES["wire"].first_sentence and entry["content"] == ""
+
+
+def test_an_extraction_past_parse_timeout_is_stopped_in_its_worker(
+    site: ArticleSite, tmp_path: Path
+) -> None:
+    # The daemon's parse workers: a page whose extraction runs past their deadline has its
+    # worker killed and replaced, and the entry keeps the feed's text.
+    site.serve_feed("/feeds/world.rss", [STORIES["wire"]])
+    config = make_config(tmp_path, [{"name": "world", "url": site.url("/feeds/world.rss")}])
+    # Preloading the poll, not the extractor: importing trafilatura alone takes longer.
+    # (A one-item feed parses in a few ms; trafilatura takes 0.2 s or more to import.)
+    pool = DeadlinePool(1, 0.1, preload=("aggregator.poll",))
+
+    async def script(h: Harness) -> None:
+        await h.poll("world")
+        await h.settle()
+
+    run(config, script, parse_pool=pool)
+    entry = stored(config)["world/wire-1"]
+    assert entry["status"] == "failed"
+    assert entry["error"] == "extraction took longer than 0.1s (parse_timeout); stopped"
+    assert pool.replaced >= 1
