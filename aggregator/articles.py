@@ -40,6 +40,7 @@ EXTRACT_DEADLINE = 30.0
 TICK = 0.2  # seconds between looks at a queue whose hosts were all busy
 IDLE_WAIT = 60.0  # longest sleep with nothing due (a new poll wakes the queue sooner)
 BATCH = 200  # due entries read at a time
+MAX_CRAWL_DELAY = timedelta(minutes=10)  # the longest robots.txt Crawl-delay honoured
 # Statuses that say nothing lasting about the page: tried again later, a few times.
 _LASTING = frozenset({401, 403, 410, 451})
 
@@ -68,6 +69,7 @@ class ArticleQueue:
         hosts: Callable[[], HostGates],
         on_write: Callable[[int], None] = lambda generation: None,
         *,
+        on_result: Callable[[str], None] = lambda result: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_delays: tuple[timedelta, ...] = article_store.RETRY_DELAYS,
         deadline: float = EXTRACT_DEADLINE,
@@ -78,6 +80,7 @@ class ArticleQueue:
         self.config = config
         self.hosts = hosts
         self.on_write = on_write
+        self.on_result = on_result
         self.clock = clock
         self.retry_delays = retry_delays
         self.deadline = deadline
@@ -87,6 +90,8 @@ class ArticleQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._wanted: tuple[Config, frozenset[str]] | None = None
+        # A host's robots.txt Crawl-delay: the next page of it may not start before this.
+        self._crawl_next: dict[str, datetime] = {}
 
     # --- what polls call ---------------------------------------------------------------------
 
@@ -187,8 +192,14 @@ class ArticleQueue:
                 await self._record(due, refused)
                 progressed = True
                 continue
-            if not gates.try_reserve(host, now):
+            crawl_next = self._crawl_next.get(host)
+            if (crawl_next is not None and crawl_next > now) or not gates.try_reserve(host, now):
                 continue
+            delay = rules.crawl_delay(user_agent) if rules is not None else None
+            if delay is not None:
+                # Crawl-delay asks crawlers, which we are for pages (not for feeds), to space
+                # their requests; a day-long delay is capped, or a page would never come.
+                self._crawl_next[host] = now + min(delay, MAX_CRAWL_DELAY)
             self._queue.remove(due)
             self._spawn(self._fetch(due, host, gates), due.link)
             progressed = True
@@ -283,6 +294,9 @@ class ArticleQueue:
         )
         if generation is not None:
             self.on_write(generation)
+        self.on_result(
+            "extracted" if article.error is None else "retry" if article.transient else "failed"
+        )
         if article.error is None:
             log.info(
                 "article feed=%s url=%s status=extracted method=%s chars=%d",

@@ -122,6 +122,12 @@ class Metrics:
             ["feed"],
             registry=self.registry,
         )
+        self.articles = prometheus_client.Counter(
+            "aggregator_articles",
+            "Article pages fetched for full content, by result (extracted, failed, retry)",
+            ["result"],
+            registry=self.registry,
+        )
         self.hub_pings = prometheus_client.Counter(
             "aggregator_websub_pings",
             "WebSub hub pings by result",
