@@ -22,7 +22,7 @@ from typing import Any
 
 from . import article_store
 from .article_store import Article, Due
-from .config import Config
+from .config import Config, FeedConfig
 from .decide import retry_after
 from .errors import FetchError
 from .extract import extract_article, headers_content_type, is_html
@@ -237,11 +237,18 @@ class ArticleQueue:
         if rules.unreachable:
             log.warning("robots.txt of %s could not be read: its pages wait", host)
 
+    def _feed(self, name: str) -> FeedConfig | None:
+        return next((f for f in self.config().feeds if f.name == name), None)
+
     async def _fetch(self, due: Due, host: str, gates: HostGates) -> None:
         now = self.clock()
+        feed = self._feed(due.feed)
+        # The feed's own request options: its user_agent and proxy, and its credentials where
+        # they may go (only to the feed's own origin: a paywalled site's cookie, say).
+        options = feed.request_options if feed is not None else None
         async with gates.slot(host):
             try:
-                got = await self.fetcher.fetch(due.feed, due.url, accept=ACCEPT_HTML)
+                got = await self.fetcher.fetch(due.feed, due.url, None, options, accept=ACCEPT_HTML)
             except FetchError as e:
                 retry = retry_after(e.retry_after, now)
                 if retry is not None:
@@ -260,7 +267,7 @@ class ArticleQueue:
             kind = content_type.split(";")[0].strip() or "unknown"
             return Article(got.url, error=f"not an HTML page ({kind})")
         config = self.config()
-        feed = next((f for f in config.feeds if f.name == due.feed), None)
+        feed = self._feed(due.feed)
         job = functools.partial(
             extract_article,
             got.body,
