@@ -18,9 +18,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__
+from . import __version__, cli_ops
 from .backup import backup_database
-from .config import CONFIG_ENV, Config, FeedConfig, load_config
+from .cli_common import config_option, load_or_exit
+from .config import Config, FeedConfig
 from .daemon import make_fetcher, make_gates, make_parse_pool
 from .errors import AggregatorError, ConfigError
 from .lock import running_daemon
@@ -34,24 +35,7 @@ MAX_CLI_WAIT = timedelta(minutes=2)
 STATUSES = ("ok", "not_modified", "unchanged", "error", "gone")
 
 
-def config_option(fn: F) -> F:
-    return click.option(
-        "--config",
-        "config_path",
-        envvar=CONFIG_ENV,
-        default="config/aggregator.toml",
-        show_default=True,
-        type=click.Path(dir_okay=False),
-        help=f"Config file (or set ${CONFIG_ENV}).",
-    )(fn)
-
-
-def _load(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+_load = load_or_exit
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
@@ -468,6 +452,9 @@ def export_opml(config_path: str, title: str) -> None:
         )
     sys.stdout.buffer.write(render_opml(title, subs))
 
+
+# The operator's commands live in their own module; registered here so `main` lists them all.
+main.add_command(cli_ops.health)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

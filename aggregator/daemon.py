@@ -26,15 +26,16 @@ from aiohttp import web
 from .config import Config, FeedConfig, load_config
 from .errors import AggregatorError, ConfigError
 from .fetch import Fetcher
+from .health import HEARTBEAT_EVERY, Heartbeat
 from .hosts import HostGates, HostLimit, origin
 from .lock import DaemonLock
 from .logs import PollTally, setup_logging
-from .metrics import TimedFetcher, record_outcome, seed_last_success
+from .metrics import Metrics, TimedFetcher, record_outcome
 from .models import FeedState, PollOutcome
 from .poll import PollContext, poll_source
 from .reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .schedule import FeedScheduler, first_run, jitter
-from .server import Metrics, OutputServer
+from .server import OutputServer
 from .store import Store, StoreThreads
 from .websub import HubNotifier
 
@@ -219,7 +220,7 @@ class Daemon:
             await store.write(lambda s: s.sync_feeds(feeds))
             self.generation = await store.read(lambda s: s.generation())
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
-            seed_last_success(self.metrics, states.values())
+            self.metrics.board.reset([f.name for f in self.config.feeds], states)
             async with make_fetcher(self.config, self.metrics) as fetcher:
                 now = datetime.now(UTC)
                 self._ctx = PollContext(
@@ -258,6 +259,7 @@ class Daemon:
                 )
                 self._spawn(self._summaries())
                 self._spawn(self._prunes())
+                self._spawn(self._heartbeats())
                 if self._watcher is not None:
                     self._spawn(self._watch(self._watcher))
                 await self._stop.wait()
@@ -380,6 +382,7 @@ class Daemon:
         # Swapped whole: the server drops its render cache when the Config object changes,
         # and every poll reads its feed's url from the current config.
         self.config = new
+        self.metrics.board.reset([f.name for f in new.feeds], states)
         for name in plan.removed:
             self.scheduler.remove(name)
         if self._ctx is not None:
@@ -412,6 +415,21 @@ class Daemon:
             tally, self.tally = self.tally, PollTally()
             if sum(tally.statuses.values()):
                 log.info("%s", tally.line(len(self.config.feeds)))
+
+    async def _heartbeats(self) -> None:
+        """Probe the write lock through the writer thread every few seconds, for /healthz:
+        a health check must not write, and a stuck writer shows as a stale heartbeat."""
+        assert self._store is not None
+        store = self._store
+        while True:
+            try:
+                await store.write_batched(lambda s: s.check_writable())
+                beat = Heartbeat(datetime.now(UTC))
+            except AggregatorError as e:
+                beat = Heartbeat(datetime.now(UTC), str(e))
+            self.metrics.board.heartbeat = beat
+            if await self._sleep(HEARTBEAT_EVERY.total_seconds()):
+                return
 
     async def _prunes(self) -> None:
         """Apply retention once a day; the last run is stored, so restarts do not skip it."""

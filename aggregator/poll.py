@@ -20,7 +20,7 @@ from typing import Any
 from .config import FeedConfig
 from .decide import PollPolicy, Signals, cache_signals, decide, entry_gap, jitter
 from .decide import retry_after as decide_retry_after
-from .errors import FeedError, FetchError
+from .errors import FeedError, FetchError, error_kind
 from .fetch import Fetcher
 from .filters import Candidate
 from .hosts import HostGates, NetworkWatch, origin
@@ -268,6 +268,7 @@ async def _poll_source(
     new: tuple[Entry, ...] = ()
     unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
     retry_raw: str | None = None
+    kind: str | None = None
     try:
         async with ctx.hosts.slot(host):
             result = await ctx.fetcher.fetch(name, target, validators)
@@ -337,6 +338,7 @@ async def _poll_source(
         status = e.status if isinstance(e, FetchError) else http_status
         unreachable = isinstance(e, FetchError) and e.status is None
         retry_raw = e.retry_after if isinstance(e, FetchError) else None
+        kind = error_kind(e)
         rec = PollRecord(name, url, now, "error", None, http_status=status, error=e.message)
         if state is not None and same_url:
             rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
@@ -386,6 +388,7 @@ async def _poll_source(
         elapsed_ms=int((time.monotonic() - started) * 1000),
         next_poll=decision.when,
         reason=decision.reason,
+        error_kind=kind if rec.status == "error" else None,
     )
     log_outcome(outcome, rec.warning)
     return outcome

@@ -1,0 +1,31 @@
+"""What every `aggregator` command shares: the --config option and loading the config or
+exiting 2 with its problems. I/O: reads the config file."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
+from .errors import ConfigError
+
+
+def config_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--config",
+        "config_path",
+        envvar=CONFIG_ENV,
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        type=click.Path(dir_okay=False),
+        help=f"Config file (or set ${CONFIG_ENV}).",
+    )(fn)
+
+
+def load_or_exit(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
