@@ -112,6 +112,7 @@ class Daemon:
         # Made now, so that it knows the file as it was when `config` was read from it.
         self._watcher = ConfigWatcher(self.config_path) if self.config_path else None
         self.reload_status: dict[str, Any] | None = None  # shown in /healthz and /status
+        self.config_loaded = datetime.now(UTC)  # when the running config was read
         self.tally = PollTally()
         self._reload_lock = asyncio.Lock()
         self._store: StoreThreads | None = None
@@ -240,6 +241,7 @@ class Daemon:
                     lambda: self.scheduler.running,
                     self.metrics,
                     reload_status=lambda: self.reload_status,
+                    config_loaded=lambda: self.config_loaded,
                 )
                 notifier_task = await self._start_notifier(server)
                 now = datetime.now(UTC)
@@ -365,6 +367,7 @@ class Daemon:
                 }
                 return False
             self.reload_status = {"status": "ok", "trigger": trigger, "at": now.isoformat()}
+            self.config_loaded = now
             log.info("reload (%s) applied: %s", trigger, summary)
             return True
 

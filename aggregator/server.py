@@ -17,13 +17,21 @@ import prometheus_client
 from aiohttp import web
 
 from .config import Config
-from .health import health_doc
+from .health import FAILING, health_doc
 from .httpcache import Cached, make_cached, respond
 from .metrics import Metrics
 from .models import FeedState, OutputFormat
-from .output import MAX_PAGE_SIZE, SERVED_FORMATS, Rendered, ServedFormat, render_output
-from .pages import OutputLink, render_index, render_status_page
+from .output import (
+    MAX_PAGE_SIZE,
+    SERVED_FORMATS,
+    Narrow,
+    Rendered,
+    ServedFormat,
+    render_output,
+)
+from .pages import OutputLink, OutputStatus, render_index, render_status_page
 from .publish import CONTENT_TYPES
+from .search import to_fts
 from .store import StoreThreads
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
@@ -77,7 +85,9 @@ class OutputServer:
         healthy: Callable[[], bool],
         metrics: Metrics,
         reload_status: Callable[[], dict[str, Any] | None] = lambda: None,
+        config_loaded: Callable[[], datetime | None] = lambda: None,
     ) -> None:
+        self.config_loaded = config_loaded
         self.store = store
         self.reload_status = reload_status
         self.config = config
@@ -88,7 +98,6 @@ class OutputServer:
         self._locks: dict[PageKey, asyncio.Lock] = {}
         self._config_seen: Config | None = None
         self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
-        self._index: tuple[Config, Cached] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -167,9 +176,30 @@ class OutputServer:
         if not any(o.name == name for o in config.outputs):
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
-        _, cached = await self._served(name, fmt, page, per_page)
         cache_control, headers = self._output_headers(config, name, fmt)
+        if fmt == "html" and ("q" in request.query or "source" in request.query):
+            return respond(
+                request, await self._searched(request, config, name), "no-cache", headers
+            )
+        _, cached = await self._served(name, fmt, page, per_page)
         return respond(request, cached, cache_control, headers)
+
+    async def _searched(self, request: web.Request, config: Config, name: str) -> Cached:
+        """An output page narrowed by the reader's search (?q=) and source (?source=):
+        rendered per request on a reader thread, never cached (the space of queries is open)."""
+        text = request.query.get("q", "").strip()[:500]
+        source = request.query.get("source", "") or None
+        known = {f.name for f in config.sources_of(config.output(name))}
+        if source is not None and source not in known:
+            raise web.HTTPBadRequest(text=f"?source=: {name!r} has no source {source!r}\n")
+        # Text with nothing searchable in it (only punctuation) matches nothing: '""'.
+        query = (to_fts(text) or '""') if text else None
+        narrow = Narrow(query=query, source=source, text=text)
+        fresh = await self.store.read(
+            # The newest matching stories, one page of them: a search narrows, it does not page.
+            lambda s: render_output(s, config, name, "html", 1, MAX_PAGE_SIZE, narrow=narrow)
+        )
+        return make_cached(fresh.body, HTML, None)
 
     def _output_headers(
         self, config: Config, name: str, fmt: ServedFormat
@@ -202,21 +232,52 @@ class OutputServer:
         return web.json_response(body, status=200 if ok else 503, dumps=_dumps)
 
     async def _status_doc(self) -> dict[str, Any]:
+        config = self.config()
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
         outputs = {
-            o.name: {
-                f: f"{self.config().aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS
-            }
-            for o in self.config().outputs
+            o.name: {f: f"{config.aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS}
+            for o in config.outputs
         }
-        return {"feeds": feeds, "outputs": outputs, "reload": self.reload_status()}
+        loaded = self.config_loaded()
+        return {
+            "summary": self.metrics.board.counts(),
+            "config_loaded": loaded.isoformat(timespec="seconds") if loaded else None,
+            "feeds": feeds,
+            "outputs": outputs,
+            "reload": self.reload_status(),
+        }
+
+    async def _totals(self, config: Config) -> dict[str, Rendered]:
+        """Each output's first page as served (from the render cache when the store has not
+        changed): its story count and last update, for the index and the status page."""
+        return {o.name: await self.rendered(o.name, "atom") for o in config.outputs}
 
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
         if not _prefers_html(request.headers.get("Accept", "")):
             return await self.status_json(request)
+        config = self.config()
         doc = await self._status_doc()
-        body = render_status_page(self.config().aggregator.base_url, doc["feeds"])
+        totals = await self._totals(config)
+        base = config.aggregator.base_url
+        outputs = [
+            OutputStatus(
+                o.name,
+                o.title,
+                f"{base}/outputs/{o.name}.html",
+                tuple((f, url) for f, url in doc["outputs"][o.name].items()),
+                totals[o.name].total,
+            )
+            for o in config.outputs
+        ]
+        body = render_status_page(
+            base,
+            doc["feeds"],
+            datetime.now(UTC),
+            outputs,
+            doc["reload"],
+            self.config_loaded(),
+        )
         # Rendered per request: polls change it without changing the store generation, and
         # it is small. The ETag still spares a reloading browser the body.
         return respond(request, make_cached(body, HTML, None), "no-cache")
@@ -228,19 +289,24 @@ class OutputServer:
         )
 
     async def index(self, request: web.Request) -> web.Response:
-        """The front page: an HTML list of the outputs. It depends only on the config."""
+        """The front page: the outputs with their entry counts, last update, sources and how
+        many of those fail. Rendered per request from cached outputs and the feed board."""
         config = self.config()
-        if self._index is None or self._index[0] is not config:
-            outputs = [
-                OutputLink(o.name, o.title, o.description, len(config.sources_of(o)))
-                for o in config.outputs
-            ]
-            body = render_index(config.aggregator.base_url, outputs)
-            self._index = (
-                config,
-                make_cached(body, HTML, datetime.now(UTC).replace(microsecond=0)),
+        totals = await self._totals(config)
+        board = dict(self.metrics.board.items())
+        outputs = []
+        for o in config.outputs:
+            sources = config.sources_of(o)
+            failing = sum(f.name in board and board[f.name].status in FAILING for f in sources)
+            shown = totals[o.name]
+            updated = shown.last_modified if shown.total else None
+            outputs.append(
+                OutputLink(
+                    o.name, o.title, o.description, len(sources), shown.total, updated, failing
+                )
             )
-        return respond(request, self._index[1], "public, max-age=300")
+        body = render_index(config.aggregator.base_url, outputs)
+        return respond(request, make_cached(body, HTML, None), "no-cache")
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         body = prometheus_client.generate_latest(self.metrics.registry)

@@ -98,16 +98,67 @@ def test_status_page_shows_every_field_escaped() -> None:
             "last_error": "HTTP 500 <oops>",
             "warning": None,
             "entries": 0,
+            "gone": False,
             "next_poll_reason": "backoff after 3 errors",  # a field this page does not know
         }
     }
-    body = render_status_page("https://agg.example", feeds)
+    now = datetime(2024, 1, 15, 12, 12, tzinfo=UTC)
+    body = render_status_page("https://agg.example", feeds, now)
     text = body.decode()
     check_html(body)
     assert "A &lt;feed&gt;" in text and "HTTP 500 &lt;oops&gt;" in text
     assert "backoff after 3 errors" in text
-    assert '<time datetime="2024-01-15T12:30:00+00:00">2024-01-15 12:30 UTC</time>' in text
+    assert (
+        '<time datetime="2024-01-15T12:30:00+00:00" title="2024-01-15 12:30:00 UTC">'
+        "in 18 min</time>" in text
+    )
+    assert ">12 min ago</time>" in text  # the last poll
     assert 'class="status error"' in text
+    # No raw Python value anywhere on the page.
+    for raw in ("None", "False", "True", "gone:"):
+        assert raw not in text, raw
+
+
+def test_status_page_summary_banner_and_failing_first() -> None:
+    now = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
+
+    def feed(status: str, since: str | None = None) -> dict[str, object]:
+        return {"url": "https://x.example/", "status": status, "failing_since": since}
+
+    feeds = {
+        "fine": feed("ok"),
+        "newly-broken": feed("error", "2024-01-15T11:00:00+00:00"),
+        "never": feed("pending"),
+        "long-broken": feed("error", "2024-01-10T11:00:00+00:00"),
+        "quiet": feed("not_modified"),
+    }
+    reload = {
+        "status": "failed",
+        "trigger": "file change",
+        "at": "2024-01-15T11:57:00+00:00",
+        "error": "invalid",
+        "problems": ["feeds[3].url: 'ftp://x/' is not an http(s) URL"],
+    }
+    loaded = datetime(2024, 1, 15, 9, 0, tzinfo=UTC)
+    text = render_status_page(
+        "https://a.example", feeds, now, reload=reload, loaded=loaded
+    ).decode()
+    summary = text.split('id="summary">', 1)[1].split("</p>", 1)[0]
+    assert ">5</span> feeds:" in summary
+    assert ">1</span> ok" in summary and ">2</span> failing" in summary
+    assert ">1</span> not modified" in summary and ">1</span> not polled yet" in summary
+    assert "Config loaded" in summary and "3 h ago" in summary
+    banner = text.split('id="reload-failed"', 1)[1].split("</div>", 1)[0]
+    assert "3 min ago" in banner and "ftp://x/" in banner and "file change" in banner
+    order = [n for n in feeds if f'id="feed-{n}"' in text]
+    assert sorted(order, key=lambda n: text.index(f'id="feed-{n}"')) == [
+        "long-broken",
+        "newly-broken",
+        "fine",
+        "never",
+        "quiet",
+    ]
+    assert ">5 days ago</time>" in text
 
 
 @pytest.mark.parametrize(
