@@ -173,11 +173,17 @@ class Daemon:
             soonest = datetime.now(UTC) + MIN_REARM
             self.scheduler.add(name, max(next_run, soonest), self._poll)
 
-    def _schedule(self, feed: FeedConfig, state: FeedState | None, now: datetime) -> None:
+    def _schedule(
+        self, feed: FeedConfig, state: FeedState | None, now: datetime, added: bool = False
+    ) -> None:
         """Arm a feed's first poll after a start from its stored decision; a gone feed waits
-        for its URL to change in the config."""
+        for its URL to change in the config. A feed `added` by a reload that was never polled
+        is polled now (its host's limits permitting): only a cold start spreads first polls."""
         if state is not None and state.gone:
             log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
+            return
+        if added and (state is None or state.last_poll is None):
+            self.scheduler.add(feed.name, now, self._poll)
             return
         policy = self.config.policy_of(feed)
         reason = (state.next_reason or "") if state is not None else ""
@@ -396,7 +402,7 @@ class Daemon:
                 embed_hosts=frozenset(new.aggregator.embed_hosts),
             )
         for feed in plan.added:
-            self._schedule(feed, states.get(feed.name), now)
+            self._schedule(feed, states.get(feed.name), now, added=True)
         for feed in plan.rescheduled:
             # The planned poll is kept (a plain interval one is capped at the new interval).
             state, planned = states.get(feed.name), self.scheduler.next_run(feed.name)
@@ -417,7 +423,8 @@ class Daemon:
         while not await self._sleep(self.config.aggregator.summary_interval.total_seconds()):
             tally, self.tally = self.tally, PollTally()
             if sum(tally.statuses.values()):
-                log.info("%s", tally.line(len(self.config.feeds)))
+                feeds = len(self.config.feeds)
+                log.info("%s", tally.line(feeds), extra=tally.fields(feeds))
 
     async def _heartbeats(self) -> None:
         """Probe the write lock through the writer thread every few seconds, for /healthz:

@@ -34,6 +34,7 @@ from .identity import (
     identify,
     reconcile,
 )
+from .logs import fields
 from .models import (
     Entry,
     FeedHints,
@@ -463,7 +464,8 @@ async def _signals(
 
 
 def log_outcome(outcome: PollOutcome, warning: str | None = None) -> None:
-    """One line per poll: feed, status, new, updated, milliseconds (and the error, if any)."""
+    """One line per poll: feed, status, new, updated, milliseconds (and the error, if any);
+    in JSON logs each of them is a key."""
     level = logging.WARNING if outcome.status == "error" else logging.INFO
     extra = f" error={outcome.error!r}" if outcome.error else ""
     if warning:
@@ -477,4 +479,15 @@ def log_outcome(outcome: PollOutcome, warning: str | None = None) -> None:
         outcome.updated,
         outcome.elapsed_ms,
         extra,
+        extra=fields(
+            "poll",
+            feed=outcome.feed,
+            status=outcome.status,
+            new=outcome.new,
+            updated=outcome.updated,
+            ms=outcome.elapsed_ms,
+            error=outcome.error,
+            error_kind=outcome.error_kind,
+            warning=warning,
+        ),
     )

@@ -250,10 +250,10 @@ def test_cli_fetch_render_and_feeds(
 
     first = cli("fetch")
     assert first.returncode == 0, first.stderr
-    assert "polled 4 feeds" in first.stdout
+    assert "polled 4 of 4 feeds" in first.stdout
     assert "3 ok" in first.stdout and "1 errors" in first.stdout and "5 new" in first.stdout
     second = cli("fetch", "--feed", "russia")
-    assert "polled 1 feeds" in second.stdout and "1 not modified" in second.stdout
+    assert "polled 1 of 1 feeds" in second.stdout and "1 not modified" in second.stdout
 
     rendered = cli("render", "latam", "--format", "rss")
     assert rendered.returncode == 0
