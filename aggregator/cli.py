@@ -360,18 +360,17 @@ def preview(config_path: str, output: str) -> None:
 @click.argument("query")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 def search(config_path: str, query: str, limit: int) -> None:
-    """Full-text search over the stored entries (SQLite FTS5 syntax), best match first."""
-    from .search import check_query
+    """Full-text search over the stored entries, best match first: plain words (`iOS 15.5`,
+    `C#`), or SQLite FTS5 syntax (`"climate summit" NOT sport`) when the query uses it."""
+    from .search import to_fts
 
     config = _load(config_path)
-    try:
-        check_query(query)
-    except ValueError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    fts = to_fts(query)
+    if fts is None:
+        _fail(f"nothing to search for in {query!r}: give at least one word", 2)
     store = _open_store(config)
     try:
-        found = store.search(query, limit)
+        found = store.search(fts, limit)
     except AggregatorError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

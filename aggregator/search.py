@@ -31,6 +31,7 @@ def check_query(query: str) -> str:
 # a column filter. A hyphen or a dot alone (`wildfly-10`, `15.5`) does not.
 _SYNTAX = re.compile(r'\b(AND|OR|NOT|NEAR)\b|["*()^]|\b(' + "|".join(FTS_COLUMNS) + r")\s*:")
 _WORDLIKE = re.compile(r"\w")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def to_fts(text: str) -> str | None:
@@ -38,7 +39,8 @@ def to_fts(text: str) -> str | None:
     kremlin`, `sport NOT football`) when the text uses it and it parses, plain words
     otherwise, each quoted so `iOS 15.5`, `C#` and `wildfly-10` search for what they say.
     None when nothing in it can be searched for (only punctuation)."""
-    text = text.strip()
+    # Control characters (a NUL ends SQLite's reading of the query) are never search terms.
+    text = _CONTROL.sub(" ", text).strip()
     if not text:
         return None
     if _SYNTAX.search(text):

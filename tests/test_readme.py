@@ -72,3 +72,10 @@ def test_readme_lists_exactly_the_exported_metrics() -> None:
         labels = {k for s in family.samples for k in s.labels if k != "le"}
         exported.add((name, family.type, tuple(sorted(labels))))
     assert exported == _readme_metrics()
+
+
+@pytest.mark.parametrize("key", sorted(Settings.model_fields))
+def test_every_aggregator_key_has_its_environment_variable_documented(key: str) -> None:
+    from aggregator.config_env import env_name
+
+    assert re.search(rf"^\| `{key}` \| `{env_name(key)}` \|", README, re.MULTILINE), key
