@@ -250,13 +250,10 @@ async def _poll_source(
         return PollOutcome(name, "gone", reason=state.next_reason or "gone")
     target = state.redirect_url if state is not None and same_url and state.redirect_url else url
     host = origin(target)
-    deferred = _host_wait(ctx, name, host, now, state.last_poll if state is not None else None)
+    last_poll = state.last_poll if state is not None else None
+    deferred = _host_wait(ctx, name, host, now, last_poll)
     if deferred is not None:
-        when, why = deferred
-        await ctx.store.write_batched(lambda s: s.defer_poll(name, when, why))
-        if state is not None:
-            ctx.states.put(state_after_defer(state, when, why))
-        return PollOutcome(name, "deferred", next_poll=when, reason=why)
+        return await _defer(ctx, name, state, *deferred)
 
     validators = state.validators if state is not None and same_url else None
     old_hints = state.hints if state is not None and same_url else FeedHints()
@@ -272,6 +269,9 @@ async def _poll_source(
     kind: str | None = None
     try:
         async with ctx.hosts.slot(host):
+            if ctx.hosts.blocked_until(host, now) is not None:
+                # A poll of the host answered Retry-After while this one queued for its slot.
+                raise _Blocked
             result = await ctx.fetcher.fetch(name, target, validators)
         headers = dict(result.headers)
         if isinstance(result, NotModified):
@@ -335,6 +335,10 @@ async def _poll_source(
                     hints=hints,
                 )
         redirect = _redirect(state if same_url else None, url, target, result)
+    except _Blocked:
+        blocked = _host_wait(ctx, name, host, now, last_poll)
+        assert blocked is not None  # the block just seen is still ahead of `now`
+        return await _defer(ctx, name, state, *blocked)
     except FeedError as e:
         status = e.status if isinstance(e, FetchError) else http_status
         unreachable = isinstance(e, FetchError) and e.status is None
@@ -393,6 +397,20 @@ async def _poll_source(
     )
     log_outcome(outcome, rec.warning)
     return outcome
+
+
+class _Blocked(Exception):
+    """The host came under a Retry-After while this poll waited for its slot."""
+
+
+async def _defer(
+    ctx: PollContext, name: str, state: FeedState | None, when: datetime, why: str
+) -> PollOutcome:
+    """Record that the poll waits until `when` (for `why`), without a request."""
+    await ctx.store.write_batched(lambda s: s.defer_poll(name, when, why))
+    if state is not None:
+        ctx.states.put(state_after_defer(state, when, why))
+    return PollOutcome(name, "deferred", next_poll=when, reason=why)
 
 
 def _host_wait(

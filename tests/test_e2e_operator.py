@@ -187,3 +187,23 @@ def test_fetch_log_lines_do_not_overwrite_the_progress_bar(
     )
     assert logged is not None, repr(terminal)
     assert "polling" in terminal[logged.end() :], repr(terminal)
+
+
+def test_fetch_waits_out_a_hosts_retry_after(
+    feed_server: FeedServer, write_config: Callable[..., Path]
+) -> None:
+    feed_server.serve_status("/busy.xml", 503, headers={"Retry-After": "2"})
+    body = feed_toml("busy", feed_server.url("busy.xml"))
+    for i in range(2):
+        feed_server.serve_bytes(f"/f{i}.xml", rss(f"F{i}", [f"f{i}-a"]))
+        body += feed_toml(f"f{i}", feed_server.url(f"f{i}.xml"))
+    path = write_config(body, host_delay="0s")
+    done = cli(path, "fetch")
+    assert done.returncode == 0, done.stderr
+    assert "polled 3 of 3 feeds" in done.stdout and "2 ok" in done.stdout, done.stdout
+    assert "busy: error: HTTP 503" in done.stderr
+    # The host asked for two seconds: its other feeds were fetched after them, not skipped.
+    [busy] = feed_server.requests("/busy.xml")
+    for i in range(2):
+        [later] = feed_server.requests(f"/f{i}.xml")
+        assert later.time >= busy.time + 2, (busy.time, later.time)
