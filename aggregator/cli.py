@@ -60,7 +60,7 @@ def run(config_path: str) -> None:
     """Run the daemon: poll every feed on its interval and serve the outputs over HTTP."""
     from .daemon import run_daemon
 
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     _setup_logging(config.aggregator.log_level, config.aggregator.log_format)
     try:
         run_daemon(config, config_path)
@@ -76,7 +76,7 @@ def run(config_path: str) -> None:
 @config_option
 def check_config(config_path: str) -> None:
     """Validate the config file and exit: 0 when valid, 2 with one line per problem otherwise."""
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     click.echo(f"{config_path}: ok ({len(config.feeds)} feeds, {len(config.outputs)} outputs)")
 
 
@@ -143,7 +143,7 @@ async def _fetch_all(
 )
 def fetch(config_path: str, feed_names: tuple[str, ...], max_wait: str) -> None:
     """Poll every feed (or the named ones) once, store what is new, and exit."""
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     try:
         wait = parse_duration(max_wait)
     except ValueError as e:
@@ -214,11 +214,17 @@ def fetch_summary(outcomes: Sequence[PollOutcome], seconds: float) -> str:
     default="atom",
     show_default=True,
 )
-def render(config_path: str, output: str, fmt: str) -> None:
-    """Render OUTPUT from the stored entries to standard output."""
-    from .output import render_output
+@click.option(
+    "--page",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Write only this page (of the output's page_size) instead of the whole output.",
+)
+def render(config_path: str, output: str, fmt: str, page: int | None) -> None:
+    """Render OUTPUT from the stored entries to standard output: all of it, or one --page."""
+    from .output import PageNotFound, render_output
 
-    config = _load(config_path)
+    config = _load(config_path, need_secrets=True)
     if not any(o.name == output for o in config.outputs):
         click.echo(f"error: no output named {output!r} in {config_path}", err=True)
         sys.exit(2)
@@ -228,7 +234,17 @@ def render(config_path: str, output: str, fmt: str) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     try:
-        rendered = render_output(store, config, output, fmt)  # type: ignore[arg-type]
+        rendered = render_output(
+            store,
+            config,
+            output,
+            fmt,  # type: ignore[arg-type]
+            page=page or 1,
+            whole=page is None,
+        )
+    except PageNotFound as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     finally:
         store.close()
     sys.stdout.buffer.write(rendered.body)

@@ -23,9 +23,11 @@ def config_option(fn: click.decorators.FC) -> click.decorators.FC:
     )(fn)
 
 
-def load_or_exit(path: str) -> Config:
+def load_or_exit(path: str, need_secrets: bool = False) -> Config:
+    """The config, or exit 2. Only the commands that send or serve secrets need them readable
+    here: the others may run without the daemon's environment or its secret files."""
     try:
-        return load_config(path)
+        return load_config(path, need_secrets=need_secrets)
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

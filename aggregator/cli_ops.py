@@ -52,8 +52,13 @@ def health(config_path: str) -> None:
     """Ask the running daemon's /healthz: exit 0 when healthy, 1 otherwise (or unreachable)."""
     config = load_or_exit(config_path)
     url = local_url(config, "/healthz")
+    request = urllib.request.Request(url)
+    admin = config.aggregator.admin_token
+    if admin is not None and admin.resolved:
+        # With it, the daemon tells its feed counts and problems, not only ok or fail.
+        request.add_header("Authorization", f"Bearer {admin.value}")
     try:
-        with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT) as resp:
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT) as resp:
             status, body = resp.status, resp.read()
     except urllib.error.HTTPError as e:  # a 503 still carries the daemon's reasons
         status, body = e.code, e.read()
@@ -66,8 +71,12 @@ def health(config_path: str) -> None:
     except ValueError:
         click.echo(f"unhealthy: {url} answered {status} without a JSON body", err=True)
         sys.exit(1)
-    feeds = doc.get("feeds") or {}
-    summary = f"{feeds.get('total', 0)} feeds, {doc.get('failing', 0)} failing"
+    feeds = doc.get("feeds")
+    summary = (
+        f"{feeds.get('total', 0)} feeds, {doc.get('failing', 0)} failing"
+        if isinstance(feeds, dict)
+        else "no detail without the admin token"
+    )
     if status == 200 and doc.get("status") == "ok":
         click.echo(f"healthy: {summary}")
         return

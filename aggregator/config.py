@@ -9,6 +9,7 @@ import os
 import re
 import tomllib
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,7 @@ from pydantic import (
     ByteSize,
     ConfigDict,
     Field,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -28,6 +30,7 @@ from pydantic import (
 
 from . import PROJECT_URL, __version__
 from .config_env import apply_env, name_variables
+from .credentials import RESERVED_HEADERS, RequestOptions, request_options
 from .decide import PollPolicy
 from .dedupe import DedupeSettings
 from .errors import ConfigError
@@ -47,6 +50,7 @@ from .filters import (
     compile_rule,
 )
 from .search import check_query
+from .secret import Secret, resolve_secret, split_userinfo, unresolved_allowed
 
 DEFAULT_CONFIG = "config/aggregator.toml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
@@ -103,6 +107,27 @@ def format_duration(d: timedelta) -> str:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
+# A credential that is not secret in itself (a user name): hidden, but not blanked in logs.
+Identity = Annotated[
+    Secret,
+    PlainValidator(lambda v: v if isinstance(v, Secret) else resolve_secret(v, redacted=False)),
+]
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_MIN_TOKEN = 16
+
+
+def _check_token(v: Secret | None) -> Secret | None:
+    """An access token must be long enough not to be guessed and fit in a URL's query."""
+    if v is None or not v.resolved:
+        return v
+    if len(v.value) < _MIN_TOKEN:
+        raise ValueError(
+            f"a token needs at least {_MIN_TOKEN} characters "
+            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    if any(c.isspace() or not c.isprintable() for c in v.value):
+        raise ValueError("a token cannot contain spaces or control characters")
+    return v
 
 
 def _in_range(name: str, d: timedelta, low: timedelta, high: timedelta) -> timedelta:
@@ -186,7 +211,9 @@ class Settings(_Strict):
     adaptive: bool = False
     host_concurrency: int = Field(default=1, ge=1, le=64)
     host_delay: Duration = timedelta(seconds=1)
+    admin_token: Secret | None = None
 
+    _admin_token = field_validator("admin_token")(classmethod(lambda cls, v: _check_token(v)))
     _durations = _ranged(
         "timeout",
         "interval",
@@ -389,10 +416,101 @@ class FeedConfig(_Filtered):
     adaptive: bool | None = None
     host_concurrency: int | None = Field(default=None, ge=1, le=64)
     host_delay: Duration | None = None
+    # A private feed's request (see credentials.py): secrets are literal, env: or file:.
+    headers: dict[str, Secret] = Field(default_factory=dict)
+    username: Identity | None = None
+    password: Secret | None = None
+    cookie: Secret | None = None
+    user_agent: str | None = None
+    proxy: Secret | None = None
+    tls_verify: bool = True
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
     _durations = _ranged("interval", "host_delay")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _userinfo(cls, data: Any) -> Any:
+        """user:password@ in the URL become the feed's basic credentials and leave the URL,
+        which is shown and stored everywhere."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        url, user, password = split_userinfo(data["url"])
+        if user is None:
+            return data
+        if "username" in data or "password" in data:
+            raise ValueError(
+                "url: has user:password@ and username/password are set too; keep one of them"
+            )
+        data = {**data, "url": url, "username": Secret(user)}
+        if password:
+            data["password"] = resolve_secret(password)
+        return data
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, Secret]) -> dict[str, Secret]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name} is set by the fetcher itself")
+            if any(c in value.value for c in "\r\n\0"):  # "" when unresolved
+                raise ValueError(f"the value of {name} contains a line break")
+        return v
+
+    @field_validator("cookie", "password")
+    @classmethod
+    def _one_line(cls, v: Secret | None) -> Secret | None:
+        if v is not None and any(c in v.value for c in "\r\n\0"):
+            raise ValueError("contains a line break")
+        return v
+
+    @field_validator("user_agent")
+    @classmethod
+    def _user_agent(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "\r\n\0")):
+            raise ValueError("must be one non-empty line")
+        return v
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: Secret | None) -> Secret | None:
+        # The message never quotes the URL: it may hold the proxy's password.
+        if v is None or not v.resolved:
+            return v
+        parts = urlsplit(v.value)
+        if parts.scheme.lower().startswith("socks"):
+            raise ValueError("SOCKS proxies are not supported: use an http:// or https:// proxy")
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// proxy URL")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> FeedConfig:
+        names = {n.lower() for n in self.headers}
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        if self.username is not None and "authorization" in names:
+            raise ValueError("username/password and headers.Authorization both set; keep one")
+        if self.cookie is not None and "cookie" in names:
+            raise ValueError("cookie and headers.Cookie both set; keep one")
+        return self
+
+    @cached_property
+    def request_options(self) -> RequestOptions | None:
+        """How this feed is requested; None for a public feed with the daemon's defaults."""
+        return request_options(
+            self.url,
+            headers=self.headers,
+            username=self.username,
+            password=self.password,
+            cookie=self.cookie,
+            user_agent=self.user_agent,
+            proxy=self.proxy,
+            tls_verify=self.tls_verify,
+        )
 
 
 class OutputConfig(_Filtered):
@@ -404,14 +522,20 @@ class OutputConfig(_Filtered):
     feeds: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     limit: int = Field(default=100, ge=1, le=10_000)
+    # Stories per page of the feed formats; None: the whole `limit` on the first page, which
+    # is what a subscriber's reader fetches (almost none follows rel="next").
+    page_size: int | None = Field(default=None, ge=1, le=10_000)
     max_per_feed: int | None = Field(default=None, ge=1, le=10_000)
     query: str | None = None
     dedupe: Literal["off", "exact", "near"] = "near"
     dedupe_threshold: float = Field(default=0.8, ge=0.5, le=1.0)
     dedupe_window: Duration = timedelta(days=2)
+    # A private output answers only to this token (see tokens.py).
+    token: Secret | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _durations = _ranged("dedupe_window")
+    _token = field_validator("token")(classmethod(lambda cls, v: _check_token(v)))
 
     @field_validator("query")
     @classmethod
@@ -593,8 +717,12 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
     return config
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read and validate the config file at `path`, or $AGGREGATOR_CONFIG, or the default."""
+def load_config(path: str | os.PathLike[str] | None = None, *, need_secrets: bool = True) -> Config:
+    """Read and validate the config file at `path`, or $AGGREGATOR_CONFIG, or the default.
+
+    `need_secrets=False` accepts env: and file: secrets that cannot be read here (they stay
+    unresolved), for commands that never send or serve them.
+    """
     resolved = str(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     try:
         with open(resolved, "rb") as f:
@@ -607,7 +735,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(resolved, [f"not valid TOML: {e}"]) from e
     data, used = apply_env(data, Settings.model_fields, os.environ)
     try:
-        return parse_config(data, resolved)
+        if need_secrets:
+            return parse_config(data, resolved)
+        with unresolved_allowed():
+            return parse_config(data, resolved)
     except ConfigError as e:
         if not used:
             raise

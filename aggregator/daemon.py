@@ -125,6 +125,8 @@ class Daemon:
         self._ctx: PollContext | None = None
         self._rng = random.Random()
         self._notifier: HubNotifier | None = None
+        self._feeds: dict[str, FeedConfig] = {}
+        self._feeds_of: Config | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -200,8 +202,12 @@ class Daemon:
         self.scheduler.add(feed.name, start, self._poll)
 
     def _feed_config(self, name: str) -> FeedConfig | None:
-        # Read through self.config on every poll, so a reloaded config applies at once.
-        return next((f for f in self.config.feeds if f.name == name), None)
+        # Read through self.config on every poll, so a reloaded config applies at once; by
+        # name from a dict made once per config, as every poll asks (for its credentials).
+        if self._feeds_of is not self.config:
+            self._feeds = {f.name: f for f in self.config.feeds}
+            self._feeds_of = self.config
+        return self._feeds.get(name)
 
     async def run(self) -> None:
         settings = self.config.aggregator

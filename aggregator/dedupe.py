@@ -2,10 +2,10 @@
 
 An output shows each story once. Two stored entries are the same story when they share a match
 key (the canonical link with scheme, host case and a trailing slash ignored), a globally unique
-guid, or — in "near" mode — most word triples of the shorter text appear in the other (found
-through bottom-k MinHash sketches, then counted exactly) and they were published within a time
-window of each other. Grouping is the transitive closure of that relation, so it does not
-depend on the order entries are read in.
+guid, an audio or video file (the same episode in two podcasts), or — in "near" mode — most
+word triples of the shorter text appear in the other (found through bottom-k MinHash sketches,
+then counted exactly) and they were published within a time window of each other. Grouping is
+the transitive closure of that relation, so it does not depend on the order entries are read in.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .identity import canonical_url
+from .media import playable_keys
 from .models import StoredEntry
 
 DedupeMode = Literal["off", "exact", "near"]
@@ -81,16 +82,18 @@ def exact_keys(item: StoredEntry) -> frozenset[str]:
         keys.add("link:" + match_key(guid))
     elif lower.startswith(("tag:", "urn:")) and not lower.startswith("urn:uuid:00000000"):
         keys.add("guid:" + guid)
+    # The same episode in two feeds: one audio or video file (its signed query ignored).
+    keys.update("media:" + key for key in playable_keys(e.media))
     return frozenset(keys)
 
 
-_KEYS: dict[tuple[str, str | None, str | None], tuple[str, ...]] = {}
+_KEYS: dict[tuple[str, str | None, str | None, int], tuple[str, ...]] = {}
 
 
 def _sorted_keys(item: StoredEntry) -> tuple[str, ...]:
     # Cached: every render groups mostly the same entries again.
     e = item.entry
-    cache_key = (e.uid, e.link, e.guid)
+    cache_key = (e.uid, e.link, e.guid, hash(e.media.enclosures))
     keys = _KEYS.get(cache_key)
     if keys is None:
         keys = tuple(sorted(exact_keys(item)))

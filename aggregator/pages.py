@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
+from urllib.parse import parse_qsl
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from .extensions import people
+from .fields import plain_text
 from .models import StoredEntry
-from .publish import OutputMeta, entry_html, entry_updated
+from .players import media_html
+from .publish import OutputMeta, entry_html, entry_link, entry_title, entry_updated, source_home
 
 FEED_TYPES = (
     ("atom", "application/atom+xml", "Atom"),
@@ -106,6 +110,14 @@ class OutputLink:
     entries: int = 0
     updated: datetime | None = None
     failing: int = 0  # sources in error or gone
+    query: str = ""  # "token=…" on every link to a private output
+
+    def url(self, base_url: str, ext: str) -> str:
+        return f"{base_url}/outputs/{self.name}.{ext}" + (f"?{self.query}" if self.query else "")
+
+
+def _output_url(base_url: str, o: OutputLink, ext: str) -> str:
+    return f"{base_url}/outputs/{o.name}.{ext}" + (f"?{o.query}" if o.query else "")
 
 
 def render_index(base_url: str, outputs: Sequence[OutputLink]) -> bytes:
@@ -120,6 +132,7 @@ def render_index(base_url: str, outputs: Sequence[OutputLink]) -> bytes:
             "entries": o.entries,
             "updated": time_tag(o.updated) if o.updated else None,
             "failing": o.failing,
+            "urls": {ext: o.url(base_url, ext) for ext in ("html", "atom", "rss", "json", "opml")},
         }
         for o in outputs
     ]
@@ -152,19 +165,22 @@ def _entry(item: StoredEntry, embed_hosts: frozenset[str]) -> dict[str, Any]:
     e = item.entry
     summary, content = entry_html(item, embed_hosts)
     updated = entry_updated(item)
+    link = entry_link(item)
+    names = [p.name or p.email for p in people(item)]
     return {
-        "title": e.title or "(untitled)",
-        "link": e.link,
-        "source": item.feed_title or e.feed,
-        "source_url": item.feed_link or item.feed_url,
+        "title": entry_title(item),
+        "link": link,
+        "source": plain_text(item.feed_title) or e.feed,
+        "source_url": source_home(item),
         "published": time_tag(e.published),
-        "author": e.author,
+        "author": ", ".join(n for n in names if n),
         "updated": time_tag(updated) if updated > e.published else None,
         # Sanitised on the way in and again by entry_html: the only markup a page passes on.
         "summary": Markup(summary or content),
         # The full text, when there is more than the summary, folded away under it.
         "content": Markup(content) if summary and content and content != summary else None,
-        "media": Markup(""),
+        # Players and enclosure links, built (and escaped) by players.py.
+        "media": Markup(media_html(e.media)),
     }
 
 
@@ -189,6 +205,8 @@ def render_output_page(
         nav=nav,
         feed_types=FEED_TYPES,
         search=search or SearchBox(),
+        # A private output's token rides along with the search, as the form's own field.
+        hidden=parse_qsl(meta.link_query),
         entries=[_entry(i, meta.embed_hosts) for i in items],
     )
 

@@ -26,6 +26,8 @@ import feedparser.urls
 
 from .errors import ParseError
 from .feedlinks import advertised_hint
+from .fields import plain_text, safe_url
+from .media import authors_of_feedparser, authors_of_json, media_of_feedparser, media_of_json
 from .models import FeedHints, ParsedEntry, ParsedFeed
 from .sanitize import html_to_text, text_to_html
 
@@ -83,8 +85,8 @@ def _title(entry: Mapping[str, Any]) -> str:
     detail = entry.get("title_detail")
     # Titles are republished as plain text; one given as HTML keeps only its text.
     if detail and "html" in _str(detail.get("type")):
-        return html_to_text(title)
-    return title
+        return plain_text(html_to_text(title))
+    return plain_text(title)
 
 
 def _from_feedparser(entry: Mapping[str, Any], url: str) -> ParsedEntry:
@@ -95,7 +97,7 @@ def _from_feedparser(entry: Mapping[str, Any], url: str) -> ParsedEntry:
     return ParsedEntry(
         guid=guid,
         guid_is_permalink=bool(entry.get("guidislink")),
-        link=_str(entry.get("link")) or None,
+        link=safe_url(_str(entry.get("link"))),
         title=_title(entry),
         summary=_as_html(summary_detail, _str(entry.get("summary"))),
         content=content,
@@ -108,6 +110,8 @@ def _from_feedparser(entry: Mapping[str, Any], url: str) -> ParsedEntry:
         # published_parsed with a DeprecationWarning (feedparser issue 310).
         updated=_struct_to_dt(entry["updated_parsed"] if "updated_parsed" in entry else None),  # noqa: SIM401
         base=base,
+        authors=authors_of_feedparser(entry),
+        media=media_of_feedparser(entry),
     )
 
 
@@ -136,7 +140,7 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
         raise ParseError(name, f"not a feed: invalid JSON ({e})") from e
     if not isinstance(doc, dict) or not _str(doc.get("version")).startswith(JSON_FEED_PREFIX):
         raise ParseError(name, "not a feed: JSON without a JSON Feed version")
-    home = _str(doc.get("home_page_url")) or None
+    home = safe_url(_str(doc.get("home_page_url")))
     base = _str(doc.get("feed_url")) or url
     entries = []
     items = doc.get("items")
@@ -149,8 +153,8 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
             ParsedEntry(
                 guid=_str(item.get("id")) or None,
                 guid_is_permalink=False,
-                link=urljoin(base, link) if link else None,
-                title=_str(item.get("title")),
+                link=safe_url(urljoin(base, link)) if link else None,
+                title=plain_text(_str(item.get("title"))),
                 summary=_str(item.get("summary")),
                 content=content,
                 author=_json_author(item) or _json_author(doc),
@@ -158,10 +162,12 @@ def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
                 published=_iso(item.get("date_published")),
                 updated=_iso(item.get("date_modified")),
                 base=base,
+                authors=authors_of_json(item) or authors_of_json(doc),
+                media=media_of_json(item),
             )
         )
     return ParsedFeed(
-        title=_str(doc.get("title")),
+        title=plain_text(_str(doc.get("title"))),
         link=home,
         entries=tuple(entries),
         language=_str(doc.get("language")) or None,
@@ -216,8 +222,8 @@ def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> 
     feed = result.feed
     ttl = _str(feed.get("ttl"))
     return ParsedFeed(
-        title=_str(feed.get("title")),
-        link=_str(feed.get("link")) or None,
+        title=plain_text(_str(feed.get("title"))),
+        link=safe_url(_str(feed.get("link"))),
         entries=entries,
         warning=f"malformed feed, entries kept: {problem}" if problem is not None else None,
         ttl_minutes=int(ttl) if ttl.isdigit() else None,

@@ -47,6 +47,7 @@ from .models import (
 )
 from .parse import parse_feed
 from .sanitize import sanitize_html
+from .secret import redact
 from .store import Store, StoreThreads, state_after_defer, state_after_poll
 
 DEFAULT_WAIT = timedelta(minutes=30)
@@ -267,12 +268,14 @@ async def _poll_source(
     unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
     retry_raw: str | None = None
     kind: str | None = None
+    feed = ctx.feed_config(name)
     try:
+        options = feed.request_options if feed is not None else None
         async with ctx.hosts.slot(host):
             if ctx.hosts.blocked_until(host, now) is not None:
                 # A poll of the host answered Retry-After while this one queued for its slot.
                 raise _Blocked
-            result = await ctx.fetcher.fetch(name, target, validators)
+            result = await ctx.fetcher.fetch(name, target, validators, options)
         headers = dict(result.headers)
         if isinstance(result, NotModified):
             rec = PollRecord(name, url, now, "not_modified", None, http_status=304)
@@ -292,7 +295,6 @@ async def _poll_source(
                 http_status = result.status
                 linked = state is not None and state.key_mode == "link"
                 old_mode: KeyMode = "link" if linked else "guid"
-                feed = ctx.feed_config(name)
                 update_policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
                 known = await ctx.store.read_batched(lambda s: s.known_entries(name))
                 d = await _digest(
@@ -344,7 +346,9 @@ async def _poll_source(
         unreachable = isinstance(e, FetchError) and e.status is None
         retry_raw = e.retry_after if isinstance(e, FetchError) else None
         kind = error_kind(e)
-        rec = PollRecord(name, url, now, "error", None, http_status=status, error=e.message)
+        # Stored and shown everywhere: blank any secret a library's message may have quoted.
+        error = redact(e.message)
+        rec = PollRecord(name, url, now, "error", None, http_status=status, error=error)
         if state is not None and same_url:
             rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
         if status == 410:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
-from .config import Config
+from .config import Config, OutputConfig
 from .health import FAILING, health_doc
 from .httpcache import Cached, make_cached, respond
 from .metrics import Metrics
@@ -25,6 +25,7 @@ from .output import (
     MAX_PAGE_SIZE,
     SERVED_FORMATS,
     Narrow,
+    PageNotFound,
     Rendered,
     ServedFormat,
     render_output,
@@ -33,6 +34,7 @@ from .pages import OutputLink, OutputStatus, render_index, render_status_page
 from .publish import CONTENT_TYPES
 from .search import to_fts
 from .store import StoreThreads
+from .tokens import is_admin, may_read, presented, token_query, visible_outputs
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
 SERVED_TYPES: dict[ServedFormat, str] = {
@@ -44,6 +46,15 @@ SERVED_TYPES: dict[ServedFormat, str] = {
 }
 HTML = "text/html; charset=utf-8"
 CACHE_LIMIT = 512  # rendered pages kept; ?page= and ?limit= can ask for many
+# Without the admin_token: how a browser is asked for it (any user name, the token as password).
+ADMIN_CHALLENGE = {"WWW-Authenticate": 'Basic realm="aggregator admin", charset="UTF-8"'}
+# A private output's page links out to the entries' sites: its URL (with the token) must not
+# go along as the Referer.
+PRIVATE_HEADERS = {"Referrer-Policy": "no-referrer"}
+
+
+def _token(request: web.Request) -> str | None:
+    return presented(request.query, request.headers)
 
 
 def _feed_json(state: FeedState) -> dict[str, Any]:
@@ -97,6 +108,8 @@ class OutputServer:
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
         self._locks: dict[PageKey, asyncio.Lock] = {}
         self._config_seen: Config | None = None
+        # When this config took effect: the date of what depends only on it (OPML).
+        self._config_since = datetime.now(UTC).replace(microsecond=0)
         self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
 
     def app(self) -> web.Application:
@@ -116,6 +129,7 @@ class OutputServer:
             self._cache.clear()
             self._locks.clear()
             self._config_seen = config
+            self._config_since = datetime.now(UTC).replace(microsecond=0)
         return config
 
     async def rendered(
@@ -148,11 +162,11 @@ class OutputServer:
                 self._cache.clear()  # rare (many ?limit= values): re-rendering is the cost
             entry = (
                 fresh,
-                # An OPML has no date of its own (it follows the config): ETag only.
+                # An OPML follows the config: it dates from when the config took effect.
                 make_cached(
                     fresh.body,
                     SERVED_TYPES[fmt],
-                    None if fmt == "opml" else fresh.last_modified,
+                    self._config_since if fmt == "opml" else fresh.last_modified,
                     fresh.etag,
                 ),
             )
@@ -173,15 +187,21 @@ class OutputServer:
                 text=f"unknown format {fmt!r}: use {', '.join(SERVED_FORMATS)}\n"
             )
         config = self.config()
-        if not any(o.name == name for o in config.outputs):
+        found = next((o for o in config.outputs if o.name == name), None)
+        if found is None or not may_read(found, _token(request)):
+            # A private output without its token is not there at all: 404, not 403. The check
+            # comes first, so no ETag, 304 or body of it reaches anyone without the token.
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
         cache_control, headers = self._output_headers(config, name, fmt)
         if fmt == "html" and ("q" in request.query or "source" in request.query):
-            return respond(
-                request, await self._searched(request, config, name), "no-cache", headers
-            )
-        _, cached = await self._served(name, fmt, page, per_page)
+            searched = await self._searched(request, config, name)
+            scope = "private, no-cache" if found.token is not None else "no-cache"
+            return respond(request, searched, scope, headers)
+        try:
+            _, cached = await self._served(name, fmt, page, per_page)
+        except PageNotFound as e:
+            raise web.HTTPNotFound(text=f"{e}\n") from e
         return respond(request, cached, cache_control, headers)
 
     async def _searched(self, request: web.Request, config: Config, name: str) -> Cached:
@@ -209,13 +229,19 @@ class OutputServer:
         found = self._headers.get(key)
         if found is not None and found[0] is config:
             return found[1], found[2]
-        headers = {}
+        output = config.output(name)
+        private = output.token is not None
+        headers = dict(PRIVATE_HEADERS) if private else {}
         if fmt in FORMATS:
-            links = [f'<{config.aggregator.base_url}/outputs/{name}.{fmt}>; rel="self"']
-            if config.aggregator.hub:
+            query = token_query(output)
+            url = f"{config.aggregator.base_url}/outputs/{name}.{fmt}"
+            links = [f'<{url}{"?" + query if query else ""}>; rel="self"']
+            if config.aggregator.hub and not private:  # never announced: see websub.py
                 links.append(f'<{config.aggregator.hub}>; rel="hub"')
             headers["Link"] = ", ".join(links)
-        cache_control = f"public, max-age={self.max_age(config, name)}"
+        # "private": no shared cache may keep what only the token's holder may read.
+        scope = "private" if private else "public"
+        cache_control = f"{scope}, max-age={self.max_age(config, name)}"
         self._headers[key] = (config, cache_control, headers)
         return cache_control, headers
 
@@ -223,20 +249,34 @@ class OutputServer:
         names = [f.name for f in self.config().feeds]
         return await self.store.read(lambda s: s.feed_states(names))
 
+    def _require_admin(self, request: web.Request) -> None:
+        """/status and /metrics of a daemon with an admin_token are for that token only."""
+        if not is_admin(self.config(), _token(request)):
+            raise web.HTTPUnauthorized(
+                text="this page needs the admin token\n", headers=ADMIN_CHALLENGE
+            )
+
     async def healthz(self, request: web.Request) -> web.Response:
         """Cheap and small, for probes every few seconds: read from memory (the feed board
-        and the writer's heartbeat), never from or to the database."""
+        and the writer's heartbeat), never from or to the database. With an admin_token,
+        others learn only whether the daemon is healthy."""
         ok, body = health_doc(
             self.metrics.board, datetime.now(UTC), self.healthy(), self.reload_status()
         )
-        return web.json_response(body, status=200 if ok else 503, dumps=_dumps)
+        status = 200 if ok else 503
+        if not is_admin(self.config(), _token(request)):
+            return web.json_response({"status": body["status"]}, status=status)
+        return web.json_response(body, status=status, dumps=_dumps)
 
-    async def _status_doc(self) -> dict[str, Any]:
-        config = self.config()
+    async def _status_doc(self, request: web.Request) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        config = self.config()
+        token = _token(request)
+        # The admin sees that private outputs exist, not their tokens: no URL here has one.
+        shown = visible_outputs(config, token, admin=is_admin(config, token))
         outputs = {
             o.name: {f: f"{config.aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS}
-            for o in config.outputs
+            for o in shown
         }
         loaded = self.config_loaded()
         return {
@@ -247,17 +287,21 @@ class OutputServer:
             "reload": self.reload_status(),
         }
 
-    async def _totals(self, config: Config) -> dict[str, Rendered]:
+    async def _totals(
+        self, config: Config, outputs: Sequence[OutputConfig] | None = None
+    ) -> dict[str, Rendered]:
         """Each output's first page as served (from the render cache when the store has not
         changed): its story count and last update, for the index and the status page."""
-        return {o.name: await self.rendered(o.name, "atom") for o in config.outputs}
+        chosen = config.outputs if outputs is None else outputs
+        return {o.name: await self.rendered(o.name, "atom") for o in chosen}
 
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
+        self._require_admin(request)
         if not _prefers_html(request.headers.get("Accept", "")):
             return await self.status_json(request)
         config = self.config()
-        doc = await self._status_doc()
+        doc = await self._status_doc(request)
         totals = await self._totals(config)
         base = config.aggregator.base_url
         outputs = [
@@ -269,6 +313,7 @@ class OutputServer:
                 totals[o.name].total,
             )
             for o in config.outputs
+            if o.name in doc["outputs"]
         ]
         body = render_status_page(
             base,
@@ -283,32 +328,45 @@ class OutputServer:
         return respond(request, make_cached(body, HTML, None), "no-cache")
 
     async def status_json(self, request: web.Request) -> web.Response:
-        body = _dumps(await self._status_doc()).encode()
+        self._require_admin(request)
+        body = _dumps(await self._status_doc(request)).encode()
         return respond(
             request, make_cached(body, "application/json; charset=utf-8", None), "no-cache"
         )
 
     async def index(self, request: web.Request) -> web.Response:
         """The front page: the outputs with their entry counts, last update, sources and how
-        many of those fail. Rendered per request from cached outputs and the feed board."""
+        many of those fail; private outputs only with their token. Rendered per request from
+        cached outputs and the feed board."""
         config = self.config()
-        totals = await self._totals(config)
+        shown = visible_outputs(config, _token(request))
+        totals = await self._totals(config, shown)
         board = dict(self.metrics.board.items())
         outputs = []
-        for o in config.outputs:
+        for o in shown:
             sources = config.sources_of(o)
             failing = sum(f.name in board and board[f.name].status in FAILING for f in sources)
-            shown = totals[o.name]
-            updated = shown.last_modified if shown.total else None
+            first = totals[o.name]
             outputs.append(
                 OutputLink(
-                    o.name, o.title, o.description, len(sources), shown.total, updated, failing
+                    o.name,
+                    o.title,
+                    o.description,
+                    len(sources),
+                    entries=first.total,
+                    updated=first.last_modified if first.total else None,
+                    failing=failing,
+                    query=token_query(o),
                 )
             )
         body = render_index(config.aggregator.base_url, outputs)
-        return respond(request, make_cached(body, HTML, None), "no-cache")
+        cached = make_cached(body, HTML, None)
+        if any(o.token is not None for o in shown):
+            return respond(request, cached, "private, no-cache", PRIVATE_HEADERS)
+        return respond(request, cached, "no-cache")
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
         body = prometheus_client.generate_latest(self.metrics.registry)
         return web.Response(
             body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}

@@ -73,7 +73,10 @@ def theirs(name: str) -> list[feedparser.FeedParserDict]:
         "content-type": "application/xml",
         "content-location": f"https://feeds.example/{name}",
     }
-    return list(feedparser.parse(body, response_headers=headers).entries)
+    entries = feedparser.parse(body, response_headers=headers).entries
+    # An empty <item/> (nothing to show) is not stored by us: compare the others.
+    keys = ("title", "link", "summary", "content", "enclosures")
+    return [e for e in entries if any(e.get(k) for k in keys)]
 
 
 def _their_content(entry: feedparser.FeedParserDict) -> str:
