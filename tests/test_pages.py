@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,13 @@ from test_validity import check_html, items_of, meta
 
 from aggregator.config import Config, parse_config
 from aggregator.httpcache import accepts_gzip, make_cached, not_modified, respond
-from aggregator.pages import OutputLink, render_index, render_output_page, render_status_page
+from aggregator.pages import (
+    OutputLink,
+    SearchBox,
+    render_index,
+    render_output_page,
+    render_status_page,
+)
 from aggregator.sanitize import clean_html, xml_safe
 from aggregator.server import _prefers_html
 from aggregator.websub import HubNotifier, publish_form
@@ -325,3 +332,34 @@ class socket_closed_port:
 def test_web_response_is_aiohttp_response() -> None:
     cached = make_cached(b"x", "text/plain", None)
     assert isinstance(respond(make_mocked_request("HEAD", "/"), cached, "no-cache"), web.Response)
+
+
+def test_index_shows_counts_and_private_links_carry_their_token() -> None:
+    updated = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
+    body = render_index(
+        "https://agg.example",
+        [
+            OutputLink("a", "A", None, 3, entries=42, updated=updated, failing=1),
+            OutputLink("p", "P", None, 1, entries=1, query="token=s%3Dcret"),
+        ],
+    )
+    text = body.decode()
+    check_html(body)
+    a = text.split('id="output-a"', 1)[1].split("</li>", 1)[0]
+    assert "42 entries" in a and "3 sources" in a and "1 failing" in a
+    assert '<time datetime="2024-01-15T12:00:00+00:00">2024-01-15 12:00 UTC</time>' in a
+    p = text.split('id="output-p"', 1)[1].split("</li>", 1)[0]
+    assert "1 entry" in p and "1 source" in p and "failing" not in p
+    assert 'href="https://agg.example/outputs/p.atom?token=s%3Dcret"' in p
+
+
+def test_search_box_keeps_a_private_outputs_token_and_shows_the_query() -> None:
+    private = replace(meta(), link_query="token=s%3Dcret")
+    box = SearchBox("C# <b>", "russia", (("russia", "Russia"), ("world", "World")))
+    body = render_output_page(private, items_of("rss20.xml")[:1], box)
+    text = body.decode()
+    check_html(body)
+    assert '<input type="hidden" name="token" value="s=cret">' in text
+    assert 'value="C# &lt;b&gt;"' in text and "matching “C# &lt;b&gt;” from Russia" in text
+    assert '<option value="russia" selected>Russia</option>' in text
+    assert 'href="https://agg.example/outputs/valid.html?token=s%3Dcret">show all</a>' in text
