@@ -4,6 +4,7 @@ exiting 2 with its problems. I/O: reads the config file."""
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import click
 
@@ -31,3 +32,9 @@ def load_or_exit(path: str, need_secrets: bool = False) -> Config:
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and the exit code: 1 a runtime failure, 2 a bad config or argument."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)

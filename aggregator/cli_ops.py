@@ -15,12 +15,12 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 from urllib.parse import urlsplit
 
 import click
 
 from .cli_common import config_option, load_or_exit
+from .cli_common import fail as _fail
 from .config import Config
 from .config_edit import append_feeds, remove_feed
 from .daemon import make_fetcher
@@ -128,11 +128,6 @@ def _choose(found: Discovery, pick: int | None) -> FeedLink:
         _fail("several feeds found: run again with --pick N, or with the feed's own URL", 2)
     choice: int = click.prompt("Add which one", type=click.IntRange(1, len(links)), default=1)
     return links[choice - 1]
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 @click.command()

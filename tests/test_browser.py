@@ -122,6 +122,7 @@ def test_pages_in_a_real_browser(
     write_config: Callable[..., Path],
     start_daemon: Callable[[Path, int], Daemon],
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     port = free_port()
     daemon = start_daemon(_config(feed_server, write_config, port), port)
@@ -147,6 +148,12 @@ def test_pages_in_a_real_browser(
         finally:
             context.close()
     assert daemon.stop() == 0
+    # Named in the test log whether the test passes or not (on a failure, the captured
+    # output above names those taken so far).
+    with capsys.disabled():
+        print("\nscreenshots of the pages at 390 and 1280 px:")
+        for shot in sorted(shots.iterdir()):
+            print(f"  {shot}")
 
 
 def _visit(page: Any, base: str, images: str, shots: Path, width: int) -> None:
