@@ -6,6 +6,7 @@ The only place where errors become exit codes and one-line messages: 2 for a bad
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, cli_fetch, cli_ops
+from . import __version__, article_store, cli_fetch, cli_ops
 from .backup import backup_database
 from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
@@ -132,6 +133,7 @@ def feeds(config_path: str) -> None:
         sys.exit(1)
     try:
         states = {s.name: s for s in store.feed_states()}
+        articles = article_store.counts(store)
     finally:
         store.close()
     rows = [
@@ -168,11 +170,60 @@ def feeds(config_path: str) -> None:
         )
         if s.config_hint:
             notes.append(f"{f.name}: {s.config_hint}")
+        if f.name in articles:
+            n = articles[f.name]
+            notes.append(
+                f"{f.name}: articles {n['extracted']} extracted, {n['failed']} failed, "
+                f"{n['pending']} pending"
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     for note in notes:
         click.echo(note)
+
+
+@main.command()
+@config_option
+@click.argument("url")
+@click.option("--selector", help="CSS selector of the element holding the story.")
+@click.option("--remove", multiple=True, help="CSS selector of elements to drop (repeatable).")
+@click.option("--feed", "feed_name", help="Use this feed's content_selector and remove_selectors.")
+def extract(
+    config_path: str, url: str, selector: str | None, remove: tuple[str, ...], feed_name: str | None
+) -> None:
+    """Print the text full_content would store for the article at URL."""
+    from .extract import check_selector
+    from .extract_tool import try_extract
+
+    config = _load(config_path)
+    if feed_name is not None:
+        if not any(f.name == feed_name for f in config.feeds):
+            _fail(f"no feed named {feed_name!r} in {config_path}", 2)
+        feed = config.feed(feed_name)
+        selector = selector or feed.content_selector
+        remove = remove or feed.remove_selectors
+    try:
+        for css in (selector, *remove):
+            if css is not None:
+                check_selector(css)
+    except ValueError as e:
+        _fail(str(e), 2)
+    if not url.startswith(("http://", "https://")):
+        _fail(f"{url!r} is not an http(s) URL", 2)
+    try:
+        result = asyncio.run(try_extract(config, url, selector, remove))
+    except AggregatorError as e:
+        _fail(str(e))
+    x = result.extraction
+    if not x.found:
+        _fail(f"{result.url}: {x.reason}")
+    click.echo(x.html)
+    click.echo(
+        f"{result.url}: {x.text_length} characters of text by {x.method}, of the page's "
+        f"{x.page_text_length} ({result.size} bytes)",
+        err=True,
+    )
 
 
 def _open_store(config: Config) -> Store:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from .articles import ArticleQueue
 from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
 from .config import Config, FeedConfig, parse_duration
@@ -35,20 +36,26 @@ async def _fetch_all(
     deadline: datetime | None = None,
 ) -> list[PollOutcome]:
     store = StoreThreads(config.aggregator.database)
-    pool = make_parse_pool(config.aggregator.parse_workers)
+    pool = make_parse_pool(
+        config.aggregator.parse_workers, config.aggregator.parse_timeout.total_seconds()
+    )
     try:
         feeds = [config.feed(n) for n in names]
         await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
         states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
         async with make_fetcher(config) as fetcher:
+            gates = make_gates(config, states, datetime.now(UTC))
+            articles = ArticleQueue(store, fetcher, pool, lambda: config, lambda: gates)
             ctx = PollContext(
                 fetcher,
                 store,
                 pool,
                 feed_config=lambda n: config.feed(n),
-                hosts=make_gates(config, states, datetime.now(UTC)),
+                hosts=gates,
                 work=asyncio.Semaphore(config.aggregator.max_concurrency),
                 embed_hosts=frozenset(config.aggregator.embed_hosts),
+                articles=articles,
+                limits=config.aggregator.limits(),
             )
 
             async def one(feed: FeedConfig) -> PollOutcome:
@@ -74,7 +81,10 @@ async def _fetch_all(
                 progress(outcome)
                 return outcome
 
-            return await asyncio.gather(*(one(f) for f in feeds))
+            outcomes = await asyncio.gather(*(one(f) for f in feeds))
+            # The pages of the new entries of full_content feeds, at the hosts' pace.
+            await articles.run(until_idle=True)
+            return outcomes
     finally:
         pool.shutdown(wait=True)
         await store.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,7 @@ from .credentials import RESERVED_HEADERS, RequestOptions, request_options
 from .decide import PollPolicy
 from .dedupe import DedupeSettings
 from .errors import ConfigError
+from .extract import check_selector
 from .filters import (
     FIELDS,
     AllOf,
@@ -49,6 +51,7 @@ from .filters import (
     compile_regex,
     compile_rule,
 )
+from .limits import DEFAULT_LIMITS, Limits
 from .search import check_query
 from .secret import Secret, resolve_secret, split_userinfo, unresolved_allowed
 
@@ -143,6 +146,7 @@ def _in_range(name: str, d: timedelta, low: timedelta, high: timedelta) -> timed
 # [[outputs]]): one table, so a per-feed override cannot drift from the daemon-wide setting.
 DURATION_RANGES: dict[str, tuple[timedelta, timedelta]] = {
     "timeout": (timedelta(seconds=1), timedelta(minutes=10)),
+    "parse_timeout": (timedelta(seconds=1), timedelta(minutes=10)),
     "interval": (timedelta(seconds=5), timedelta(days=30)),
     "summary_interval": (timedelta(seconds=5), timedelta(days=1)),
     "min_interval": (timedelta(seconds=5), timedelta(days=30)),
@@ -198,6 +202,21 @@ class Settings(_Strict):
     max_concurrency: int = Field(default=32, ge=1, le=1024)
     max_body_size: Size = Field(default=10 * 1024**2, ge=1024, le=1024**3)
     parse_workers: int = Field(default=0, ge=0, le=64)
+    # Bounds on one feed document's work (limits.py); a parse past parse_timeout is stopped.
+    parse_timeout: Duration = timedelta(seconds=15)
+    max_nesting: int = Field(default=DEFAULT_LIMITS.max_nesting, ge=8, le=10_000)
+    max_title_size: Size = Field(default=DEFAULT_LIMITS.max_title_size, ge=64, le=1024**2)
+    max_author_size: Size = Field(default=DEFAULT_LIMITS.max_author_size, ge=16, le=64 * 1024)
+    max_content_size: Size = Field(
+        default=DEFAULT_LIMITS.max_content_size, ge=1024, le=64 * 1024**2
+    )
+    max_entries_per_document: int = Field(
+        default=DEFAULT_LIMITS.max_entries_per_document, ge=1, le=1_000_000
+    )
+    max_links_per_entry: int = Field(default=DEFAULT_LIMITS.max_links_per_entry, ge=1, le=1_000_000)
+    max_elements_per_entry: int = Field(
+        default=DEFAULT_LIMITS.max_elements_per_entry, ge=16, le=1_000_000
+    )
     log_level: str = "info"
     hub: str | None = None
     embed_hosts: tuple[str, ...] = ()
@@ -211,11 +230,15 @@ class Settings(_Strict):
     adaptive: bool = False
     host_concurrency: int = Field(default=1, ge=1, le=64)
     host_delay: Duration = timedelta(seconds=1)
+    full_content: bool = False
+    respect_robots: bool = True
+    article_concurrency: int = Field(default=2, ge=1, le=64)
     admin_token: Secret | None = None
 
     _admin_token = field_validator("admin_token")(classmethod(lambda cls, v: _check_token(v)))
     _durations = _ranged(
         "timeout",
+        "parse_timeout",
         "interval",
         "summary_interval",
         "min_interval",
@@ -282,6 +305,18 @@ class Settings(_Strict):
         if v.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError(f"{v!r} is not one of debug, info, warning, error")
         return v.lower()
+
+    def limits(self) -> Limits:
+        """The bounds every parse of a feed document keeps to."""
+        return Limits(
+            max_nesting=self.max_nesting,
+            max_title_size=self.max_title_size,
+            max_author_size=self.max_author_size,
+            max_content_size=self.max_content_size,
+            max_entries_per_document=self.max_entries_per_document,
+            max_links_per_entry=self.max_links_per_entry,
+            max_elements_per_entry=self.max_elements_per_entry,
+        )
 
     @property
     def host(self) -> str:
@@ -359,17 +394,21 @@ class RuleSpec(_Strict):
         return Language(tuple(x.lower() for x in self.language))
 
 
-def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
+def _check_each(v: tuple[str, ...], check: Callable[[str], object]) -> tuple[str, ...]:
     problems = []
-    for i, rule in enumerate(v):
+    for i, item in enumerate(v):
         try:
-            compile_rule(rule)
+            check(item)
         except ValueError as e:
             problems.append(f"[{i}]: {e}")
     if problems:
         # Carry the index so the message names `outputs[1].include[0]`.
         raise ValueError("; ".join(problems))
     return v
+
+
+def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
+    return _check_each(v, compile_rule)
 
 
 class _Filtered(_Strict):
@@ -416,6 +455,9 @@ class FeedConfig(_Filtered):
     adaptive: bool | None = None
     host_concurrency: int | None = Field(default=None, ge=1, le=64)
     host_delay: Duration | None = None
+    full_content: bool | None = None
+    content_selector: str | None = None
+    remove_selectors: tuple[str, ...] = ()
     # A private feed's request (see credentials.py): secrets are literal, env: or file:.
     headers: dict[str, Secret] = Field(default_factory=dict)
     username: Identity | None = None
@@ -428,6 +470,18 @@ class FeedConfig(_Filtered):
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
     _durations = _ranged("interval", "host_delay")
+
+    @field_validator("content_selector")
+    @classmethod
+    def _content_selector(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_selector(v)
+        return v
+
+    @field_validator("remove_selectors")
+    @classmethod
+    def _remove_selectors(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_each(v, check_selector)
 
     @model_validator(mode="before")
     @classmethod
@@ -598,6 +652,10 @@ class Config(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def full_content_of(self, feed: FeedConfig) -> bool:
+        """Whether the feed's new entries get their article page's text as content."""
+        return self.aggregator.full_content if feed.full_content is None else feed.full_content
 
     def interval_of(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.aggregator.interval

@@ -103,6 +103,17 @@ def _sorted_keys(item: StoredEntry) -> tuple[str, ...]:
     return keys
 
 
+def chrome_line(block: str, words: Sequence[str] | None = None) -> bool:
+    """Whether one block of text is page chrome rather than story: boilerplate, a bare date
+    stamp, or a long run of words with no sentence punctuation at all (a menu, or the line of
+    icon names a scraper picks up from a page)."""
+    if words is None:
+        words = _WORD.findall(block)
+    if _BOILERPLATE.match(block) or _STAMP.match(block):
+        return True
+    return len(words) >= 12 and not _SENTENCE_END.search(block)
+
+
 def story_text(title: str, summary: str, content: str) -> str:
     """The story's own words: markup, page chrome, stamps and syndication boilerplate removed.
 
@@ -116,13 +127,8 @@ def story_text(title: str, summary: str, content: str) -> str:
     kept: list[str] = []
     for block in body.splitlines():
         words = _WORD.findall(block)
-        if not words:
-            continue
-        if _BOILERPLATE.match(block) or _STAMP.match(block):
-            continue
-        if len(words) >= 12 and not _SENTENCE_END.search(block):
-            continue
-        kept.append(" ".join(words))
+        if words and not chrome_line(block, words):
+            kept.append(" ".join(words))
     text = " ".join(kept).lower()
     t = " ".join(_WORD.findall(title.lower()))
     # A body that merely repeats the title adds nothing to tell stories apart.
@@ -178,14 +184,16 @@ def fingerprint_text(text: str) -> Fingerprint | None:
     return Fingerprint(array("I", shingles), tuple(shingles[:SKETCH]))
 
 
-_BY_ENTRY: dict[tuple[str, str], Fingerprint | None] = {}
+_BY_ENTRY: dict[tuple[str, str, int], Fingerprint | None] = {}
 
 
 def fingerprint(item: StoredEntry) -> Fingerprint | None:
     """An entry's fingerprint, cached by uid and content hash: every render reads the same
     entries again, and normalising their text is most of the cost of near-dedupe."""
     e = item.entry
-    key = (e.uid, e.content_hash)
+    # The length too: an article page's text replaces the content without changing the
+    # content hash (which is over the feed's own text), and dedupe compares the fuller text.
+    key = (e.uid, e.content_hash, len(e.content))
     try:
         return _BY_ENTRY[key]
     except KeyError:

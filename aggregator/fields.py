@@ -25,6 +25,9 @@ _EMAIL = re.compile(
 )
 _SPACE = re.compile(r"\s+")
 TITLE_CHARS = 80  # a made-up title is at most this long, cut at a word
+# Of a fragment, only so many characters are read for its first words: titles are made at
+# render, and the sanitiser over a whole 512 KiB content would cost every render of it.
+FIRST_WORDS_SOURCE = 16 * 1024
 
 
 # Memoised: a render checks every entry's and source's URLs again, mostly the same ones as the
@@ -82,7 +85,7 @@ def first_words(fragment: str, limit: int = TITLE_CHARS) -> str:
     """A title made from the first words of an HTML fragment, as feed readers do: at most
     `limit` characters, cut at a word (at a character for scripts written without spaces),
     with an ellipsis when cut. "" when the fragment has no text."""
-    text = plain_text(html_to_text(fragment)) if fragment else ""
+    text = plain_text(html_to_text(fragment[:FIRST_WORDS_SOURCE])) if fragment else ""
     if len(text) <= limit:
         return text
     cut = text[: limit + 1]

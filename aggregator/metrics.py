@@ -91,6 +91,11 @@ class Metrics:
         self.cache_hits = prometheus_client.Counter(
             "aggregator_output_cache_hits", "Outputs served from cache", registry=self.registry
         )
+        self.stale_served = prometheus_client.Counter(
+            "aggregator_output_stale_served",
+            "Outputs served from the cache of an older store generation while re-rendered",
+            registry=self.registry,
+        )
         self.fetch_seconds = prometheus_client.Histogram(
             "aggregator_fetch_seconds",
             "Time to fetch a feed (request to last byte, or failure)",

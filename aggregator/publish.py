@@ -20,7 +20,7 @@ from . import PROJECT_URL, __version__
 from .extensions import add_to_feedgen, extend_atom, extend_rss, json_extras
 from .fields import first_words, name_from_url, plain_text, safe_url
 from .models import OutputFormat, StoredEntry
-from .sanitize import clean_html, xml_safe
+from .sanitize import xml_safe
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -116,15 +116,14 @@ def entry_title(item: StoredEntry) -> str:
     )
 
 
-def entry_base(item: StoredEntry) -> str:
-    """What an entry's relative links resolve against: its own link, else its feed's."""
-    return item.entry.link or item.feed_link or item.feed_url
-
-
 def entry_html(item: StoredEntry, embed_hosts: frozenset[str] = frozenset()) -> tuple[str, str]:
-    """An entry's (summary, content) as sanitised HTML with absolute links."""
-    e, base = item.entry, entry_base(item)
-    return clean_html(e.summary, base, embed_hosts), clean_html(e.content, base, embed_hosts)
+    """An entry's (summary, content): sanitised HTML with absolute links, as stored.
+
+    They were sanitised at ingest, under the `embed_hosts` of that time, and a render never
+    sanitises again: on hostile HTML that cost every render of every output seconds. A change
+    of policy re-sanitises the stored rows (resanitize.py), so `embed_hosts` is not needed here
+    any more; it is accepted so that callers need not change."""
+    return item.entry.summary, item.entry.content
 
 
 def entry_link(item: StoredEntry) -> str | None:

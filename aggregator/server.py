@@ -2,20 +2,25 @@
 health, status (HTML or JSON) and Prometheus metrics.
 
 Outputs are rendered from the store only when the store generation changed since the last
-render (on a reader thread, never on the event loop), and served as cached bytes otherwise.
+render (on render threads, never on the event loop), and served as cached bytes otherwise; the
+bytes of the last render keep being served while the next one is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
+from . import article_store
 from .config import Config, OutputConfig
 from .health import FAILING, health_doc
 from .httpcache import Cached, make_cached, respond
@@ -46,6 +51,8 @@ SERVED_TYPES: dict[ServedFormat, str] = {
 }
 HTML = "text/html; charset=utf-8"
 CACHE_LIMIT = 512  # rendered pages kept; ?page= and ?limit= can ask for many
+RENDER_THREADS = 4  # outputs rendered at once, each on a thread of the renders' own
+log = logging.getLogger("aggregator.server")
 # Without the admin_token: how a browser is asked for it (any user name, the token as password).
 ADMIN_CHALLENGE = {"WWW-Authenticate": 'Basic realm="aggregator admin", charset="UTF-8"'}
 # A private output's page links out to the entries' sites: its URL (with the token) must not
@@ -106,7 +113,9 @@ class OutputServer:
         self.healthy = healthy
         self.metrics = metrics
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
-        self._locks: dict[PageKey, asyncio.Lock] = {}
+        self._refreshing: dict[PageKey, asyncio.Task[tuple[Rendered, Cached]]] = {}
+        self._lanes: dict[str, asyncio.Lock] = {}  # one render at a time per output
+        self._render_threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
         self._config_seen: Config | None = None
         # When this config took effect: the date of what depends only on it (OPML).
         self._config_since = datetime.now(UTC).replace(microsecond=0)
@@ -120,14 +129,19 @@ class OutputServer:
         app.router.add_get("/status", self.status)
         app.router.add_get("/status.json", self.status_json)
         app.router.add_get("/metrics", self.metrics_handler)
+        app.on_cleanup.append(self._close)
         return app
+
+    async def _close(self, app: web.Application) -> None:
+        for task in list(self._refreshing.values()):
+            task.cancel()
+        await asyncio.to_thread(self._render_threads.shutdown, True, cancel_futures=True)
 
     def _check_config(self) -> Config:
         config = self.config()
         if config is not self._config_seen:
             # Rules or sources may have changed: nothing cached can be trusted.
             self._cache.clear()
-            self._locks.clear()
             self._config_seen = config
             self._config_since = datetime.now(UTC).replace(microsecond=0)
         return config
@@ -135,12 +149,16 @@ class OutputServer:
     async def rendered(
         self, name: str, fmt: ServedFormat, page: int = 1, per_page: int | None = None
     ) -> Rendered:
-        """The output rendered now, or from the cache when the store has not changed since."""
-        return (await self._served(name, fmt, page, per_page))[0]
+        """The output as of the current store generation: rendered now, or from the cache
+        when the store has not changed since (what the WebSub notifier compares)."""
+        return (await self._served(name, fmt, page, per_page, fresh=True))[0]
 
     async def _served(
-        self, name: str, fmt: ServedFormat, page: int, per_page: int | None
+        self, name: str, fmt: ServedFormat, page: int, per_page: int | None, fresh: bool = False
     ) -> tuple[Rendered, Cached]:
+        """The cached body while it is current. After a store change the body cached before
+        it is still served (unless `fresh`) while one render brings it up to date in the
+        background: a subscriber never waits for a render once the output was rendered once."""
         config = self._check_config()
         key = (name, fmt, page, per_page)
         # The common case, a cache hit, takes no lock: it is the whole cost of serving.
@@ -148,30 +166,56 @@ class OutputServer:
         if cached is not None and cached[0].generation >= self.generation():
             self.metrics.cache_hits.inc()
             return cached
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:  # one render per change, however many subscribers ask at once
+        task = self._refreshing.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._refresh(config, key))
+            self._refreshing[key] = task
+            task.add_done_callback(functools.partial(self._refreshed, key))
+        if cached is not None and not fresh:
+            self.metrics.stale_served.inc()
+            return cached
+        # Shielded: a subscriber who hangs up must not cancel the render others wait for.
+        return await asyncio.shield(task)
+
+    def _refreshed(self, key: PageKey, task: asyncio.Task[tuple[Rendered, Cached]]) -> None:
+        if self._refreshing.get(key) is task:
+            del self._refreshing[key]
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, PageNotFound):
+            # The page is past the end now (fewer stories): the next request gets its 404.
+            self._cache.pop(key, None)
+        elif error is not None:
+            # Whoever waited got the error; one served stale must still leave a trace.
+            log.error("render of %s failed: %s", key, error)
+
+    async def _refresh(self, config: Config, key: PageKey) -> tuple[Rendered, Cached]:
+        name, fmt, page, per_page = key
+        # One render at a time per output (its formats and pages share one plan of it), on
+        # threads of their own: a slow output holds one of them, never another output's turn.
+        async with self._lanes.setdefault(name, asyncio.Lock()):
             cached = self._cache.get(key)
             if cached is not None and cached[0].generation >= self.generation():
-                self.metrics.cache_hits.inc()
                 return cached
             fresh = await self.store.read(
-                lambda s: render_output(s, config, name, fmt, page, per_page)
+                lambda s: render_output(s, config, name, fmt, page, per_page),
+                self._render_threads,
             )
-            self.metrics.renders.labels(fmt).inc()
+        self.metrics.renders.labels(fmt).inc()
+        entry = (
+            fresh,
+            # An OPML follows the config: it dates from when the config took effect.
+            make_cached(
+                fresh.body,
+                SERVED_TYPES[fmt],
+                self._config_since if fmt == "opml" else fresh.last_modified,
+                fresh.etag,
+            ),
+        )
+        if config is self._config_seen:  # a reload meanwhile: this render is of the old rules
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()  # rare (many ?limit= values): re-rendering is the cost
-            entry = (
-                fresh,
-                # An OPML follows the config: it dates from when the config took effect.
-                make_cached(
-                    fresh.body,
-                    SERVED_TYPES[fmt],
-                    self._config_since if fmt == "opml" else fresh.last_modified,
-                    fresh.etag,
-                ),
-            )
             self._cache[key] = entry
-            return entry
+        return entry
 
     def max_age(self, config: Config, name: str) -> int:
         """Seconds a client may reuse an output: the shortest poll interval of its sources,
@@ -270,6 +314,10 @@ class OutputServer:
 
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        # Feeds with full_content: how many of their articles were extracted, failed, pending.
+        for name, tally in (await self.store.read(article_store.counts)).items():
+            if name in feeds:
+                feeds[name]["articles"] = tally
         config = self.config()
         token = _token(request)
         # The admin sees that private outputs exist, not their tokens: no URL here has one.

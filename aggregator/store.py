@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -662,6 +662,10 @@ class Store:
     def _atomic(self) -> Any:
         return _Atomic(self)
 
+    def atomic(self) -> Any:
+        """One transaction (a savepoint inside a batch), for modules with SQL of their own."""
+        return _Atomic(self)
+
 
 class _Atomic:
     """BEGIN IMMEDIATE … COMMIT, turning sqlite3 errors into StoreError (and rolling back).
@@ -867,9 +871,11 @@ class StoreThreads:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, lambda: fn(self._store()))
 
-    async def read(self, fn: Callable[[Store], T]) -> T:
+    async def read(self, fn: Callable[[Store], T], threads: Executor | None = None) -> T:
+        """Run `fn` on a reader thread, or on one of `threads` (the renders' own, so a slow
+        render never holds up the daemon's other reads); each thread has its connection."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._store()))
+        return await loop.run_in_executor(threads or self._readers, lambda: fn(self._store()))
 
     @property
     def external_changes(self) -> int:
@@ -930,6 +936,14 @@ def m005_fts_merging(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
+def m006_sanitize_once(db: sqlite_utils.Database) -> None:
+    """Renders no longer sanitise stored content, so the rows stored so far are sanitised once
+    more under the current policy, in the background (see resanitize.py): an empty policy
+    matches none."""
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sanitize_policy', '')")
+
+
+@migrations()
 def m007_media(db: sqlite_utils.Database) -> None:
     """An entry's files, picture and iTunes tags, and its authors one by one: JSON (see
     media.py), NULL for the many entries without them."""
@@ -955,3 +969,11 @@ def m010_no_userinfo(db: sqlite_utils.Database) -> None:
                 name,
             ),
         )
+
+
+@migrations()
+def m008_articles(db: sqlite_utils.Database) -> None:
+    """Full content from article pages: per-entry extraction state and the page cache."""
+    from .article_store import create_tables  # it builds on this module
+
+    create_tables(db)

@@ -23,7 +23,7 @@ from aggregator.pages import (
     render_output_page,
     render_status_page,
 )
-from aggregator.sanitize import clean_html, xml_safe
+from aggregator.sanitize import sanitize_html, xml_safe
 from aggregator.server import _prefers_html
 from aggregator.websub import HubNotifier, publish_form
 
@@ -52,7 +52,7 @@ __all__ = ["hub"]
     ],
 )  # fmt: skip
 def test_clean_html(fragment: str, base: str | None, expected: str) -> None:
-    assert clean_html(fragment, base) == expected
+    assert sanitize_html(fragment, base) == expected
 
 
 def test_xml_safe_keeps_legal_whitespace() -> None:

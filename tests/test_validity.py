@@ -21,10 +21,10 @@ from xml.etree import ElementTree as ET
 import feedparser
 import pytest
 
-from aggregator.identity import identify
 from aggregator.models import StoredEntry
 from aggregator.pages import render_output_page
 from aggregator.parse import parse_feed
+from aggregator.poll import digest
 from aggregator.publish import JSON_FEED_VERSION, OutputMeta, render
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -47,10 +47,13 @@ XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def items_of(name: str) -> list[StoredEntry]:
+    """A fixture's entries as the poll stores them: parsed, keyed and sanitised once (a render
+    does not sanitise again)."""
     url = f"https://feeds.example/{name}"
     ctype = "application/feed+json" if name.endswith(".json") else "application/xml"
-    parsed = parse_feed(name, (DATA / name).read_bytes(), {"Content-Type": ctype}, url)
-    entries = identify(name.split(".")[0].replace("_", "-"), parsed.entries, NOW)
+    body = (DATA / name).read_bytes()
+    d = digest(name.split(".")[0].replace("_", "-"), body, {"Content-Type": ctype}, url, NOW, {})
+    parsed, entries = d.feed, d.new
     items = [
         StoredEntry(e, FIRST_SEEN, FIRST_SEEN, parsed.title or name, url, parsed.link)
         for e in entries
