@@ -129,7 +129,8 @@ def test_hostile_feeds_neither_stall_polls_nor_renders(
     watch.append(health)
 
     def feeds() -> dict[str, dict[str, object]]:
-        doc = json.loads(http_get(daemon.base + "/healthz")[2])
+        # The per-feed detail is in /status; /healthz only counts.
+        doc = json.loads(http_get(daemon.base + "/status.json")[2])
         result: dict[str, dict[str, object]] = doc["feeds"]
         return result
 

@@ -367,6 +367,8 @@ def test_json_logs_and_poll_summary(
         lambda: any(d.get("feed") == "slow" and d.get("status") == "error" for d in lines()),
         "the timeout",
     )
+    # One host: "one" may wait behind the slow feed for its turn.
+    wait_for(lambda: any(d.get("feed") == "one" for d in lines()), "the poll of feed one")
     assert daemon.stop() == 0
     records = lines()  # every line is one JSON object
     # The fields are keys of their own, not text inside the message.
