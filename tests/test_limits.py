@@ -158,3 +158,26 @@ def test_the_feed_s_own_elements_are_bounded_too() -> None:
     assert [e.title for e in parsed.entries] == ["kept"]
     assert parsed.warning is not None
     assert "elements of the feed dropped (max_elements_per_entry 10000)" in parsed.warning
+
+
+def test_json_attachments_and_authors_are_bounded() -> None:
+    item = {
+        "id": "1",
+        "title": "files",
+        "content_html": "<p>x</p>",
+        "attachments": [
+            {"url": f"https://files.example/{i}.mp3", "mime_type": "audio/mpeg"}
+            for i in range(1500)
+        ],
+        "authors": [{"name": "n" * 1000}] + [{"name": f"a{i}"} for i in range(1500)],
+    }
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "j", "items": [item]}
+    ctype = {"Content-Type": "application/json"}
+    limits = Limits(max_links_per_entry=5, max_author_size=64)
+    parsed = parse_feed("j", json.dumps(doc).encode(), ctype, URL, limits)
+    [entry] = parsed.entries
+    assert len(entry.media.enclosures) == 5
+    assert len(entry.authors) == 5
+    assert len(entry.authors[0].name) == 64
+    assert parsed.warning is not None
+    assert "1 enclosure lists cut short (max_links_per_entry 5)" in parsed.warning
