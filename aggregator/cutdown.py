@@ -15,6 +15,9 @@ from .limits import Limits, Tally
 # A start or end tag (with its name), a CDATA section, a comment, a processing instruction,
 # or any other declaration; the end of each is found with bytes.find, never a lazy regex.
 _MARKUP = re.compile(rb"<(?:(/?)([A-Za-z_][-.:\w]*)|(!\[CDATA\[)|(!--)|(\?)|(!))")
+# The rest of a tag up to its ">": a ">" inside a quoted attribute value (category="a > b") is
+# legal XML and must not end it. Each alternative starts with its own byte, so it is linear.
+_TAG_END = re.compile(rb"""(?:[^>"']+|"[^"]*"|'[^']*')*>""")
 _ENTRY_NAMES = frozenset({b"item", b"entry"})
 _AUTHOR_NAMES = frozenset(
     {
@@ -167,14 +170,17 @@ class _Cutter:
                     self.text(m.end(), end)
                 pos = end + 3
                 continue
-            closer = b"-->" if m.group(4) else b"?>" if m.group(5) else b">"
-            end = body.find(closer, m.end())
-            if end < 0:
+            if m.group(2) is None:  # comment, processing instruction, declaration
+                closer = b"-->" if m.group(4) else b"?>" if m.group(5) else b">"
+                end = body.find(closer, m.end())
+                if end < 0:
+                    return  # unterminated: it runs to the end; feedparser reports it
+                pos = end + len(closer)
+                continue
+            tag_end = _TAG_END.match(body, m.end())
+            if tag_end is None:
                 return  # an unterminated tag ends the document; feedparser reports it
-            end += len(closer)
-            pos = end
-            if m.group(2) is None:
-                continue  # comment, processing instruction, declaration
+            end = pos = tag_end.end()
             if m.group(1):
                 self.end_tag(end)
             else:

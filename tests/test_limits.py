@@ -181,3 +181,17 @@ def test_json_attachments_and_authors_are_bounded() -> None:
     assert len(entry.authors[0].name) == 64
     assert parsed.warning is not None
     assert "1 enclosure lists cut short (max_links_per_entry 5)" in parsed.warning
+
+
+def test_a_quoted_greater_than_sign_does_not_end_a_tag() -> None:
+    # 300 categories whose labels hold ">": none of them may count as an open element.
+    categories = "".join(f'<category term="News &gt; {i}" label="a > b"/>' for i in range(300))
+    body = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>q</title>'
+        f"<entry><id>1</id><title>kept</title>{categories}<summary>s</summary></entry></feed>"
+    ).encode()
+    tally = Tally()
+    assert cut_document(body, DEFAULT_LIMITS, tally) is body
+    assert not tally
+    [entry] = parse_feed("q", body, XML, URL).entries
+    assert len(entry.categories) == 300 and entry.summary == "s"
