@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .limits import Limits, Tally
@@ -33,6 +34,11 @@ _AUTHOR_NAMES = frozenset(
     }
 )
 _WIDE = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+@functools.lru_cache(maxsize=64)
+def _end_tag(name: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"</" + re.escape(name) + rb"\s*>")
 
 
 def _local(name: bytes) -> bytes:
@@ -126,10 +132,10 @@ class _Cutter:
             elif reason[1] == "max_entries_per_document":
                 # Entries past the limit are skipped to their end tag without reading what
                 # is inside: a feed of 100,000 entries costs a find per entry, not a parse.
-                close = self.body.find(b"</" + name, end)
-                close = self.body.find(b">", close) + 1 if close >= 0 else 0
-                self.remove(start, close or len(self.body))
-                return close or len(self.body)
+                found = _end_tag(name).search(self.body, end)
+                close = found.end() if found is not None else len(self.body)
+                self.remove(start, close)
+                return close
             else:
                 self.skip_depth, self.skip_start = 1, start
             return end
