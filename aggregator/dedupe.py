@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .identity import canonical_url
 from .models import StoredEntry
+from .tracking import strip_tracking
 
 DedupeMode = Literal["off", "exact", "near"]
 # Fewer shingles than this and two unrelated texts agree too easily: such entries are only
@@ -52,11 +53,13 @@ _STAMP = re.compile(
 def match_key(url: str) -> str:
     """The key two links of the same page share, across feeds.
 
-    Built on `identity.canonical_url` (tracking parameters, fragment and default port gone),
-    then scheme, a leading "www." and a trailing slash are dropped: across publishers' feeds
-    these never name different pages. Not used for identity within a feed, where they might.
+    Built on `identity.canonical_url` (fragment and default port gone), then every tracking
+    parameter of the ClearURLs catalog (`tracking`), scheme, a leading "www." and a trailing
+    slash are dropped: across publishers' feeds these never name different pages. Not used for
+    identity within a feed, where the scheme or slash might, and where stored keys must not
+    change when the catalog grows.
     """
-    canon = canonical_url(url)
+    canon = strip_tracking(canonical_url(url))
     try:
         parts = urlsplit(canon)
     except ValueError:
