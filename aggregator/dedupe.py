@@ -150,11 +150,12 @@ def story_text(title: str, summary: str, content: str) -> str:
         words = items(block)
         if not words:
             continue
-        if _BOILERPLATE.match(block) or _STAMP.match(block) or is_stamp(block, words):
+        # A stamp is a short line: the English pattern's look-ahead scans the whole block.
+        if is_stamp(block, words) or (len(words) <= 10 and _STAMP.match(block)):
             continue
-        if is_chrome(block, words):
+        if _BOILERPLATE.match(block) or is_chrome(block, words):
             continue
-        toks = tokens(block)
+        toks = tokens(block, words)
         if toks == title_tokens:
             continue  # the headline repeated as the first line of the body
         kept.append((toks, weight(block)))

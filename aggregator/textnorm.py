@@ -111,14 +111,15 @@ def _fold(m: re.Match[str]) -> str:
     return _FOLD[ord(m.group())] or ""
 
 
-def tokens(text: str) -> list[str]:
+def tokens(text: str, words: list[str] | None = None) -> list[str]:
     """The units two texts are compared by: words in scripts written with spaces; in Chinese
     and Japanese overlapping pairs of characters, in Thai, Lao, Khmer, Myanmar and Tibetan
     overlapping triples of letters (each with its marks), so that word triples become character
     4-grams (letter 5-grams): character trigrams are shared by too many different stories of
     one kind. Punctuation, symbols and spaces separate tokens and are never part of one."""
     if _UNSPACED_CHAR.search(text) is None:
-        found: list[str] = _ITEM.findall(text)  # words only: items and tokens are the same
+        # Words only: its items are its tokens (`words`, when the caller has them already).
+        found: list[str] = _ITEM.findall(text) if words is None else words
         return found
     out: list[str] = []
     for t in _TOKEN.findall(text):
