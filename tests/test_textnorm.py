@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import unicodedata
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aggregator.dedupe import DedupeSettings, fingerprint, group, resemblance, story_text
 from aggregator.identity import identify
@@ -124,6 +128,14 @@ def test_date_stamps_in_every_script(line: str) -> None:
 def test_short_lines_with_numbers_are_not_stamps() -> None:
     assert not is_stamp(normalise("12人死亡"))
     assert not is_stamp(normalise("In 2023, 1200 people died in the floods"))
+
+
+@given(st.text(max_size=200))
+def test_tokens_are_letters_marks_and_digits_only(text: str) -> None:
+    for token in tokens(normalise(text)):
+        assert token
+        assert all(unicodedata.category(c)[0] in "LMN" or unicodedata.category(c) == "Cn"
+                   for c in token)  # fmt: skip
 
 
 # --- the Urdu case of the issue --------------------------------------------------------------
