@@ -3,9 +3,8 @@ and the Urdu false merge it prevents."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import unicodedata
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
