@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -25,9 +28,11 @@ from pydantic import (
 )
 
 from . import PROJECT_URL, __version__
+from .credentials import RESERVED_HEADERS, RequestOptions, request_options
 from .decide import PollPolicy
 from .dedupe import DedupeSettings
 from .errors import ConfigError
+from .extract import check_selector
 from .filters import (
     FIELDS,
     AllOf,
@@ -43,7 +48,9 @@ from .filters import (
     compile_regex,
     compile_rule,
 )
+from .limits import DEFAULT_LIMITS, Limits
 from .search import check_query
+from .secret import Secret, resolve_secret, split_userinfo, unresolved_allowed
 
 DEFAULT_CONFIG = "config/aggregator.toml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
@@ -97,6 +104,27 @@ def format_duration(d: timedelta) -> str:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
+# A credential that is not secret in itself (a user name): hidden, but not blanked in logs.
+Identity = Annotated[
+    Secret,
+    PlainValidator(lambda v: v if isinstance(v, Secret) else resolve_secret(v, redacted=False)),
+]
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_MIN_TOKEN = 16
+
+
+def _check_token(v: Secret | None) -> Secret | None:
+    """An access token must be long enough not to be guessed and fit in a URL's query."""
+    if v is None or not v.resolved:
+        return v
+    if len(v.value) < _MIN_TOKEN:
+        raise ValueError(
+            f"a token needs at least {_MIN_TOKEN} characters "
+            "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    if any(c.isspace() or not c.isprintable() for c in v.value):
+        raise ValueError("a token cannot contain spaces or control characters")
+    return v
 
 
 def _in_range(name: str, d: timedelta, low: timedelta, high: timedelta) -> timedelta:
@@ -112,6 +140,7 @@ def _in_range(name: str, d: timedelta, low: timedelta, high: timedelta) -> timed
 # [[outputs]]): one table, so a per-feed override cannot drift from the daemon-wide setting.
 DURATION_RANGES: dict[str, tuple[timedelta, timedelta]] = {
     "timeout": (timedelta(seconds=1), timedelta(minutes=10)),
+    "parse_timeout": (timedelta(seconds=1), timedelta(minutes=10)),
     "interval": (timedelta(seconds=5), timedelta(days=30)),
     "summary_interval": (timedelta(seconds=5), timedelta(days=1)),
     "min_interval": (timedelta(seconds=5), timedelta(days=30)),
@@ -167,6 +196,21 @@ class Settings(_Strict):
     max_concurrency: int = Field(default=32, ge=1, le=1024)
     max_body_size: Size = Field(default=10 * 1024**2, ge=1024, le=1024**3)
     parse_workers: int = Field(default=0, ge=0, le=64)
+    # Bounds on one feed document's work (limits.py); a parse past parse_timeout is stopped.
+    parse_timeout: Duration = timedelta(seconds=15)
+    max_nesting: int = Field(default=DEFAULT_LIMITS.max_nesting, ge=8, le=10_000)
+    max_title_size: Size = Field(default=DEFAULT_LIMITS.max_title_size, ge=64, le=1024**2)
+    max_author_size: Size = Field(default=DEFAULT_LIMITS.max_author_size, ge=16, le=64 * 1024)
+    max_content_size: Size = Field(
+        default=DEFAULT_LIMITS.max_content_size, ge=1024, le=64 * 1024**2
+    )
+    max_entries_per_document: int = Field(
+        default=DEFAULT_LIMITS.max_entries_per_document, ge=1, le=1_000_000
+    )
+    max_links_per_entry: int = Field(default=DEFAULT_LIMITS.max_links_per_entry, ge=1, le=1_000_000)
+    max_elements_per_entry: int = Field(
+        default=DEFAULT_LIMITS.max_elements_per_entry, ge=16, le=1_000_000
+    )
     log_level: str = "info"
     hub: str | None = None
     embed_hosts: tuple[str, ...] = ()
@@ -180,9 +224,15 @@ class Settings(_Strict):
     adaptive: bool = False
     host_concurrency: int = Field(default=1, ge=1, le=64)
     host_delay: Duration = timedelta(seconds=1)
+    full_content: bool = False
+    respect_robots: bool = True
+    article_concurrency: int = Field(default=2, ge=1, le=64)
+    admin_token: Secret | None = None
 
+    _admin_token = field_validator("admin_token")(classmethod(lambda cls, v: _check_token(v)))
     _durations = _ranged(
         "timeout",
+        "parse_timeout",
         "interval",
         "summary_interval",
         "min_interval",
@@ -235,6 +285,18 @@ class Settings(_Strict):
         if v.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError(f"{v!r} is not one of debug, info, warning, error")
         return v.lower()
+
+    def limits(self) -> Limits:
+        """The bounds every parse of a feed document keeps to."""
+        return Limits(
+            max_nesting=self.max_nesting,
+            max_title_size=self.max_title_size,
+            max_author_size=self.max_author_size,
+            max_content_size=self.max_content_size,
+            max_entries_per_document=self.max_entries_per_document,
+            max_links_per_entry=self.max_links_per_entry,
+            max_elements_per_entry=self.max_elements_per_entry,
+        )
 
     @property
     def host(self) -> str:
@@ -312,17 +374,21 @@ class RuleSpec(_Strict):
         return Language(tuple(x.lower() for x in self.language))
 
 
-def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
+def _check_each(v: tuple[str, ...], check: Callable[[str], object]) -> tuple[str, ...]:
     problems = []
-    for i, rule in enumerate(v):
+    for i, item in enumerate(v):
         try:
-            compile_rule(rule)
+            check(item)
         except ValueError as e:
             problems.append(f"[{i}]: {e}")
     if problems:
         # Carry the index so the message names `outputs[1].include[0]`.
         raise ValueError("; ".join(problems))
     return v
+
+
+def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
+    return _check_each(v, compile_rule)
 
 
 class _Filtered(_Strict):
@@ -369,10 +435,116 @@ class FeedConfig(_Filtered):
     adaptive: bool | None = None
     host_concurrency: int | None = Field(default=None, ge=1, le=64)
     host_delay: Duration | None = None
+    full_content: bool | None = None
+    content_selector: str | None = None
+    remove_selectors: tuple[str, ...] = ()
+    # A private feed's request (see credentials.py): secrets are literal, env: or file:.
+    headers: dict[str, Secret] = Field(default_factory=dict)
+    username: Identity | None = None
+    password: Secret | None = None
+    cookie: Secret | None = None
+    user_agent: str | None = None
+    proxy: Secret | None = None
+    tls_verify: bool = True
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
     _durations = _ranged("interval", "host_delay")
+
+    @field_validator("content_selector")
+    @classmethod
+    def _content_selector(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_selector(v)
+        return v
+
+    @field_validator("remove_selectors")
+    @classmethod
+    def _remove_selectors(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_each(v, check_selector)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _userinfo(cls, data: Any) -> Any:
+        """user:password@ in the URL become the feed's basic credentials and leave the URL,
+        which is shown and stored everywhere."""
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        url, user, password = split_userinfo(data["url"])
+        if user is None:
+            return data
+        if "username" in data or "password" in data:
+            raise ValueError(
+                "url: has user:password@ and username/password are set too; keep one of them"
+            )
+        data = {**data, "url": url, "username": Secret(user)}
+        if password:
+            data["password"] = resolve_secret(password)
+        return data
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, Secret]) -> dict[str, Secret]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name} is set by the fetcher itself")
+            if any(c in value.value for c in "\r\n\0"):  # "" when unresolved
+                raise ValueError(f"the value of {name} contains a line break")
+        return v
+
+    @field_validator("cookie", "password")
+    @classmethod
+    def _one_line(cls, v: Secret | None) -> Secret | None:
+        if v is not None and any(c in v.value for c in "\r\n\0"):
+            raise ValueError("contains a line break")
+        return v
+
+    @field_validator("user_agent")
+    @classmethod
+    def _user_agent(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "\r\n\0")):
+            raise ValueError("must be one non-empty line")
+        return v
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: Secret | None) -> Secret | None:
+        # The message never quotes the URL: it may hold the proxy's password.
+        if v is None or not v.resolved:
+            return v
+        parts = urlsplit(v.value)
+        if parts.scheme.lower().startswith("socks"):
+            raise ValueError("SOCKS proxies are not supported: use an http:// or https:// proxy")
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// proxy URL")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> FeedConfig:
+        names = {n.lower() for n in self.headers}
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        if self.username is not None and "authorization" in names:
+            raise ValueError("username/password and headers.Authorization both set; keep one")
+        if self.cookie is not None and "cookie" in names:
+            raise ValueError("cookie and headers.Cookie both set; keep one")
+        return self
+
+    @cached_property
+    def request_options(self) -> RequestOptions | None:
+        """How this feed is requested; None for a public feed with the daemon's defaults."""
+        return request_options(
+            self.url,
+            headers=self.headers,
+            username=self.username,
+            password=self.password,
+            cookie=self.cookie,
+            user_agent=self.user_agent,
+            proxy=self.proxy,
+            tls_verify=self.tls_verify,
+        )
 
 
 class OutputConfig(_Filtered):
@@ -384,14 +556,20 @@ class OutputConfig(_Filtered):
     feeds: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     limit: int = Field(default=100, ge=1, le=10_000)
+    # Stories per page of the feed formats; None: the whole `limit` on the first page, which
+    # is what a subscriber's reader fetches (almost none follows rel="next").
+    page_size: int | None = Field(default=None, ge=1, le=10_000)
     max_per_feed: int | None = Field(default=None, ge=1, le=10_000)
     query: str | None = None
     dedupe: Literal["off", "exact", "near"] = "near"
     dedupe_threshold: float = Field(default=0.8, ge=0.5, le=1.0)
     dedupe_window: Duration = timedelta(days=2)
+    # A private output answers only to this token (see tokens.py).
+    token: Secret | None = None
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _durations = _ranged("dedupe_window")
+    _token = field_validator("token")(classmethod(lambda cls, v: _check_token(v)))
 
     @field_validator("query")
     @classmethod
@@ -454,6 +632,10 @@ class Config(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def full_content_of(self, feed: FeedConfig) -> bool:
+        """Whether the feed's new entries get their article page's text as content."""
+        return self.aggregator.full_content if feed.full_content is None else feed.full_content
 
     def interval_of(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.aggregator.interval
@@ -573,8 +755,12 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
     return config
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read and validate the config file at `path`, or $AGGREGATOR_CONFIG, or the default."""
+def load_config(path: str | os.PathLike[str] | None = None, *, need_secrets: bool = True) -> Config:
+    """Read and validate the config file at `path`, or $AGGREGATOR_CONFIG, or the default.
+
+    `need_secrets=False` accepts env: and file: secrets that cannot be read here (they stay
+    unresolved), for commands that never send or serve them.
+    """
     resolved = str(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
     try:
         with open(resolved, "rb") as f:
@@ -585,4 +771,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(resolved, [f"cannot read: {e.strerror}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(resolved, [f"not valid TOML: {e}"]) from e
-    return parse_config(data, resolved)
+    if need_secrets:
+        return parse_config(data, resolved)
+    with unresolved_allowed():
+        return parse_config(data, resolved)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import multiprocessing
 import os
 import random
 import signal
 from collections.abc import Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .articles import ArticleQueue
 from .config import Config, FeedConfig, load_config
 from .errors import AggregatorError, ConfigError
 from .fetch import Fetcher
@@ -33,25 +32,26 @@ from .metrics import TimedFetcher, record_outcome, seed_last_success
 from .models import FeedState, PollOutcome
 from .poll import PollContext, poll_source
 from .reload import CHECK_EVERY, ConfigWatcher, plan_reload
+from .resanitize import resanitize
 from .schedule import FeedScheduler, first_run, jitter
 from .server import Metrics, OutputServer
 from .store import Store, StoreThreads
 from .websub import HubNotifier
+from .workers import DeadlinePool
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
 PRUNE_EVERY = timedelta(days=1)
 FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
 MIN_REARM = timedelta(seconds=1)
+PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
 
 
-def make_parse_pool(workers: int) -> Executor:
-    """A process pool for parsing, one worker per core unless configured.
-
-    forkserver, not fork: forking a process that runs an event loop and threads can deadlock.
-    """
+def make_parse_pool(workers: int, deadline: float = PARSE_TIMEOUT) -> DeadlinePool:
+    """A process pool for parsing, one worker per core unless configured; a parse that runs
+    past `deadline` seconds has its worker replaced (see workers.py)."""
     count = workers or os.cpu_count() or 1
-    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("forkserver"))
+    return DeadlinePool(count, deadline, preload=("aggregator.poll",))
 
 
 def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
@@ -102,6 +102,19 @@ def make_gates(
     return gates
 
 
+def make_article_queue(
+    daemon: Daemon, store: StoreThreads, fetcher: Fetcher, pool: DeadlinePool
+) -> ArticleQueue:
+    """The daemon's article queue: it follows reloads (settings, and the gates a reload
+    rebuilds) and tells the outputs when an entry's content changed."""
+
+    def hosts() -> HostGates:
+        assert daemon._ctx is not None
+        return daemon._ctx.hosts
+
+    return ArticleQueue(store, fetcher, pool, lambda: daemon.config, hosts, daemon._on_write)
+
+
 class Daemon:
     """One running aggregator. `run()` returns when a stop signal arrives."""
 
@@ -113,6 +126,7 @@ class Daemon:
         self.reload_status: dict[str, Any] | None = None  # shown in /healthz and /status
         self.tally = PollTally()
         self._reload_lock = asyncio.Lock()
+        self._resanitize_lock = asyncio.Lock()
         self._store: StoreThreads | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.generation = 0
@@ -123,6 +137,8 @@ class Daemon:
         self._ctx: PollContext | None = None
         self._rng = random.Random()
         self._notifier: HubNotifier | None = None
+        self._feeds: dict[str, FeedConfig] = {}
+        self._feeds_of: Config | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -192,8 +208,12 @@ class Daemon:
         self.scheduler.add(feed.name, start, self._poll)
 
     def _feed_config(self, name: str) -> FeedConfig | None:
-        # Read through self.config on every poll, so a reloaded config applies at once.
-        return next((f for f in self.config.feeds if f.name == name), None)
+        # Read through self.config on every poll, so a reloaded config applies at once; by
+        # name from a dict made once per config, as every poll asks (for its credentials).
+        if self._feeds_of is not self.config:
+            self._feeds = {f.name: f for f in self.config.feeds}
+            self._feeds_of = self.config
+        return self._feeds.get(name)
 
     async def run(self) -> None:
         settings = self.config.aggregator
@@ -212,7 +232,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload("SIGHUP")))
         store = StoreThreads(settings.database)
         self._store = store
-        pool = make_parse_pool(settings.parse_workers)
+        pool = make_parse_pool(settings.parse_workers, settings.parse_timeout.total_seconds())
         runner: web.AppRunner | None = None
         try:
             feeds = [(f.name, f.url) for f in self.config.feeds]
@@ -222,6 +242,7 @@ class Daemon:
             seed_last_success(self.metrics, states.values())
             async with make_fetcher(self.config, self.metrics) as fetcher:
                 now = datetime.now(UTC)
+                articles = make_article_queue(self, store, fetcher, pool)
                 self._ctx = PollContext(
                     fetcher,
                     store,
@@ -231,6 +252,8 @@ class Daemon:
                     hosts=make_gates(self.config, states, now),
                     work=asyncio.Semaphore(self.config.aggregator.max_concurrency),
                     embed_hosts=frozenset(self.config.aggregator.embed_hosts),
+                    articles=articles,
+                    limits=self.config.aggregator.limits(),
                 )
                 server = OutputServer(
                     store,
@@ -256,8 +279,10 @@ class Daemon:
                     settings.listen,
                     settings.base_url,
                 )
+                self._spawn(articles.run())
                 self._spawn(self._summaries())
                 self._spawn(self._prunes())
+                self._spawn(self._resanitize())
                 if self._watcher is not None:
                     self._spawn(self._watch(self._watcher))
                 await self._stop.wait()
@@ -388,7 +413,10 @@ class Daemon:
                 self._ctx,
                 hosts=make_gates(new, states, now),
                 embed_hosts=frozenset(new.aggregator.embed_hosts),
+                limits=new.aggregator.limits(),
             )
+            if isinstance(self._ctx.parse_pool, DeadlinePool):
+                self._ctx.parse_pool.deadline = new.aggregator.parse_timeout.total_seconds()
         for feed in plan.added:
             self._schedule(feed, states.get(feed.name), now)
         for feed in plan.rescheduled:
@@ -398,6 +426,8 @@ class Daemon:
                 state = replace(state, next_poll=planned)
             self._schedule(feed, state, now)
         s_old, s_new = old.aggregator, new.aggregator
+        if s_old.embed_hosts != s_new.embed_hosts:
+            self._spawn(self._resanitize())
         if (s_old.log_level, s_old.log_format) != (s_new.log_level, s_new.log_format):
             setup_logging(s_new.log_level, s_new.log_format)
         for key in plan.needs_restart:
@@ -412,6 +442,22 @@ class Daemon:
             tally, self.tally = self.tally, PollTally()
             if sum(tally.statuses.values()):
                 log.info("%s", tally.line(len(self.config.feeds)))
+
+    async def _resanitize(self) -> None:
+        """Bring stored content to the current sanitiser policy (once after it changed)."""
+        assert self._store is not None and self._ctx is not None
+        async with self._resanitize_lock:  # a reload while a pass runs: the next one follows
+            s = self.config.aggregator
+            try:
+                await resanitize(
+                    self._store,
+                    self._ctx.parse_pool,
+                    frozenset(s.embed_hosts),
+                    s.limits(),
+                    self._on_write,
+                )
+            except AggregatorError as e:
+                log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
 
     async def _prunes(self) -> None:
         """Apply retention once a day; the last run is stored, so restarts do not skip it."""

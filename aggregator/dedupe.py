@@ -2,10 +2,10 @@
 
 An output shows each story once. Two stored entries are the same story when they share a match
 key (the canonical link with scheme, host case and a trailing slash ignored), a globally unique
-guid, or — in "near" mode — most word triples of the shorter text appear in the other (found
-through bottom-k MinHash sketches, then counted exactly) and they were published within a time
-window of each other. Grouping is the transitive closure of that relation, so it does not
-depend on the order entries are read in.
+guid, an audio or video file (the same episode in two podcasts), or — in "near" mode — most
+word triples of the shorter text appear in the other (found through bottom-k MinHash sketches,
+then counted exactly) and they were published within a time window of each other. Grouping is
+the transitive closure of that relation, so it does not depend on the order entries are read in.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .identity import canonical_url
+from .media import playable_keys
 from .models import StoredEntry
 from .textnorm import is_chrome, is_stamp, items, normalise, tokens, weight
 from .tracking import strip_tracking
@@ -109,16 +110,18 @@ def exact_keys(item: StoredEntry) -> frozenset[str]:
         keys.add("link:" + match_key(guid))
     elif lower.startswith(("tag:", "urn:")) and not lower.startswith("urn:uuid:00000000"):
         keys.add("guid:" + guid)
+    # The same episode in two feeds: one audio or video file (its signed query ignored).
+    keys.update("media:" + key for key in playable_keys(e.media))
     return frozenset(keys)
 
 
-_KEYS: dict[tuple[str, str | None, str | None], tuple[str, ...]] = {}
+_KEYS: dict[tuple[str, str | None, str | None, int], tuple[str, ...]] = {}
 
 
 def _sorted_keys(item: StoredEntry) -> tuple[str, ...]:
     # Cached: every render groups mostly the same entries again.
     e = item.entry
-    cache_key = (e.uid, e.link, e.guid)
+    cache_key = (e.uid, e.link, e.guid, hash(e.media.enclosures))
     keys = _KEYS.get(cache_key)
     if keys is None:
         keys = tuple(sorted(exact_keys(item)))
@@ -126,6 +129,23 @@ def _sorted_keys(item: StoredEntry) -> tuple[str, ...]:
             _KEYS.clear()
         _KEYS[cache_key] = keys
     return keys
+
+
+def chrome_line(block: str, words: Sequence[str] | None = None) -> bool:
+    """Whether one block of text is page chrome rather than story, in any script: boilerplate,
+    a bare date stamp, or items with no sentence punctuation of any script, many of them or
+    separated by > | / (a menu, a breadcrumb, the line of icon names a scraper picks up).
+
+    `words` are the block's `textnorm.items` when the caller has them and the block is
+    normalised already (as in `story_text`); otherwise the block is normalised here.
+    """
+    if words is None:
+        block = normalise(block)
+        words = items(block)
+    found = list(words)
+    if is_stamp(block, found) or (len(found) <= 10 and _STAMP.match(block)):
+        return True  # a stamp is a short line: the English look-ahead scans the whole block
+    return bool(_BOILERPLATE.match(block)) or is_chrome(block, found)
 
 
 def story_text(title: str, summary: str, content: str) -> str:
@@ -150,10 +170,7 @@ def story_text(title: str, summary: str, content: str) -> str:
         words = items(block)
         if not words:
             continue
-        # A stamp is a short line: the English pattern's look-ahead scans the whole block.
-        if is_stamp(block, words) or (len(words) <= 10 and _STAMP.match(block)):
-            continue
-        if _BOILERPLATE.match(block) or is_chrome(block, words):
+        if chrome_line(block, words):
             continue
         toks = tokens(block, words)
         if toks == title_tokens:
@@ -218,14 +235,16 @@ def fingerprint_text(text: str) -> Fingerprint | None:
     return Fingerprint(array("I", shingles), tuple(shingles[:SKETCH]))
 
 
-_BY_ENTRY: dict[tuple[str, str], Fingerprint | None] = {}
+_BY_ENTRY: dict[tuple[str, str, int], Fingerprint | None] = {}
 
 
 def fingerprint(item: StoredEntry) -> Fingerprint | None:
     """An entry's fingerprint, cached by uid and content hash: every render reads the same
     entries again, and normalising their text is most of the cost of near-dedupe."""
     e = item.entry
-    key = (e.uid, e.content_hash)
+    # The length too: an article page's text replaces the content without changing the
+    # content hash (which is over the feed's own text), and dedupe compares the fuller text.
+    key = (e.uid, e.content_hash, len(e.content))
     try:
         return _BY_ENTRY[key]
     except KeyError:

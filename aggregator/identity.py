@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import re2
 
+from .media import media_fingerprint
 from .models import Entry, KeyKind, ParsedEntry
 from .tracking import strip_tracking
 
@@ -110,6 +111,9 @@ def content_hash(entry: ParsedEntry) -> str:
     for part in (entry.title, entry.summary, entry.content, link, entry.author):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
+    # Only entries with files hash them: the hashes of all others stay as they were stored.
+    if files := media_fingerprint(entry.media, stable=False):
+        h.update(files.encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 
@@ -149,6 +153,9 @@ def stable_hash(entry: ParsedEntry) -> str:
     for part in (entry.title, entry.summary, entry.content, link, entry.author):
         h.update(_unvolatile(part).encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
+    # A new file or a new length is an update; a new signature in a file's query is not.
+    if files := media_fingerprint(entry.media, stable=True):
+        h.update(files.encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 
@@ -162,6 +169,17 @@ def guids_unusable(entries: Sequence[ParsedEntry]) -> bool:
             return True
         seen.add(guid)
     return False
+
+
+def is_empty(entry: ParsedEntry | Entry) -> bool:
+    """An entry with nothing to show: no title, link, text or file (an empty `<item/>`)."""
+    return not (
+        entry.title.strip()
+        or entry.link
+        or entry.summary.strip()
+        or entry.content.strip()
+        or entry.media.enclosures
+    )
 
 
 def _title_date_hash(entry: ParsedEntry) -> str:
@@ -218,6 +236,8 @@ def identify(
     seen_ladders: set[tuple[tuple[KeyKind, str], ...]] = set()
     out: list[Entry] = []
     for parsed in entries:
+        if is_empty(parsed):
+            continue  # nothing a subscriber could read: never republished
         ladder = tuple(key_ladder(parsed, mode))
         if ladder in seen_ladders:
             # The same item listed twice: without this it would take the next free rung and be
@@ -263,6 +283,8 @@ def identify(
                 content_hash=c_hash,
                 stable_hash=s_hash,
                 base=parsed.base,
+                authors=parsed.authors,
+                media=parsed.media,
             )
         )
     return out
@@ -346,6 +368,7 @@ __all__ = [
     "diff",
     "guids_unusable",
     "identify",
+    "is_empty",
     "key_ladder",
     "plausible_date",
     "reconcile",

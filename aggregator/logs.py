@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .models import PollOutcome
+from .secret import RedactingFilter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -28,7 +29,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
+        if record.exc_text:  # set by RedactingFilter, already formatted and blanked
+            doc["exception"] = record.exc_text
+        elif record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
 
@@ -37,6 +40,7 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     """Send every log line to stderr at `level`, as text or JSON. Safe to call again (reload)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RedactingFilter())  # no secret reaches a log line, whoever logs it
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # APScheduler logs every job run at INFO; our own poll line says more, once.
     logging.getLogger("apscheduler").setLevel(

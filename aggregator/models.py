@@ -59,6 +59,48 @@ class FeedHints:
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """An author as a feed names them; every field may be empty, URLs are http(s) only."""
+
+    name: str = ""
+    email: str = ""
+    url: str = ""
+    avatar: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Enclosure:
+    """A media file attached to an entry: RSS enclosure, Atom rel=enclosure, JSON Feed
+    attachment or Media RSS content. `length` 0 and `duration` None mean unknown."""
+
+    url: str
+    type: str = ""
+    length: int = 0  # bytes
+    duration: int | None = None  # seconds
+    medium: str = ""  # Media RSS medium: audio, video, image, document
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """What a podcast or media app needs of an entry: its files, its picture and its iTunes
+    episode tags (`explicit` None: not said)."""
+
+    enclosures: tuple[Enclosure, ...] = ()
+    image: str = ""  # itunes:image, media:thumbnail or JSON Feed image
+    duration: int | None = None  # itunes:duration, seconds
+    explicit: bool | None = None
+    episode: int | None = None
+    season: int | None = None
+    episode_type: str = ""  # full, trailer, bonus
+
+    def __bool__(self) -> bool:
+        return self != _NO_MEDIA
+
+
+_NO_MEDIA = Media()
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedEntry:
     """One entry as the parser saw it, before identity is decided. Dates are aware UTC or None."""
 
@@ -73,6 +115,8 @@ class ParsedEntry:
     published: datetime | None
     updated: datetime | None
     base: str | None = None  # base URL for relative links in summary and content
+    authors: tuple[Person, ...] = ()  # `author` is their names as one string
+    media: Media = field(default_factory=Media)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +153,8 @@ class Entry:
     content_hash: str  # over the feed's own (unsanitised) text, so it is stable across versions
     stable_hash: str = ""  # content hash without volatile parts; "" when not computed
     base: str | None = None  # for resolving relative links while sanitising; not stored
+    authors: tuple[Person, ...] = ()
+    media: Media = field(default_factory=Media)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,18 +15,20 @@ from typing import Literal, get_args
 from .config import Config, OutputConfig
 from .dedupe import Story, group
 from .filters import apply
+from .identity import is_empty
 from .models import OutputFormat, StoredEntry
 from .opml import Subscription, render_opml
 from .pages import render_output_page
 from .publish import EPOCH, OutputMeta, entry_updated, render
 from .store import Store
+from .tokens import token_query
 
 # Everything an output is served as: the three feed formats, its HTML page, its sources' OPML.
 ServedFormat = Literal["atom", "rss", "json", "html", "opml"]
 SERVED_FORMATS: tuple[ServedFormat, ...] = get_args(ServedFormat)
 FEED_FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
-DEFAULT_PAGE_SIZE = 100  # entries per page when the request names no ?limit=
-MAX_PAGE_SIZE = 1000
+HTML_PAGE_SIZE = 100  # stories per HTML page when the request names no ?limit=
+MAX_PAGE_SIZE = 10_000  # the largest ?limit= (an output's `limit` is at most this too)
 # Filters and dedupe read past the limit: enough stories to fill it after merging, and the
 # copies a near-duplicate may have in older entries within the window (at most as many again).
 READ_FACTOR = 4
@@ -41,6 +43,19 @@ class Rendered:
     last_modified: datetime
     generation: int
     entries: int
+    pages: int = 1  # pages of this size the output has (1 when it is empty)
+
+
+class PageNotFound(LookupError):
+    """A page past the end of an output (page 1 always exists, empty or not)."""
+
+
+def page_size(output: OutputConfig, fmt: ServedFormat) -> int:
+    """Stories per page when the request names none: the output's `page_size`, else its whole
+    `limit` for the feed formats (the document a subscriber subscribes to holds the output as
+    configured); the HTML page shows at most HTML_PAGE_SIZE."""
+    size = min(output.page_size or output.limit, output.limit)
+    return min(size, HTML_PAGE_SIZE) if fmt == "html" else size
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +90,8 @@ def plan_output(store: Store, config: Config, name: str, now: datetime) -> Plan:
     merge duplicates across feeds, keep the newest `limit` stories."""
     output = config.output(name)
     sources = config.sources_of(output)
-    items = _read(store, config, output)
+    # Empty entries stored before they were refused at ingest are never shown either.
+    items = [i for i in _read(store, config, output) if not is_empty(i.entry)]
     # A title set in the config names the source in place of the one the feed gives itself.
     titles = {f.name: f.title for f in sources if f.title}
     if titles:
@@ -120,12 +136,15 @@ def render_output(
     page: int = 1,
     per_page: int | None = None,
     now: datetime | None = None,
+    whole: bool = False,
 ) -> Rendered:
     """Select an output's stories from the store (see `plan_output`) and render one page.
 
     The selection (at most the output's `limit` stories) is served in pages of `per_page`
-    stories (DEFAULT_PAGE_SIZE when None); page 1 is the newest. A page past the end is empty.
-    `now` only matters to `max_age` rules; it defaults to the current time.
+    stories (`page_size(output, fmt)` when None); page 1 is the newest. A page past the end
+    raises PageNotFound. `whole` renders every story in one document, without paging links
+    (`aggregator render`). `now` only matters to `max_age` rules; it defaults to the current
+    time.
     """
     output = config.output(name)
     generation = store.generation()
@@ -137,7 +156,10 @@ def render_output(
         plan = plan_output(store, config, name, now or datetime.now(UTC))
         if now is None:
             _PLANS[_plan_key(store, name, generation)] = (config, plan)
-    size = per_page or DEFAULT_PAGE_SIZE
+    size = max(len(plan.stories), 1) if whole else per_page or page_size(output, fmt)
+    pages = max(1, -(-len(plan.stories) // size))
+    if page > pages:
+        raise PageNotFound(f"output {name!r} has {pages} page(s) of {size} stories")
     start = (page - 1) * size
     shown = plan.stories[start : start + size]
     items = [s.item for s in shown]
@@ -147,7 +169,10 @@ def render_output(
         title=output.title,
         description=output.description or output.title,
         base_url=config.aggregator.base_url,
-        hub=config.aggregator.hub,
+        # A private output is never announced to a hub: the hub would fetch it with the token
+        # and hand it to any subscriber (see websub.py).
+        hub=config.aggregator.hub if output.token is None else None,
+        link_query=token_query(output),
         embed_hosts=frozenset(config.aggregator.embed_hosts),
         page=page,
         per_page=per_page,
@@ -158,16 +183,19 @@ def render_output(
         (max(entry_updated(i), i.last_changed) for s in shown for i in s.sources),
         default=EPOCH,
     )
-    return _rendered(body, last, generation, len(items))
+    return _rendered(body, last, generation, len(items), pages)
 
 
-def _rendered(body: bytes, last: datetime, generation: int, entries: int) -> Rendered:
+def _rendered(
+    body: bytes, last: datetime, generation: int, entries: int, pages: int = 1
+) -> Rendered:
     return Rendered(
         body=body,
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
         last_modified=last.replace(microsecond=0),
         generation=generation,
         entries=entries,
+        pages=pages,
     )
 
 

@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from .extensions import people
+from .fields import plain_text
 from .models import StoredEntry
-from .publish import OutputMeta, entry_html, entry_updated
+from .players import media_html
+from .publish import OutputMeta, entry_html, entry_link, entry_title, entry_updated, source_home
 
 FEED_TYPES = (
     ("atom", "application/atom+xml", "Atom"),
@@ -25,6 +28,8 @@ body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:0 auto;padding:1r
 a{color:#0645ad}header,footer{color:#555;font-size:.9rem}
 article{border-top:1px solid #ddd;padding:.5rem 0}article h2{font-size:1.15rem;margin:.3rem 0}
 .meta{color:#555;font-size:.85rem}.summary img{max-width:100%;height:auto}
+.media img,.media video{max-width:100%;height:auto}.media audio{width:100%}
+.enclosures{list-style:none;padding:0}
 table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{border:1px solid #ddd;padding:.3rem}
 th{text-align:left;background:#f4f4f4}.error{color:#b00020}.ok{color:#1b5e20}
 """
@@ -38,6 +43,7 @@ class OutputLink:
     title: str
     description: str | None
     sources: int
+    query: str = ""  # "token=…" on every link to a private output
 
 
 def _a(href: str, text: str, rel: str | None = None) -> str:
@@ -62,21 +68,27 @@ def _document(title: str, head: str, body: str) -> bytes:
     ).encode()
 
 
+def _output_url(base_url: str, o: OutputLink, ext: str) -> str:
+    return f"{base_url}/outputs/{o.name}.{ext}" + (f"?{o.query}" if o.query else "")
+
+
 def render_index(base_url: str, outputs: Sequence[OutputLink]) -> bytes:
     """The front page: every output with links to its page, feed formats and OPML."""
     items = []
     for o in outputs:
-        url = f"{base_url}/outputs/{o.name}"
-        formats = " · ".join(_a(f"{url}.{fmt}", label) for fmt, _, label in FEED_TYPES)
+        formats = " · ".join(
+            _a(_output_url(base_url, o, fmt), label) for fmt, _, label in FEED_TYPES
+        )
         desc = f"<p>{escape(o.description)}</p>" if o.description else ""
         items.append(
-            f'<li class="output" id="output-{escape(o.name)}"><h2>{_a(url + ".html", o.title)}'
-            f"</h2>{desc}<p class=meta>{o.sources} source(s) · {formats} · "
-            f"{_a(url + '.opml', 'OPML')}</p></li>\n"
+            f'<li class="output" id="output-{escape(o.name)}"><h2>'
+            f"{_a(_output_url(base_url, o, 'html'), o.title)}</h2>{desc}<p class=meta>"
+            f"{o.sources} source(s) · {formats} · "
+            f"{_a(_output_url(base_url, o, 'opml'), 'OPML')}</p></li>\n"
         )
     head = "".join(
         f'<link rel="alternate" type="{ctype}" title="{escape(o.title)} ({label})" '
-        f'href="{escape(f"{base_url}/outputs/{o.name}.{fmt}")}">\n'
+        f'href="{escape(_output_url(base_url, o, fmt))}">\n'
         for o in outputs
         for fmt, ctype, label in FEED_TYPES
     )
@@ -95,12 +107,16 @@ def render_index(base_url: str, outputs: Sequence[OutputLink]) -> bytes:
 def _entry(item: StoredEntry, embed_hosts: frozenset[str]) -> str:
     e = item.entry
     summary, content = entry_html(item, embed_hosts)
-    title = e.title or "(untitled)"
-    heading = _a(e.link, title) if e.link else escape(title)
-    source_url = item.feed_link or item.feed_url
-    meta = f"{_a(source_url, item.feed_title or e.feed)} · {_time(e.published)}"
-    if e.author:
-        meta += f" · {escape(e.author)}"
+    title = entry_title(item)
+    link = entry_link(item)
+    heading = _a(link, title) if link else escape(title)
+    source_url = source_home(item)
+    source_name = plain_text(item.feed_title) or e.feed
+    source = _a(source_url, source_name) if source_url else escape(source_name)
+    meta = f"{source} · {_time(e.published)}"
+    names = [p.name or p.email for p in people(item)]
+    if names:
+        meta += f" · {escape(', '.join(names))}"
     if entry_updated(item) > e.published:
         meta += f" · updated {_time(entry_updated(item))}"
     shown = summary or content
@@ -112,7 +128,7 @@ def _entry(item: StoredEntry, embed_hosts: frozenset[str]) -> str:
     )
     return (
         f'<article class="entry"><h2>{heading}</h2><p class="meta">{meta}</p>'
-        f'<div class="summary">{shown}</div>{more}</article>\n'
+        f'<div class="summary">{shown}</div>{media_html(e.media)}{more}</article>\n'
     )
 
 

@@ -5,7 +5,8 @@ JSON Feed 1.0/1.1, which feedparser 6 does not read, is mapped here by hand. Run
 process, so everything it returns or raises must pickle.
 
 Summary and content come back as raw HTML (plain text escaped): the caller sanitises them with
-sanitize.py once it knows which entries are new or changed.
+sanitize.py once it knows which entries are new or changed. Every field comes back within the
+limits (limits.py): an XML document is cut down before feedparser reads it (cutdown.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ import feedparser
 import feedparser.mixin
 import feedparser.urls
 
+from .cutdown import cut_document
 from .errors import ParseError
+from .fields import plain_text, safe_url
+from .limits import DEFAULT_LIMITS, Limits, Tally, bound_entry
+from .media import authors_of_feedparser, authors_of_json, media_of_feedparser, media_of_json
 from .models import FeedHints, ParsedEntry, ParsedFeed
 from .sanitize import html_to_text, text_to_html
 
@@ -82,8 +87,8 @@ def _title(entry: Mapping[str, Any]) -> str:
     detail = entry.get("title_detail")
     # Titles are republished as plain text; one given as HTML keeps only its text.
     if detail and "html" in _str(detail.get("type")):
-        return html_to_text(title)
-    return title
+        return plain_text(html_to_text(title))
+    return plain_text(title)
 
 
 def _from_feedparser(entry: Mapping[str, Any], url: str) -> ParsedEntry:
@@ -94,7 +99,7 @@ def _from_feedparser(entry: Mapping[str, Any], url: str) -> ParsedEntry:
     return ParsedEntry(
         guid=guid,
         guid_is_permalink=bool(entry.get("guidislink")),
-        link=_str(entry.get("link")) or None,
+        link=safe_url(_str(entry.get("link"))),
         title=_title(entry),
         summary=_as_html(summary_detail, _str(entry.get("summary"))),
         content=content,
@@ -107,6 +112,8 @@ def _from_feedparser(entry: Mapping[str, Any], url: str) -> ParsedEntry:
         # published_parsed with a DeprecationWarning (feedparser issue 310).
         updated=_struct_to_dt(entry["updated_parsed"] if "updated_parsed" in entry else None),  # noqa: SIM401
         base=base,
+        authors=authors_of_feedparser(entry),
+        media=media_of_feedparser(entry),
     )
 
 
@@ -128,42 +135,56 @@ def _json_author(item: Mapping[str, Any]) -> str:
     return _str(author.get("name")) if isinstance(author, dict) else ""
 
 
-def _parse_json_feed(name: str, body: bytes, url: str) -> ParsedFeed:
+def _parse_json_feed(name: str, body: bytes, url: str, limits: Limits, tally: Tally) -> ParsedFeed:
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ParseError(name, f"not a feed: invalid JSON ({e})") from e
+    except RecursionError as e:
+        raise ParseError(name, "not a feed: JSON nested too deep to read") from e
     if not isinstance(doc, dict) or not _str(doc.get("version")).startswith(JSON_FEED_PREFIX):
         raise ParseError(name, "not a feed: JSON without a JSON Feed version")
-    home = _str(doc.get("home_page_url")) or None
+    home = safe_url(_str(doc.get("home_page_url")))
     base = _str(doc.get("feed_url")) or url
     entries = []
     items = doc.get("items")
-    for item in items if isinstance(items, list) else []:
+    items = items if isinstance(items, list) else []
+    if len(items) > limits.max_entries_per_document:
+        dropped = len(items) - limits.max_entries_per_document
+        tally.add("entries dropped", "max_entries_per_document", dropped)
+        items = items[: limits.max_entries_per_document]
+    for item in items:
         if not isinstance(item, dict):
             continue
         link = _str(item.get("url")) or _str(item.get("external_url"))
         content = _str(item.get("content_html")) or text_to_html(_str(item.get("content_text")))
         entries.append(
-            ParsedEntry(
-                guid=_str(item.get("id")) or None,
-                guid_is_permalink=False,
-                link=urljoin(base, link) if link else None,
-                title=_str(item.get("title")),
-                summary=_str(item.get("summary")),
-                content=content,
-                author=_json_author(item) or _json_author(doc),
-                categories=tuple(_str(t) for t in item.get("tags") or [] if _str(t)),
-                published=_iso(item.get("date_published")),
-                updated=_iso(item.get("date_modified")),
-                base=base,
+            bound_entry(
+                ParsedEntry(
+                    guid=_str(item.get("id")) or None,
+                    guid_is_permalink=False,
+                    link=safe_url(urljoin(base, link)) if link else None,
+                    title=plain_text(_str(item.get("title"))),
+                    summary=_str(item.get("summary")),
+                    content=content,
+                    author=_json_author(item) or _json_author(doc),
+                    categories=tuple(_str(t) for t in item.get("tags") or [] if _str(t)),
+                    published=_iso(item.get("date_published")),
+                    updated=_iso(item.get("date_modified")),
+                    base=base,
+                    authors=authors_of_json(item) or authors_of_json(doc),
+                    media=media_of_json(item),
+                ),
+                limits,
+                tally,
             )
         )
     return ParsedFeed(
-        title=_str(doc.get("title")),
+        title=plain_text(_str(doc.get("title")))[: limits.max_title_size],
         link=home,
         entries=tuple(entries),
         language=_str(doc.get("language")) or None,
+        warning=tally.summary(limits),
     )
 
 
@@ -176,17 +197,26 @@ def _looks_like_html(body: bytes, content_type: str) -> bool:
     return "html" in content_type or head.startswith((b"<!doctype html", b"<html"))
 
 
-def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> ParsedFeed:
+def parse_feed(
+    name: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    url: str,
+    limits: Limits = DEFAULT_LIMITS,
+) -> ParsedFeed:
     """Parse one fetched document of feed `name`.
 
     `headers` are the response headers (their Content-Type charset and Content-Location guide
     feedparser); `url` is the final URL, the base for relative links. A malformed ("bozo") feed
     that still yields entries is kept, with the problem in `warning`; a document with neither
-    entries nor a recognisable feed format raises ParseError.
+    entries nor a recognisable feed format raises ParseError. What `limits` cut off is said in
+    `warning` too ("cut down: ...").
     """
     lower = {k.lower(): v for k, v in headers.items()}
+    tally = Tally()
     if _looks_like_json(body, lower.get("content-type", "")):
-        return _parse_json_feed(name, body, url)
+        return _parse_json_feed(name, body, url, limits, tally)
+    body = cut_document(body, limits, tally)
     response_headers = dict(lower)
     response_headers.setdefault("content-location", url)
     # feedparser's sanitiser and relative-URI passes are half its parse time, spent on every
@@ -197,7 +227,7 @@ def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> 
         sanitize_html=False,
         resolve_relative_uris=False,
     )
-    entries = tuple(_from_feedparser(e, url) for e in result.entries)
+    entries = tuple(bound_entry(_from_feedparser(e, url), limits, tally) for e in result.entries)
     problem = result.get("bozo_exception") if result.get("bozo") else None
     if isinstance(problem, feedparser.NonXMLContentType):
         # A missing or non-XML Content-Type says nothing about the document itself: a
@@ -213,14 +243,19 @@ def parse_feed(name: str, body: bytes, headers: Mapping[str, str], url: str) -> 
     feed = result.feed
     ttl = _str(feed.get("ttl"))
     return ParsedFeed(
-        title=_str(feed.get("title")),
-        link=_str(feed.get("link")) or None,
+        title=plain_text(_str(feed.get("title"))),
+        link=safe_url(_str(feed.get("link"))),
         entries=entries,
-        warning=f"malformed feed, entries kept: {problem}" if problem is not None else None,
+        warning=_warning(problem, tally.summary(limits)),
         ttl_minutes=int(ttl) if ttl.isdigit() else None,
         language=_str(feed.get("language")) or None,
         hints=_hints(feed, body),
     )
+
+
+def _warning(problem: object, cut: str | None) -> str | None:
+    malformed = f"malformed feed, entries kept: {problem}" if problem is not None else None
+    return "; ".join(w for w in (malformed, cut) if w) or None
 
 
 def _hints(feed: Mapping[str, Any], body: bytes) -> FeedHints:

@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import FeedConfig
 from .decide import PollPolicy, Signals, cache_signals, decide, entry_gap, jitter
 from .decide import retry_after as decide_retry_after
-from .errors import FeedError, FetchError
+from .errors import FeedError, FetchError, ParseError
 from .fetch import Fetcher
 from .filters import Candidate
 from .hosts import HostGates, NetworkWatch, origin
@@ -34,6 +34,7 @@ from .identity import (
     identify,
     reconcile,
 )
+from .limits import DEFAULT_LIMITS, Limits
 from .models import (
     Entry,
     FeedHints,
@@ -46,7 +47,12 @@ from .models import (
 )
 from .parse import parse_feed
 from .sanitize import sanitize_html
+from .secret import redact
 from .store import Store, StoreThreads, state_after_defer, state_after_poll
+from .workers import WorkerDied, WorkTimeout
+
+if TYPE_CHECKING:
+    from .articles import ArticleQueue
 
 DEFAULT_WAIT = timedelta(minutes=30)
 
@@ -101,6 +107,10 @@ class PollContext:
     # Hosts whose https iframes (video players) survive sanitising; see sanitize.py.
     embed_hosts: frozenset[str] = frozenset()
     states: StateCache = field(default_factory=StateCache)
+    # Queues the article pages of new entries of feeds with full_content (see articles.py).
+    articles: ArticleQueue | None = None
+    # What one document may make a parse do (see limits.py).
+    limits: Limits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +146,7 @@ def digest(
     mode: KeyMode = "guid",
     policy: UpdatePolicy = "update",
     embed_hosts: frozenset[str] = frozenset(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Digest:
     """Parse a document, key its entries, keep those that are new or changed against `known`
     (key → what the store has, or just its content hash), and sanitise only those: the CPU part
@@ -146,7 +157,7 @@ def digest(
     are reconciled with stored entries by link (a mass guid change is not new entries), and
     `policy` decides what an edit does (see `identity.diff`).
     """
-    parsed = parse_feed(name, body, headers, url)
+    parsed = parse_feed(name, body, headers, url, limits)
     if mode == "guid" and parsed.entries and guids_unusable(parsed.entries):
         mode = "link"
     stored = {k: v if isinstance(v, Known) else Known("", v, None, None) for k, v in known.items()}
@@ -173,9 +184,30 @@ async def _digest(
     policy: UpdatePolicy,
 ) -> Digest:
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(
-        ctx.parse_pool, digest, name, body, headers, url, now, known, mode, policy, ctx.embed_hosts
-    )
+    try:
+        return await loop.run_in_executor(
+            ctx.parse_pool,
+            digest,
+            name,
+            body,
+            headers,
+            url,
+            now,
+            known,
+            mode,
+            policy,
+            ctx.embed_hosts,
+            ctx.limits,
+        )
+    except WorkTimeout as e:
+        raise ParseError(
+            name, f"parsing took longer than {e.deadline:g} s (parse_timeout); stopped"
+        ) from e
+    except WorkerDied as e:
+        raise ParseError(name, f"the parse worker failed: {e}") from e
+    except (RecursionError, MemoryError) as e:
+        # Limits keep documents far from these; should one still happen, it is this feed's.
+        raise ParseError(name, f"the document is too complex to parse ({type(e).__name__})") from e
 
 
 async def poll_source(
@@ -268,9 +300,11 @@ async def _poll_source(
     new: tuple[Entry, ...] = ()
     unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
     retry_raw: str | None = None
+    feed = ctx.feed_config(name)
     try:
+        options = feed.request_options if feed is not None else None
         async with ctx.hosts.slot(host):
-            result = await ctx.fetcher.fetch(name, target, validators)
+            result = await ctx.fetcher.fetch(name, target, validators, options)
         headers = dict(result.headers)
         if isinstance(result, NotModified):
             rec = PollRecord(name, url, now, "not_modified", None, http_status=304)
@@ -290,7 +324,6 @@ async def _poll_source(
                 http_status = result.status
                 linked = state is not None and state.key_mode == "link"
                 old_mode: KeyMode = "link" if linked else "guid"
-                feed = ctx.feed_config(name)
                 update_policy: UpdatePolicy = feed.update_policy if feed is not None else "update"
                 known = await ctx.store.read_batched(lambda s: s.known_entries(name))
                 d = await _digest(
@@ -337,7 +370,9 @@ async def _poll_source(
         status = e.status if isinstance(e, FetchError) else http_status
         unreachable = isinstance(e, FetchError) and e.status is None
         retry_raw = e.retry_after if isinstance(e, FetchError) else None
-        rec = PollRecord(name, url, now, "error", None, http_status=status, error=e.message)
+        # Stored and shown everywhere: blank any secret a library's message may have quoted.
+        error = redact(e.message)
+        rec = PollRecord(name, url, now, "error", None, http_status=status, error=error)
         if state is not None and same_url:
             rec = replace(rec, redirect_url=state.redirect_url, redirect_count=state.redirect_count)
         if status == 410:
@@ -363,8 +398,13 @@ async def _poll_source(
     )
     final = rec
 
+    articles = ctx.articles
+
     def write(store: Store) -> int:
-        return store.record_poll(final)
+        generation = store.record_poll(final)
+        if articles is not None:
+            generation = articles.mark(store, final) or generation
+        return generation
 
     if slot is not None and not final.new and not final.updated:
         # Nothing big is held any more (the body is gone): the write of a 304, an unchanged
@@ -377,6 +417,8 @@ async def _poll_source(
         raise
     ctx.states.put(state_after_poll(state, final))
     ctx.on_write(generation)
+    if articles is not None and (final.new or final.updated):
+        articles.wake()
     outcome = PollOutcome(
         feed=name,
         status=rec.status,

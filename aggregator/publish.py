@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +17,10 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from . import PROJECT_URL, __version__
+from .extensions import add_to_feedgen, extend_atom, extend_rss, json_extras
+from .fields import first_words, name_from_url, plain_text, safe_url
 from .models import OutputFormat, StoredEntry
-from .sanitize import clean_html, xml_safe
+from .sanitize import xml_safe
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
@@ -32,8 +33,6 @@ CONTENT_TYPES: dict[OutputFormat, str] = {
 SOURCE_SCHEME = "urn:feed-aggregator:source"
 Merged = Mapping[str, Sequence[StoredEntry]]
 _NONE: Merged = {}
-_TAGS = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 ATOM_NS = "http://www.w3.org/2005/Atom"
 
 
@@ -50,9 +49,18 @@ class OutputMeta:
     per_page: int | None = None  # None: the default page size, left out of page URLs
     has_next: bool = False
     embed_hosts: frozenset[str] = frozenset()  # hosts whose https iframes are kept
+    # Added to every link to this output (self, paging, other formats): a private output's
+    # "token=…", so that a reader following them keeps access. Never in the feed's id.
+    link_query: str = ""
 
     def url(self, fmt: OutputFormat) -> str:
         return f"{self.base_url}/outputs/{self.name}.{fmt}"
+
+    @property
+    def home(self) -> str:
+        """The output's HTML page: the channel link of every page of every format."""
+        page = f"{self.base_url}/outputs/{self.name}.html"
+        return f"{page}?{self.link_query}" if self.link_query else page
 
     def page_url(self, fmt: str, page: int) -> str:
         """The URL of page `page` of this output in format `fmt` (page 1 is the plain URL)."""
@@ -61,6 +69,8 @@ class OutputMeta:
             query.append(f"page={page}")
         if self.per_page is not None:
             query.append(f"limit={self.per_page}")
+        if self.link_query:
+            query.append(self.link_query)
         url = f"{self.base_url}/outputs/{self.name}.{fmt}"
         return url + ("?" + "&".join(query) if query else "")
 
@@ -88,27 +98,43 @@ def feed_updated(items: Sequence[StoredEntry]) -> datetime:
     return max((entry_updated(i) for i in items), default=EPOCH)
 
 
-def _title(item: StoredEntry) -> str:
+def entry_title(item: StoredEntry) -> str:
+    """An entry's title as plain text (entities decoded). An entry without one is titled by
+    the first words of its text, as feed readers do, else by its file or link, else by its
+    feed's name: never a placeholder such as "(untitled)"."""
     e = item.entry
-    if e.title:
-        return e.title
-    text = _SPACE.sub(" ", html.unescape(_TAGS.sub(" ", e.summary or e.content))).strip()
-    return (text[:80] + "…" if len(text) > 80 else text) or "(untitled)"
-
-
-def entry_base(item: StoredEntry) -> str:
-    """What an entry's relative links resolve against: its own link, else its feed's."""
-    return item.entry.link or item.feed_link or item.feed_url
+    title = plain_text(e.title)
+    if title:
+        return title
+    files = e.media.enclosures
+    return (
+        first_words(e.summary)
+        or first_words(e.content)
+        or name_from_url(files[0].url if files else safe_url(e.link))
+        or plain_text(item.feed_title)
+        or e.feed
+    )
 
 
 def entry_html(item: StoredEntry, embed_hosts: frozenset[str] = frozenset()) -> tuple[str, str]:
-    """An entry's (summary, content) as sanitised HTML with absolute links."""
-    e, base = item.entry, entry_base(item)
-    return clean_html(e.summary, base, embed_hosts), clean_html(e.content, base, embed_hosts)
+    """An entry's (summary, content): sanitised HTML with absolute links, as stored.
+
+    They were sanitised at ingest, under the `embed_hosts` of that time, and a render never
+    sanitises again: on hostile HTML that cost every render of every output seconds. A change
+    of policy re-sanitises the stored rows (resanitize.py), so `embed_hosts` is not needed here
+    any more; it is accepted so that callers need not change."""
+    return item.entry.summary, item.entry.content
 
 
-def _source_url(item: StoredEntry) -> str:
-    return item.feed_link or item.feed_url
+def entry_link(item: StoredEntry) -> str | None:
+    """An entry's link if it is http(s): rows stored before links were checked at ingest may
+    hold a javascript: or data: URL, which must never reach a subscriber."""
+    return safe_url(item.entry.link)
+
+
+def source_home(item: StoredEntry) -> str | None:
+    """The source feed's home page (its link), else the feed's URL; http(s) only."""
+    return safe_url(item.feed_link) or safe_url(item.feed_url)
 
 
 def _generator(
@@ -119,9 +145,11 @@ def _generator(
     fg.title(xml_safe(meta.title))
     fg.subtitle(xml_safe(meta.description))  # RSS <description> as well
     fg.link(href=meta.page_url(fmt, meta.page), rel="self")
-    fg.link(href=f"{meta.base_url}/", rel="alternate")
     for rel, href in meta.paging_links(fmt):
         fg.link(href=href, rel=rel)
+    # Last: feedgen takes the RSS <channel><link> from the last link given, and it must be
+    # the output's page on every page, not "?page=2".
+    fg.link(href=meta.home, rel="alternate", type="text/html")
     # Atom wants an author on the feed when entries may lack one.
     fg.author({"name": xml_safe(meta.title)})
     fg.generator("feed-aggregator", __version__, PROJECT_URL)
@@ -131,24 +159,22 @@ def _generator(
         fe = fg.add_entry(order="append")
         fe.id(e.uid)
         fe.guid(e.uid, permalink=False)
-        title = xml_safe(_title(item))
+        title = xml_safe(entry_title(item))
         summary, content = entry_html(item, meta.embed_hosts)
         fe.title(title)
-        if e.link:
-            fe.link(href=e.link, rel="alternate")
+        if link := entry_link(item):
+            fe.link(href=link, rel="alternate")
         fe.published(e.published)
         fe.updated(entry_updated(item))
         if summary:
             fe.summary(summary, type="html")
         fe.content(content or summary or title, type="CDATA" if fmt == "rss" else "html")
-        if e.author:
-            fe.author({"name": xml_safe(e.author)})
+        add_to_feedgen(fe, item, fmt)
         for term in e.categories:
             fe.category(term=xml_safe(term))
-        fe.source(
-            url=_source_url(item) if fmt == "atom" else item.feed_url,
-            title=xml_safe(item.feed_title),
-        )
+        # Atom's source (id, title, updated, links) is written whole by extend_atom.
+        if fmt == "rss" and (feed_url := safe_url(item.feed_url)):
+            fe.source(url=feed_url, title=xml_safe(plain_text(item.feed_title)))
         # The copies merged into this story name their feeds as categories of our own scheme,
         # which every reader tolerates and which keeps both formats valid.
         for other in merged.get(e.uid, ()):
@@ -164,7 +190,9 @@ def _generator(
 def render_atom(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged = _NONE) -> bytes:
     """Atom 1.0, newest first as given, each entry naming its source feed in atom:source and
     the feeds of merged duplicates as categories with the scheme `SOURCE_SCHEME`."""
-    result: bytes = _generator(meta, items, "atom", merged).atom_str(pretty=False)
+    root, _ = _generator(meta, items, "atom", merged)._create_atom()
+    extend_atom(root, items, entry_updated)
+    result: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=True)
     return result
 
 
@@ -179,6 +207,7 @@ def render_rss(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged = 
     for rel, href in reversed(meta.paging_links("rss")):
         link = etree.Element(f"{{{ATOM_NS}}}link", href=href, rel=rel)
         after.addnext(link)
+    extend_rss(channel, items, xml_safe(meta.title))
     result: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=True)
     return result
 
@@ -189,11 +218,16 @@ def _rfc3339(when: datetime) -> str:
 
 def _source_json(item: StoredEntry) -> dict[str, Any]:
     e = item.entry
-    obj: dict[str, Any] = {"feed": e.feed, "title": item.feed_title, "url": item.feed_url}
-    if e.link:
-        obj["link"] = e.link
+    obj: dict[str, Any] = {"feed": e.feed, "title": plain_text(item.feed_title)}
+    if feed_url := safe_url(item.feed_url):
+        obj["url"] = feed_url
+    if link := entry_link(item):
+        obj["link"] = link
     obj["first_seen"] = _rfc3339(item.first_seen)
     return obj
+
+
+_BRIEF = ("feed", "title", "url")  # what `_aggregator.source` has always carried
 
 
 def render_json(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged = _NONE) -> bytes:
@@ -202,29 +236,28 @@ def render_json(meta: OutputMeta, items: Sequence[StoredEntry], merged: Merged =
     out_items: list[dict[str, Any]] = []
     for item in items:
         e = item.entry
-        title = _title(item)
+        title = entry_title(item)
         summary, content = entry_html(item, meta.embed_hosts)
         obj: dict[str, Any] = {"id": e.uid, "title": title}
-        if e.link:
-            obj["url"] = e.link
+        if link := entry_link(item):
+            obj["url"] = link
         obj["content_html"] = content or summary or html.escape(title)
         if summary:
             obj["summary"] = summary
         obj["date_published"] = _rfc3339(e.published)
         obj["date_modified"] = _rfc3339(entry_updated(item))
-        if e.author:
-            obj["authors"] = [{"name": e.author}]
+        obj.update(json_extras(item))
         if e.categories:
             obj["tags"] = list(e.categories)
         obj["_aggregator"] = {
-            "source": {"feed": e.feed, "title": item.feed_title, "url": item.feed_url},
+            "source": {k: v for k, v in _source_json(item).items() if k in _BRIEF},
             "sources": [_source_json(i) for i in (item, *merged.get(e.uid, ()))],
         }
         out_items.append(obj)
     doc = {
         "version": JSON_FEED_VERSION,
         "title": meta.title,
-        "home_page_url": f"{meta.base_url}/",
+        "home_page_url": meta.home,
         "feed_url": meta.page_url("json", meta.page),
         "description": meta.description,
         "authors": [{"name": meta.title}],

@@ -2,9 +2,9 @@
 
 Feeds are untrusted input. feedparser's own sanitiser and relative-URI passes are switched off
 for speed (they were half of its parse time, spent on every entry of every changed document):
-the poll sanitises new and changed entries here once, at ingest, and everything shown or
-republished passes through here once more at render, so rows stored by older versions and
-whatever a future parser lets through are covered too.
+the poll sanitises new and changed entries here once, at ingest, and they are stored sanitised.
+Renders never sanitise again; a change of policy (SANITIZER_POLICY, embed_hosts) re-sanitises
+the stored rows once, in the background (resanitize.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import nh3
 
+# Bump when the rules below change: stored entries are then sanitised again, once.
+SANITIZER_POLICY = "nh3 ammonia defaults; schemes http https mailto; iframes of embed_hosts; v1"
 # Only these schemes survive in href/src: no javascript:, data:, vbscript: and the like.
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 # Characters XML 1.0 forbids (C0 controls except tab/newline/return, lone surrogates, U+FFFE/F).
@@ -100,10 +102,6 @@ def sanitize_html(
         except ValueError:
             pass  # a base nh3 cannot parse: keep relative links rather than lose the entry
     return xml_safe(_clean(fragment, embed_hosts))
-
-
-# What the renderers call: the same cleaning, under the name the pages and feeds use.
-clean_html = sanitize_html
 
 
 def html_to_text(fragment: str) -> str:

@@ -2,28 +2,41 @@
 health, status (HTML or JSON) and Prometheus metrics.
 
 Outputs are rendered from the store only when the store generation changed since the last
-render (on a reader thread, never on the event loop), and served as cached bytes otherwise.
+render (on render threads, never on the event loop), and served as cached bytes otherwise; the
+bytes of the last render keep being served while the next one is made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import prometheus_client
 from aiohttp import web
 
+from . import article_store
 from .config import Config
 from .errors import StoreError
 from .httpcache import Cached, make_cached, respond
 from .models import FeedState, OutputFormat
-from .output import MAX_PAGE_SIZE, SERVED_FORMATS, Rendered, ServedFormat, render_output
+from .output import (
+    MAX_PAGE_SIZE,
+    SERVED_FORMATS,
+    PageNotFound,
+    Rendered,
+    ServedFormat,
+    render_output,
+)
 from .pages import OutputLink, render_index, render_status_page
 from .publish import CONTENT_TYPES
 from .store import StoreThreads
+from .tokens import is_admin, may_read, presented, token_query, visible_outputs
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
 SERVED_TYPES: dict[ServedFormat, str] = {
@@ -35,6 +48,17 @@ SERVED_TYPES: dict[ServedFormat, str] = {
 }
 HTML = "text/html; charset=utf-8"
 CACHE_LIMIT = 512  # rendered pages kept; ?page= and ?limit= can ask for many
+RENDER_THREADS = 4  # outputs rendered at once, each on a thread of the renders' own
+log = logging.getLogger("aggregator.server")
+# Without the admin_token: how a browser is asked for it (any user name, the token as password).
+ADMIN_CHALLENGE = {"WWW-Authenticate": 'Basic realm="aggregator admin", charset="UTF-8"'}
+# A private output's page links out to the entries' sites: its URL (with the token) must not
+# go along as the Referer.
+PRIVATE_HEADERS = {"Referrer-Policy": "no-referrer"}
+
+
+def _token(request: web.Request) -> str | None:
+    return presented(request.query, request.headers)
 
 
 def _feed_json(state: FeedState) -> dict[str, Any]:
@@ -81,6 +105,11 @@ class Metrics:
         self.cache_hits = prometheus_client.Counter(
             "aggregator_output_cache_hits", "Outputs served from cache", registry=self.registry
         )
+        self.stale_served = prometheus_client.Counter(
+            "aggregator_output_stale_served",
+            "Outputs served from the cache of an older store generation while re-rendered",
+            registry=self.registry,
+        )
         self.fetch_seconds = prometheus_client.Histogram(
             "aggregator_fetch_seconds",
             "Time to fetch a feed (request to last byte, or failure)",
@@ -121,10 +150,15 @@ class OutputServer:
         self.healthy = healthy
         self.metrics = metrics
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
-        self._locks: dict[PageKey, asyncio.Lock] = {}
+        self._refreshing: dict[PageKey, asyncio.Task[tuple[Rendered, Cached]]] = {}
+        self._lanes: dict[str, asyncio.Lock] = {}  # one render at a time per output
+        self._render_threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
         self._config_seen: Config | None = None
+        # When this config took effect: the date of what depends only on it (OPML).
+        self._config_since = datetime.now(UTC).replace(microsecond=0)
         self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
-        self._index: tuple[Config, Cached] | None = None
+        # The index per set of outputs shown (a token can add its private output to it).
+        self._index: tuple[Config, dict[tuple[str, ...], Cached]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -134,26 +168,36 @@ class OutputServer:
         app.router.add_get("/status", self.status)
         app.router.add_get("/status.json", self.status_json)
         app.router.add_get("/metrics", self.metrics_handler)
+        app.on_cleanup.append(self._close)
         return app
+
+    async def _close(self, app: web.Application) -> None:
+        for task in list(self._refreshing.values()):
+            task.cancel()
+        await asyncio.to_thread(self._render_threads.shutdown, True, cancel_futures=True)
 
     def _check_config(self) -> Config:
         config = self.config()
         if config is not self._config_seen:
             # Rules or sources may have changed: nothing cached can be trusted.
             self._cache.clear()
-            self._locks.clear()
             self._config_seen = config
+            self._config_since = datetime.now(UTC).replace(microsecond=0)
         return config
 
     async def rendered(
         self, name: str, fmt: ServedFormat, page: int = 1, per_page: int | None = None
     ) -> Rendered:
-        """The output rendered now, or from the cache when the store has not changed since."""
-        return (await self._served(name, fmt, page, per_page))[0]
+        """The output as of the current store generation: rendered now, or from the cache
+        when the store has not changed since (what the WebSub notifier compares)."""
+        return (await self._served(name, fmt, page, per_page, fresh=True))[0]
 
     async def _served(
-        self, name: str, fmt: ServedFormat, page: int, per_page: int | None
+        self, name: str, fmt: ServedFormat, page: int, per_page: int | None, fresh: bool = False
     ) -> tuple[Rendered, Cached]:
+        """The cached body while it is current. After a store change the body cached before
+        it is still served (unless `fresh`) while one render brings it up to date in the
+        background: a subscriber never waits for a render once the output was rendered once."""
         config = self._check_config()
         key = (name, fmt, page, per_page)
         # The common case, a cache hit, takes no lock: it is the whole cost of serving.
@@ -161,30 +205,56 @@ class OutputServer:
         if cached is not None and cached[0].generation >= self.generation():
             self.metrics.cache_hits.inc()
             return cached
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:  # one render per change, however many subscribers ask at once
+        task = self._refreshing.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._refresh(config, key))
+            self._refreshing[key] = task
+            task.add_done_callback(functools.partial(self._refreshed, key))
+        if cached is not None and not fresh:
+            self.metrics.stale_served.inc()
+            return cached
+        # Shielded: a subscriber who hangs up must not cancel the render others wait for.
+        return await asyncio.shield(task)
+
+    def _refreshed(self, key: PageKey, task: asyncio.Task[tuple[Rendered, Cached]]) -> None:
+        if self._refreshing.get(key) is task:
+            del self._refreshing[key]
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, PageNotFound):
+            # The page is past the end now (fewer stories): the next request gets its 404.
+            self._cache.pop(key, None)
+        elif error is not None:
+            # Whoever waited got the error; one served stale must still leave a trace.
+            log.error("render of %s failed: %s", key, error)
+
+    async def _refresh(self, config: Config, key: PageKey) -> tuple[Rendered, Cached]:
+        name, fmt, page, per_page = key
+        # One render at a time per output (its formats and pages share one plan of it), on
+        # threads of their own: a slow output holds one of them, never another output's turn.
+        async with self._lanes.setdefault(name, asyncio.Lock()):
             cached = self._cache.get(key)
             if cached is not None and cached[0].generation >= self.generation():
-                self.metrics.cache_hits.inc()
                 return cached
             fresh = await self.store.read(
-                lambda s: render_output(s, config, name, fmt, page, per_page)
+                lambda s: render_output(s, config, name, fmt, page, per_page),
+                self._render_threads,
             )
-            self.metrics.renders.labels(fmt).inc()
+        self.metrics.renders.labels(fmt).inc()
+        entry = (
+            fresh,
+            # An OPML follows the config: it dates from when the config took effect.
+            make_cached(
+                fresh.body,
+                SERVED_TYPES[fmt],
+                self._config_since if fmt == "opml" else fresh.last_modified,
+                fresh.etag,
+            ),
+        )
+        if config is self._config_seen:  # a reload meanwhile: this render is of the old rules
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()  # rare (many ?limit= values): re-rendering is the cost
-            entry = (
-                fresh,
-                # An OPML has no date of its own (it follows the config): ETag only.
-                make_cached(
-                    fresh.body,
-                    SERVED_TYPES[fmt],
-                    None if fmt == "opml" else fresh.last_modified,
-                    fresh.etag,
-                ),
-            )
             self._cache[key] = entry
-            return entry
+        return entry
 
     def max_age(self, config: Config, name: str) -> int:
         """Seconds a client may reuse an output: the shortest poll interval of its sources,
@@ -200,10 +270,16 @@ class OutputServer:
                 text=f"unknown format {fmt!r}: use {', '.join(SERVED_FORMATS)}\n"
             )
         config = self.config()
-        if not any(o.name == name for o in config.outputs):
+        found = next((o for o in config.outputs if o.name == name), None)
+        if found is None or not may_read(found, _token(request)):
+            # A private output without its token is not there at all: 404, not 403. The check
+            # comes first, so no ETag, 304 or body of it reaches anyone without the token.
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
-        _, cached = await self._served(name, fmt, page, per_page)
+        try:
+            _, cached = await self._served(name, fmt, page, per_page)
+        except PageNotFound as e:
+            raise web.HTTPNotFound(text=f"{e}\n") from e
         cache_control, headers = self._output_headers(config, name, fmt)
         return respond(request, cached, cache_control, headers)
 
@@ -215,19 +291,32 @@ class OutputServer:
         found = self._headers.get(key)
         if found is not None and found[0] is config:
             return found[1], found[2]
-        headers = {}
+        output = config.output(name)
+        private = output.token is not None
+        headers = dict(PRIVATE_HEADERS) if private else {}
         if fmt in FORMATS:
-            links = [f'<{config.aggregator.base_url}/outputs/{name}.{fmt}>; rel="self"']
-            if config.aggregator.hub:
+            query = token_query(output)
+            url = f"{config.aggregator.base_url}/outputs/{name}.{fmt}"
+            links = [f'<{url}{"?" + query if query else ""}>; rel="self"']
+            if config.aggregator.hub and not private:  # never announced: see websub.py
                 links.append(f'<{config.aggregator.hub}>; rel="hub"')
             headers["Link"] = ", ".join(links)
-        cache_control = f"public, max-age={self.max_age(config, name)}"
+        # "private": no shared cache may keep what only the token's holder may read.
+        scope = "private" if private else "public"
+        cache_control = f"{scope}, max-age={self.max_age(config, name)}"
         self._headers[key] = (config, cache_control, headers)
         return cache_control, headers
 
     async def _feed_states(self) -> list[FeedState]:
         names = [f.name for f in self.config().feeds]
         return await self.store.read(lambda s: s.feed_states(names))
+
+    def _require_admin(self, request: web.Request) -> None:
+        """/status and /metrics of a daemon with an admin_token are for that token only."""
+        if not is_admin(self.config(), _token(request)):
+            raise web.HTTPUnauthorized(
+                text="this page needs the admin token\n", headers=ADMIN_CHALLENGE
+            )
 
     async def healthz(self, request: web.Request) -> web.Response:
         problems = []
@@ -237,6 +326,10 @@ class OutputServer:
             await self.store.write(lambda s: s.check_writable())
         except StoreError as e:
             problems.append(str(e))
+        status = 503 if problems else 200
+        if not is_admin(self.config(), _token(request)):
+            # With an admin_token, others learn only whether the daemon is healthy.
+            return web.json_response({"status": "fail" if problems else "ok"}, status=status)
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
         body = {
             "status": "fail" if problems else "ok",
@@ -246,50 +339,67 @@ class OutputServer:
             "reload": self.reload_status(),
             "feeds": feeds,
         }
-        return web.json_response(body, status=503 if problems else 200, dumps=_dumps)
+        return web.json_response(body, status=status, dumps=_dumps)
 
-    async def _status_doc(self) -> dict[str, Any]:
+    async def _status_doc(self, request: web.Request) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        # Feeds with full_content: how many of their articles were extracted, failed, pending.
+        for name, tally in (await self.store.read(article_store.counts)).items():
+            if name in feeds:
+                feeds[name]["articles"] = tally
+        config = self.config()
+        token = _token(request)
+        # The admin sees that private outputs exist, not their tokens: no URL here has one.
+        shown = visible_outputs(config, token, admin=is_admin(config, token))
         outputs = {
-            o.name: {
-                f: f"{self.config().aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS
-            }
-            for o in self.config().outputs
+            o.name: {f: f"{config.aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS}
+            for o in shown
         }
         return {"feeds": feeds, "outputs": outputs, "reload": self.reload_status()}
 
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
+        self._require_admin(request)
         if not _prefers_html(request.headers.get("Accept", "")):
             return await self.status_json(request)
-        doc = await self._status_doc()
+        doc = await self._status_doc(request)
         body = render_status_page(self.config().aggregator.base_url, doc["feeds"])
         # Rendered per request: polls change it without changing the store generation, and
         # it is small. The ETag still spares a reloading browser the body.
         return respond(request, make_cached(body, HTML, None), "no-cache")
 
     async def status_json(self, request: web.Request) -> web.Response:
-        body = _dumps(await self._status_doc()).encode()
+        self._require_admin(request)
+        body = _dumps(await self._status_doc(request)).encode()
         return respond(
             request, make_cached(body, "application/json; charset=utf-8", None), "no-cache"
         )
 
     async def index(self, request: web.Request) -> web.Response:
-        """The front page: an HTML list of the outputs. It depends only on the config."""
+        """The front page: an HTML list of the outputs. It depends only on the config, and on
+        the token given: private outputs are listed only with theirs."""
         config = self.config()
+        shown = visible_outputs(config, _token(request))
         if self._index is None or self._index[0] is not config:
+            self._index = (config, {})
+        key = tuple(o.name for o in shown)
+        cached = self._index[1].get(key)
+        if cached is None:
             outputs = [
-                OutputLink(o.name, o.title, o.description, len(config.sources_of(o)))
-                for o in config.outputs
+                OutputLink(
+                    o.name, o.title, o.description, len(config.sources_of(o)), token_query(o)
+                )
+                for o in shown
             ]
             body = render_index(config.aggregator.base_url, outputs)
-            self._index = (
-                config,
-                make_cached(body, HTML, datetime.now(UTC).replace(microsecond=0)),
-            )
-        return respond(request, self._index[1], "public, max-age=300")
+            cached = make_cached(body, HTML, datetime.now(UTC).replace(microsecond=0))
+            self._index[1][key] = cached
+        if any(o.token is not None for o in shown):
+            return respond(request, cached, "private, max-age=300", PRIVATE_HEADERS)
+        return respond(request, cached, "public, max-age=300")
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
         body = prometheus_client.generate_latest(self.metrics.registry)
         return web.Response(
             body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}

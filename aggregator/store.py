@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +25,10 @@ from sqlite_utils.migrations import Migrations
 
 from .errors import StoreError
 from .identity import Known, clean_text, uid_for, with_first_seen_date
+from .media import authors_from_json, authors_json, media_from_json, media_json
 from .models import Entry, FeedHints, FeedState, PollRecord, StoredEntry, Validators
 from .search import FTS_TABLE, fts_schema
+from .secret import redact, strip_userinfo
 
 T = TypeVar("T")
 # How long a batched write waits for others to join its batch (seconds).
@@ -219,13 +221,15 @@ def _entry_row(entry: Entry) -> dict[str, Any]:
         "date_known": int(entry.date_known),
         "content_hash": entry.content_hash,
         "stable_hash": entry.stable_hash or None,
+        "media": media_json(entry.media),
+        "authors": authors_json(entry.authors),
     }
 
 
 _INSERT_ENTRY = (
     "INSERT INTO entries (feed, key, key_kind, uid, guid, link, title, summary, content, author, "
-    "categories, published, updated, date_known, content_hash, stable_hash, first_seen, "
-    "last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "categories, published, updated, date_known, content_hash, stable_hash, media, authors, "
+    "first_seen, last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -252,6 +256,8 @@ def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
         date_known=bool(row["date_known"]),
         content_hash=row["content_hash"],
         stable_hash=row["stable_hash"] or "",
+        media=media_from_json(row["media"]),
+        authors=authors_from_json(row["authors"]),
     )
 
 
@@ -656,6 +662,10 @@ class Store:
     def _atomic(self) -> Any:
         return _Atomic(self)
 
+    def atomic(self) -> Any:
+        """One transaction (a savepoint inside a batch), for modules with SQL of their own."""
+        return _Atomic(self)
+
 
 class _Atomic:
     """BEGIN IMMEDIATE … COMMIT, turning sqlite3 errors into StoreError (and rolling back).
@@ -861,9 +871,11 @@ class StoreThreads:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, lambda: fn(self._store()))
 
-    async def read(self, fn: Callable[[Store], T]) -> T:
+    async def read(self, fn: Callable[[Store], T], threads: Executor | None = None) -> T:
+        """Run `fn` on a reader thread, or on one of `threads` (the renders' own, so a slow
+        render never holds up the daemon's other reads); each thread has its connection."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._store()))
+        return await loop.run_in_executor(threads or self._readers, lambda: fn(self._store()))
 
     @property
     def external_changes(self) -> int:
@@ -921,3 +933,47 @@ def m005_fts_merging(db: sqlite_utils.Database) -> None:
     40,000 entries take the same time (measured on the bench farm's entries)."""
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('automerge', 16)")
     db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('crisismerge', 64)")
+
+
+@migrations()
+def m006_sanitize_once(db: sqlite_utils.Database) -> None:
+    """Renders no longer sanitise stored content, so the rows stored so far are sanitised once
+    more under the current policy, in the background (see resanitize.py): an empty policy
+    matches none."""
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sanitize_policy', '')")
+
+
+@migrations()
+def m007_media(db: sqlite_utils.Database) -> None:
+    """An entry's files, picture and iTunes tags, and its authors one by one: JSON (see
+    media.py), NULL for the many entries without them."""
+    db.execute("ALTER TABLE entries ADD COLUMN media TEXT")
+    db.execute("ALTER TABLE entries ADD COLUMN authors TEXT")
+
+
+@migrations()
+def m010_no_userinfo(db: sqlite_utils.Database) -> None:
+    """Feed URLs lose their user:password@ (the config now turns it into credentials that are
+    never stored): blank it in the URLs and errors stored by older versions."""
+    rows = db.execute(
+        "SELECT name, url, redirect_url, last_error FROM feeds "
+        "WHERE url LIKE '%@%' OR redirect_url LIKE '%@%' OR last_error LIKE '%@%'"
+    ).fetchall()
+    for name, url, redirect_url, last_error in rows:
+        db.execute(
+            "UPDATE feeds SET url = ?, redirect_url = ?, last_error = ? WHERE name = ?",
+            (
+                strip_userinfo(url),
+                strip_userinfo(redirect_url) if redirect_url else redirect_url,
+                redact(last_error) if last_error else last_error,
+                name,
+            ),
+        )
+
+
+@migrations()
+def m008_articles(db: sqlite_utils.Database) -> None:
+    """Full content from article pages: per-entry extraction state and the page cache."""
+    from .article_store import create_tables  # it builds on this module
+
+    create_tables(db)

@@ -65,8 +65,9 @@ _SENTENCE = re.compile(
 )
 _WIDE_RANGES = _ranges(sorted(_letters(_WIDE_SPANS))) + _EXT_B
 del _WORD_SET, _MARK_SET
-# What separates the items of a breadcrumb or a menu ("Home > World › Asia", "News | Sport").
-_CRUMB = re.compile(r"[>›»|/\\·•]")
+# What separates the items of a breadcrumb or a menu ("Home > World › Asia", "News | Sport"),
+# with spaces around it: "A/B testing" is a phrase, not a path.
+_CRUMB = re.compile(r"\s[>›»|/\\·•]\s")
 _WIDE = re.compile(f"[{_WIDE_RANGES}]")
 _HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 _DIGIT = re.compile(r"[0-9]")

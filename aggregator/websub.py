@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
-from .config import Config
+from .config import Config, OutputConfig
 
 log = logging.getLogger("aggregator.websub")
 TOPIC_FORMATS = ("atom", "rss", "json")
@@ -24,6 +24,12 @@ TOPIC_FORMATS = ("atom", "rss", "json")
 def topics(config: Config, name: str) -> list[str]:
     """The topic URLs of an output: its feed formats, as their self links name them."""
     return [f"{config.aggregator.base_url}/outputs/{name}.{fmt}" for fmt in TOPIC_FORMATS]
+
+
+def public_outputs(config: Config) -> list[OutputConfig]:
+    """The outputs announced to the hub: never a private one, whose content the hub would
+    fetch with its token and pass on to whoever subscribes."""
+    return [o for o in config.outputs if o.token is None]
 
 
 def publish_form(urls: Sequence[str]) -> list[tuple[str, str]]:
@@ -53,7 +59,7 @@ class HubNotifier:
 
     async def seed(self) -> None:
         """Remember what every output looks like now, so a restart pings nothing by itself."""
-        for output in self.config().outputs:
+        for output in public_outputs(self.config()):
             self._announced[output.name] = await self.etag_of(output.name)
 
     def changed(self) -> None:
@@ -77,7 +83,7 @@ class HubNotifier:
         if hub is None:
             return []
         changed = []
-        for output in config.outputs:
+        for output in public_outputs(config):
             etag = await self.etag_of(output.name)
             if self._announced.get(output.name) != etag:
                 changed.append(output.name)

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -192,7 +193,11 @@ class FeedServer:
 
     base_url: str
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> None:
+        # Another loopback address (127.0.0.2) is another origin on the same machine; with an
+        # ssl_context the server speaks HTTPS.
+        self.host = host
+        self._ssl = ssl_context
         self._lock = threading.Lock()
         self._routes: dict[str, _Route] = {}
         self._log: list[RequestRecord] = []
@@ -209,7 +214,7 @@ class FeedServer:
         if self._startup_error is not None:
             self._thread.join(_STOP_TIMEOUT)
             raise RuntimeError("FeedServer failed to start") from self._startup_error
-        self.base_url = f"http://127.0.0.1:{self._port}"
+        self.base_url = f"{'https' if ssl_context else 'http'}://{host}:{self._port}"
 
     # ------------------------------------------------------------------ public API
 
@@ -402,7 +407,7 @@ class FeedServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, self.host, 0, ssl_context=self._ssl)
             await site.start()
             address = runner.addresses[0]
             self._port = int(address[1])

@@ -98,6 +98,18 @@ def _without_ttl(document: bytes) -> bytes:
     return re.sub(rb"<ttl>\d+</ttl>", b"", document)
 
 
+def loopback_settings(port: int, **overrides: str) -> dict[str, str]:
+    """[aggregator] settings of a daemon on `port` that polls every 5 seconds."""
+    settings = {
+        "listen": f"127.0.0.1:{port}",
+        "base_url": f"http://127.0.0.1:{port}",
+        "interval": "5s",
+        "min_interval": "5s",
+        "timeout": "5s",
+    }
+    return settings | overrides
+
+
 def _config(feed_server: FeedServer, write_config: Callable[..., Path], port: int) -> Path:
     feeds = {
         "russia": "section-russia.rss.xml",
@@ -116,14 +128,7 @@ def _config(feed_server: FeedServer, write_config: Callable[..., Path], port: in
     body += '[[outputs]]\nname = "all"\ntitle = "All news"\n\n'
     body += '[[outputs]]\nname = "latam"\ntitle = "Latin America"\ntags = ["news"]\n'
     body += 'include = ["Latin America"]\n'
-    return write_config(
-        body,
-        listen=f"127.0.0.1:{port}",
-        base_url=f"http://127.0.0.1:{port}",
-        interval="5s",
-        min_interval="5s",
-        timeout="5s",
-    )
+    return write_config(body, **loopback_settings(port))
 
 
 def test_daemon_polls_serves_and_stops(

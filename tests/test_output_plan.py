@@ -7,10 +7,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from aggregator.config import Config, parse_config
 from aggregator.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
-from aggregator.output import render_output
+from aggregator.output import PageNotFound, render_output
 from aggregator.store import Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -77,3 +79,26 @@ def test_databases_do_not_share_plans(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_the_subscribed_document_holds_the_outputs_limit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    try:
+        poll(store, *(entry(n, f"Story {n}") for n in range(130)))
+        big = config(limit=500)
+        assert render_output(store, big, "o", "json").entries == 130  # not 100
+        assert render_output(store, big, "o", "html").entries == 100  # the page pages
+        paged = config(limit=500, page_size=50)
+        first = render_output(store, paged, "o", "atom")
+        assert (first.entries, first.pages) == (50, 3)
+        assert render_output(store, paged, "o", "atom", page=3).entries == 30
+        assert render_output(store, paged, "o", "atom", per_page=100, page=2).entries == 30
+        assert render_output(store, paged, "o", "rss", whole=True).entries == 130
+        with pytest.raises(PageNotFound):
+            render_output(store, paged, "o", "atom", page=4)
+        with pytest.raises(PageNotFound):
+            render_output(store, big, "o", "json", page=2)
+        # An empty output still has its first page.
+        assert render_output(store, config(query="nothingmatches"), "o", "json").entries == 0
+    finally:
+        store.close()

@@ -16,7 +16,7 @@ from test_validity import check_html, items_of, meta
 from aggregator.config import Config, parse_config
 from aggregator.httpcache import accepts_gzip, make_cached, not_modified, respond
 from aggregator.pages import OutputLink, render_index, render_output_page, render_status_page
-from aggregator.sanitize import clean_html, xml_safe
+from aggregator.sanitize import sanitize_html, xml_safe
 from aggregator.server import _prefers_html
 from aggregator.websub import HubNotifier, publish_form
 
@@ -45,7 +45,7 @@ __all__ = ["hub"]
     ],
 )  # fmt: skip
 def test_clean_html(fragment: str, base: str | None, expected: str) -> None:
-    assert clean_html(fragment, base) == expected
+    assert sanitize_html(fragment, base) == expected
 
 
 def test_xml_safe_keeps_legal_whitespace() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -130,7 +131,8 @@ def test_json_feed_output() -> None:
     assert doc["version"] == JSON_FEED_VERSION == "https://jsonfeed.org/version/1.1"
     assert doc["title"] == "Mixed output"
     assert doc["feed_url"] == META.url("json")
-    assert doc["home_page_url"] == "https://agg.example/"
+    # The output's own page, not the daemon's front page.
+    assert doc["home_page_url"] == "https://agg.example/outputs/mixed.html"
     assert [o["id"] for o in doc["items"]] == [i.entry.uid for i in items]
     for obj, item in zip(doc["items"], items, strict=True):
         assert obj["title"] == item.entry.title
@@ -191,7 +193,14 @@ def test_control_character_in_title(fmt: OutputFormat) -> None:
         ("<p>Fish &amp; chips  <b>today</b></p>", "", "Fish & chips today"),
         ("", "<div>Only\ncontent</div>", "Only content"),
         ("x" * 100, "", "x" * 80 + "…"),
-        ("", "", "(untitled)"),
+        # Nothing to read: named by its link, never "(untitled)".
+        ("", "", "post"),
+        (
+            "",
+            "<p>Nine words make the title of this untitled entry here, then more words "
+            "follow that the title leaves out</p>",
+            "Nine words make the title of this untitled entry here, then more words follow…",
+        ),
     ],
 )
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -234,9 +243,10 @@ def test_atom_dates_are_rfc3339() -> None:
     items = fixture_items()
     body = render("atom", META, items).decode("utf-8")
     published = re.findall(r"<published>([^<]+)</published>", body)
-    updated = re.findall(r"<updated>([^<]+)</updated>", body)
+    # The feed's own, then one per entry (each entry's atom:source has its own as well).
+    updated = re.findall(r"<updated>([^<]+)</updated>", re.sub(r"<source>.*?</source>", "", body))
     assert len(published) == len(items)
-    assert len(updated) == len(items) + 1  # the feed's own, then one per entry
+    assert len(updated) == len(items) + 1
     assert all(RFC3339.match(d) for d in published + updated), published + updated
     assert [datetime.fromisoformat(d) for d in published] == [i.entry.published for i in items]
     assert datetime.fromisoformat(updated[0]) == feed_updated(items)
@@ -263,3 +273,10 @@ def test_hostile_titles_stay_text() -> None:
 def test_content_types() -> None:
     assert set(CONTENT_TYPES) == set(FORMATS)
     assert CONTENT_TYPES["json"].startswith("application/feed+json")
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss"])
+def test_a_private_outputs_channel_link_keeps_its_token(fmt: OutputFormat) -> None:
+    private = replace(META, link_query="token=s3cret-s3cret-s3cret", page=2, has_next=True)
+    result = parse_back(render(fmt, private, fixture_items()[:2]))
+    assert result.feed.link == "https://agg.example/outputs/mixed.html?token=s3cret-s3cret-s3cret"

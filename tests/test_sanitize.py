@@ -73,7 +73,10 @@ def theirs(name: str) -> list[feedparser.FeedParserDict]:
         "content-type": "application/xml",
         "content-location": f"https://feeds.example/{name}",
     }
-    return list(feedparser.parse(body, response_headers=headers).entries)
+    entries = feedparser.parse(body, response_headers=headers).entries
+    # An empty <item/> (nothing to show) is not stored by us: compare the others.
+    keys = ("title", "link", "summary", "content", "enclosures")
+    return [e for e in entries if any(e.get(k) for k in keys)]
 
 
 def _their_content(entry: feedparser.FeedParserDict) -> str:
@@ -212,9 +215,6 @@ def test_allowed_embeds_reach_the_outputs() -> None:
     ).new
     item = StoredEntry(entry, NOW, NOW, "V", "https://v.example/feed", None)
     meta = OutputMeta("o", "O", "O", "http://127.0.0.1:8080")
-    allowed = OutputMeta(
-        "o", "O", "O", "http://127.0.0.1:8080", embed_hosts=frozenset({"www.youtube.com"})
-    )
-    assert b"youtube.com/embed/abc" in render_atom(allowed, [item])
-    # Rendering re-sanitises: an output without the setting drops what ingest kept.
-    assert b"youtube.com/embed/abc" not in render_atom(meta, [item])
+    # Sanitised once, at ingest: the render serves what was stored as it is (a later change of
+    # embed_hosts re-sanitises the stored rows instead, see test_resanitize.py).
+    assert b"youtube.com/embed/abc" in render_atom(meta, [item])

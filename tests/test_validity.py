@@ -21,10 +21,10 @@ from xml.etree import ElementTree as ET
 import feedparser
 import pytest
 
-from aggregator.identity import identify
 from aggregator.models import StoredEntry
 from aggregator.pages import render_output_page
 from aggregator.parse import parse_feed
+from aggregator.poll import digest
 from aggregator.publish import JSON_FEED_VERSION, OutputMeta, render
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -47,10 +47,13 @@ XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def items_of(name: str) -> list[StoredEntry]:
+    """A fixture's entries as the poll stores them: parsed, keyed and sanitised once (a render
+    does not sanitise again)."""
     url = f"https://feeds.example/{name}"
     ctype = "application/feed+json" if name.endswith(".json") else "application/xml"
-    parsed = parse_feed(name, (DATA / name).read_bytes(), {"Content-Type": ctype}, url)
-    entries = identify(name.split(".")[0].replace("_", "-"), parsed.entries, NOW)
+    body = (DATA / name).read_bytes()
+    d = digest(name.split(".")[0].replace("_", "-"), body, {"Content-Type": ctype}, url, NOW, {})
+    parsed, entries = d.feed, d.new
     items = [
         StoredEntry(e, FIRST_SEEN, FIRST_SEEN, parsed.title or name, url, parsed.link)
         for e in entries
@@ -322,3 +325,152 @@ def test_hostile_content_is_neutralised(fmt: str) -> None:
     # The title is text: a "<script>" in it is shown, escaped, never run.
     if fmt == "html":
         assert "Entities &lt;script&gt;alert(5)&lt;/script&gt; in the title" in shown
+
+
+# --- enclosures, media, authors and sources (issue 12) ---------------------------------------
+ITUNES = "{http://www.itunes.com/dtds/podcast-1.0.dtd}"
+MEDIA = "{http://search.yahoo.com/mrss/}"
+DC = "{http://purl.org/dc/elements/1.1/}"
+# The extension namespaces an output may use, each under its usual prefix, declared on the root.
+PREFIXES = {
+    "itunes": ITUNES[1:-1],
+    "media": MEDIA[1:-1],
+    "dc": DC[1:-1],
+    "content": "http://purl.org/rss/1.0/modules/content/",
+    "atom": ATOM[1:-1],
+}
+CLOCK = re.compile(r"^\d{2,}:[0-5]\d:[0-5]\d$")
+MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+HTTP = re.compile(r"^https?://[^\s]+$")
+EMAIL = re.compile(r"^[^@\s()<>]+@[^@\s()<>]+\.[a-z]{2,}$", re.IGNORECASE)
+MEDIA_FIXTURES = ["podcast.rss.xml", "podcast.atom.xml"]
+
+
+def _declared_namespaces(body: bytes) -> dict[str, str]:
+    """Prefix → URI of every namespace declaration in the document, failing on a prefix
+    declared twice with different URIs or an auto-generated one (ns0)."""
+    from lxml import etree
+
+    root = etree.fromstring(body)
+    seen: dict[str, str] = {}
+    for el in root.iter():
+        for prefix, uri in (el.nsmap or {}).items():
+            if prefix is None:
+                continue
+            assert not re.match(r"^ns\d+$", prefix), f"generated prefix {prefix}"
+            assert seen.get(prefix, uri) == uri, prefix
+            seen[prefix] = uri
+            if el is not root:
+                assert root.nsmap.get(prefix) == uri, f"{prefix} declared below the root"
+    return seen
+
+
+def check_rss_extensions(body: bytes) -> None:
+    """Namespaces, required attributes and value formats of the RSS extension elements."""
+    for prefix, uri in _declared_namespaces(body).items():
+        assert PREFIXES.get(prefix) == uri, (prefix, uri)
+    channel = ET.fromstring(body).find("channel")
+    assert channel is not None
+    assert channel.findtext("link") == "https://agg.example/outputs/valid.html"
+    for item in channel.findall("item"):
+        enclosures = item.findall("enclosure")
+        assert len(enclosures) <= 1  # RSS 2.0 allows one
+        for enc in enclosures:
+            assert HTTP.match(enc.get("url") or ""), enc.attrib
+            assert (enc.get("length") or "").isdigit(), enc.attrib
+            assert MIME.match(enc.get("type") or ""), enc.attrib
+        contents = item.findall(f"{MEDIA}content")
+        if enclosures:
+            # Every file again as media:content, the first being the enclosure.
+            assert contents and contents[0].get("url") == enclosures[0].get("url")
+        for c in contents:
+            assert HTTP.match(c.get("url") or ""), c.attrib
+            assert c.get("fileSize") is None or (c.get("fileSize") or "").isdigit()
+            assert c.get("duration") is None or (c.get("duration") or "").isdigit()
+            assert c.get("medium") in (None, "image", "audio", "video", "document")
+        for thumb in item.findall(f"{MEDIA}thumbnail"):
+            assert HTTP.match(thumb.get("url") or "")
+        for author in item.findall("author"):
+            # An e-mail address, optionally followed by the name in parentheses.
+            assert EMAIL.match((author.text or "").split(" (", 1)[0]), author.text
+        for creator in item.findall(f"{DC}creator"):
+            assert (creator.text or "").strip()
+        duration = item.findtext(f"{ITUNES}duration")
+        assert duration is None or CLOCK.match(duration), duration
+        assert item.findtext(f"{ITUNES}explicit") in (None, "true", "false")
+        for tag in ("episode", "season"):
+            value = item.findtext(f"{ITUNES}{tag}")
+            assert value is None or (value.isdigit() and int(value) > 0), (tag, value)
+        assert item.findtext(f"{ITUNES}episodeType") in (None, "full", "trailer", "bonus")
+        image = item.find(f"{ITUNES}image")
+        assert image is None or HTTP.match(image.get("href") or "")
+    if channel.find(f"item/{ITUNES}duration") is not None:
+        assert channel.findtext(f"{ITUNES}explicit") in ("true", "false")
+        assert (channel.findtext(f"{ITUNES}author") or "").strip()
+
+
+def check_atom_extensions(body: bytes) -> None:
+    """atom:source complete, enclosure links with href and type, authors with a name."""
+    for prefix, uri in _declared_namespaces(body).items():
+        assert PREFIXES.get(prefix) == uri, (prefix, uri)
+    root = ET.fromstring(body)
+    alternates = [
+        lk.get("href") for lk in root.findall(f"{ATOM}link") if lk.get("rel") == "alternate"
+    ]
+    assert alternates == ["https://agg.example/outputs/valid.html"]
+    for e in root.findall(f"{ATOM}entry"):
+        sources = e.findall(f"{ATOM}source")
+        assert len(sources) == 1
+        source = sources[0]
+        assert (source.findtext(f"{ATOM}id") or "").strip()
+        assert (source.findtext(f"{ATOM}title") or "").strip()
+        assert RFC3339.match(source.findtext(f"{ATOM}updated") or "")
+        assert source.findall(f"{ATOM}link"), "the source's link"
+        for link in [*e.findall(f"{ATOM}link"), *source.findall(f"{ATOM}link")]:
+            assert HTTP.match(link.get("href") or ""), link.attrib
+            if link.get("rel") == "enclosure":
+                assert link.get("type") is None or MIME.match(link.get("type") or "")
+                assert link.get("length") is None or (link.get("length") or "").isdigit()
+        for author in e.findall(f"{ATOM}author"):
+            assert (author.findtext(f"{ATOM}name") or "").strip()
+            email = author.findtext(f"{ATOM}email")
+            assert email is None or EMAIL.match(email), email
+            uri = author.findtext(f"{ATOM}uri")
+            assert uri is None or HTTP.match(uri), uri
+        for thumb in e.findall(f"{MEDIA}thumbnail"):
+            assert HTTP.match(thumb.get("url") or "")
+
+
+def check_json_extensions(doc: dict[str, Any]) -> None:
+    """JSON Feed 1.1 attachments, authors and image as the spec defines them."""
+    assert doc["home_page_url"] == "https://agg.example/outputs/valid.html"
+    for item in doc["items"]:
+        for att in item.get("attachments", []):
+            assert HTTP.match(att["url"]) and MIME.match(att["mime_type"]), att
+            assert set(att) <= {"url", "mime_type", "size_in_bytes", "duration_in_seconds"}
+            for key in ("size_in_bytes", "duration_in_seconds"):
+                assert key not in att or (isinstance(att[key], int) and att[key] >= 0)
+        for author in item.get("authors", []):
+            assert set(author) <= {"name", "url", "avatar"} and author.get("name"), author
+            assert "url" not in author or re.match(r"^(https?://|mailto:)", author["url"])
+            assert "avatar" not in author or HTTP.match(author["avatar"])
+        assert "image" not in item or HTTP.match(item["image"])
+        assert "url" not in item or HTTP.match(item["url"])
+
+
+@pytest.mark.parametrize("name", FEEDS)
+def test_extension_elements_are_valid(name: str) -> None:
+    items = items_of(name)
+    check_rss_extensions(render("rss", meta(), items))
+    check_atom_extensions(render("atom", meta(), items))
+    check_json_extensions(json.loads(render("json", meta(), items)))
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss"])
+def test_every_page_links_the_html_page_as_channel_link(fmt: str) -> None:
+    m = meta(page=2, has_next=True)
+    parsed = _round_trip(render(fmt, m, items_of("rss20.xml")))  # type: ignore[arg-type]
+    assert parsed.feed.link == "https://agg.example/outputs/valid.html"
+    rels = {lk.rel: lk.href for lk in parsed.feed.links}
+    assert rels["next"] == f"https://agg.example/outputs/valid.{fmt}?page=3"
+    assert rels["first"] == f"https://agg.example/outputs/valid.{fmt}"
