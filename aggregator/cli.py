@@ -18,7 +18,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from . import __version__
+from . import __version__, article_store
+from .articles import ArticleQueue
 from .backup import backup_database
 from .config import CONFIG_ENV, Config, FeedConfig, load_config
 from .daemon import make_fetcher, make_gates, make_parse_pool
@@ -109,14 +110,17 @@ async def _fetch_all(
         await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
         states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
         async with make_fetcher(config) as fetcher:
+            gates = make_gates(config, states, datetime.now(UTC))
+            articles = ArticleQueue(store, fetcher, pool, lambda: config, lambda: gates)
             ctx = PollContext(
                 fetcher,
                 store,
                 pool,
                 feed_config=lambda n: config.feed(n),
-                hosts=make_gates(config, states, datetime.now(UTC)),
+                hosts=gates,
                 work=asyncio.Semaphore(config.aggregator.max_concurrency),
                 embed_hosts=frozenset(config.aggregator.embed_hosts),
+                articles=articles,
                 limits=config.aggregator.limits(),
             )
 
@@ -138,7 +142,10 @@ async def _fetch_all(
                 progress(outcome)
                 return outcome
 
-            return await asyncio.gather(*(one(f) for f in feeds))
+            outcomes = await asyncio.gather(*(one(f) for f in feeds))
+            # The pages of the new entries of full_content feeds, at the hosts' pace.
+            await articles.run(until_idle=True)
+            return outcomes
     finally:
         pool.shutdown(wait=True)
         await store.aclose()
@@ -243,6 +250,7 @@ def feeds(config_path: str) -> None:
         sys.exit(1)
     try:
         states = {s.name: s for s in store.feed_states()}
+        articles = article_store.counts(store)
     finally:
         store.close()
     rows = [
@@ -279,11 +287,60 @@ def feeds(config_path: str) -> None:
         )
         if s.config_hint:
             notes.append(f"{f.name}: {s.config_hint}")
+        if f.name in articles:
+            n = articles[f.name]
+            notes.append(
+                f"{f.name}: articles {n['extracted']} extracted, {n['failed']} failed, "
+                f"{n['pending']} pending"
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
     for note in notes:
         click.echo(note)
+
+
+@main.command()
+@config_option
+@click.argument("url")
+@click.option("--selector", help="CSS selector of the element holding the story.")
+@click.option("--remove", multiple=True, help="CSS selector of elements to drop (repeatable).")
+@click.option("--feed", "feed_name", help="Use this feed's content_selector and remove_selectors.")
+def extract(
+    config_path: str, url: str, selector: str | None, remove: tuple[str, ...], feed_name: str | None
+) -> None:
+    """Print the text full_content would store for the article at URL."""
+    from .extract import check_selector
+    from .extract_tool import try_extract
+
+    config = _load(config_path)
+    if feed_name is not None:
+        if not any(f.name == feed_name for f in config.feeds):
+            _fail(f"no feed named {feed_name!r} in {config_path}", 2)
+        feed = config.feed(feed_name)
+        selector = selector or feed.content_selector
+        remove = remove or feed.remove_selectors
+    try:
+        for css in (selector, *remove):
+            if css is not None:
+                check_selector(css)
+    except ValueError as e:
+        _fail(str(e), 2)
+    if not url.startswith(("http://", "https://")):
+        _fail(f"{url!r} is not an http(s) URL", 2)
+    try:
+        result = asyncio.run(try_extract(config, url, selector, remove))
+    except AggregatorError as e:
+        _fail(str(e))
+    x = result.extraction
+    if not x.found:
+        _fail(f"{result.url}: {x.reason}")
+    click.echo(x.html)
+    click.echo(
+        f"{result.url}: {x.text_length} characters of text by {x.method}, of the page's "
+        f"{x.page_text_length} ({result.size} bytes)",
+        err=True,
+    )
 
 
 def _open_store(config: Config) -> Store:

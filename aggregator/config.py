@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,7 @@ from .credentials import RESERVED_HEADERS, RequestOptions, request_options
 from .decide import PollPolicy
 from .dedupe import DedupeSettings
 from .errors import ConfigError
+from .extract import check_selector
 from .filters import (
     FIELDS,
     AllOf,
@@ -222,6 +224,9 @@ class Settings(_Strict):
     adaptive: bool = False
     host_concurrency: int = Field(default=1, ge=1, le=64)
     host_delay: Duration = timedelta(seconds=1)
+    full_content: bool = False
+    respect_robots: bool = True
+    article_concurrency: int = Field(default=2, ge=1, le=64)
     admin_token: Secret | None = None
 
     _admin_token = field_validator("admin_token")(classmethod(lambda cls, v: _check_token(v)))
@@ -369,17 +374,21 @@ class RuleSpec(_Strict):
         return Language(tuple(x.lower() for x in self.language))
 
 
-def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
+def _check_each(v: tuple[str, ...], check: Callable[[str], object]) -> tuple[str, ...]:
     problems = []
-    for i, rule in enumerate(v):
+    for i, item in enumerate(v):
         try:
-            compile_rule(rule)
+            check(item)
         except ValueError as e:
             problems.append(f"[{i}]: {e}")
     if problems:
         # Carry the index so the message names `outputs[1].include[0]`.
         raise ValueError("; ".join(problems))
     return v
+
+
+def _check_rules(v: tuple[str, ...]) -> tuple[str, ...]:
+    return _check_each(v, compile_rule)
 
 
 class _Filtered(_Strict):
@@ -426,6 +435,9 @@ class FeedConfig(_Filtered):
     adaptive: bool | None = None
     host_concurrency: int | None = Field(default=None, ge=1, le=64)
     host_delay: Duration | None = None
+    full_content: bool | None = None
+    content_selector: str | None = None
+    remove_selectors: tuple[str, ...] = ()
     # A private feed's request (see credentials.py): secrets are literal, env: or file:.
     headers: dict[str, Secret] = Field(default_factory=dict)
     username: Identity | None = None
@@ -438,6 +450,18 @@ class FeedConfig(_Filtered):
     _name = field_validator("name")(classmethod(lambda cls, v: _check_slug(v)))
     _url = field_validator("url")(classmethod(lambda cls, v: _check_http_url(v)))
     _durations = _ranged("interval", "host_delay")
+
+    @field_validator("content_selector")
+    @classmethod
+    def _content_selector(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_selector(v)
+        return v
+
+    @field_validator("remove_selectors")
+    @classmethod
+    def _remove_selectors(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_each(v, check_selector)
 
     @model_validator(mode="before")
     @classmethod
@@ -608,6 +632,10 @@ class Config(_Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def full_content_of(self, feed: FeedConfig) -> bool:
+        """Whether the feed's new entries get their article page's text as content."""
+        return self.aggregator.full_content if feed.full_content is None else feed.full_content
 
     def interval_of(self, feed: FeedConfig) -> timedelta:
         return feed.interval or self.aggregator.interval

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .articles import ArticleQueue
 from .config import Config, FeedConfig, load_config
 from .errors import AggregatorError, ConfigError
 from .fetch import Fetcher
@@ -99,6 +100,19 @@ def make_gates(
         ):
             gates.block(origin(state.redirect_url or feed.url), state.next_poll)
     return gates
+
+
+def make_article_queue(
+    daemon: Daemon, store: StoreThreads, fetcher: Fetcher, pool: DeadlinePool
+) -> ArticleQueue:
+    """The daemon's article queue: it follows reloads (settings, and the gates a reload
+    rebuilds) and tells the outputs when an entry's content changed."""
+
+    def hosts() -> HostGates:
+        assert daemon._ctx is not None
+        return daemon._ctx.hosts
+
+    return ArticleQueue(store, fetcher, pool, lambda: daemon.config, hosts, daemon._on_write)
 
 
 class Daemon:
@@ -228,6 +242,7 @@ class Daemon:
             seed_last_success(self.metrics, states.values())
             async with make_fetcher(self.config, self.metrics) as fetcher:
                 now = datetime.now(UTC)
+                articles = make_article_queue(self, store, fetcher, pool)
                 self._ctx = PollContext(
                     fetcher,
                     store,
@@ -237,6 +252,7 @@ class Daemon:
                     hosts=make_gates(self.config, states, now),
                     work=asyncio.Semaphore(self.config.aggregator.max_concurrency),
                     embed_hosts=frozenset(self.config.aggregator.embed_hosts),
+                    articles=articles,
                     limits=self.config.aggregator.limits(),
                 )
                 server = OutputServer(
@@ -263,6 +279,7 @@ class Daemon:
                     settings.listen,
                     settings.base_url,
                 )
+                self._spawn(articles.run())
                 self._spawn(self._summaries())
                 self._spawn(self._prunes())
                 self._spawn(self._resanitize())

@@ -84,12 +84,15 @@ class Fetcher:
         url: str,
         validators: Validators | None = None,
         options: RequestOptions | None = None,
+        *,
+        accept: str = "",
     ) -> Fetched | NotModified:
         """GET `url`, sending back the validators of the last 200 exactly as they came, and a
-        private feed's `options` (credentials only to its own origin, see credentials.py)."""
+        private feed's `options` (credentials only to its own origin, see credentials.py).
+        `accept` replaces the feed formats' Accept header (article pages ask for HTML)."""
         if self._session is None:
             raise RuntimeError("Fetcher used outside 'async with'")
-        headers = {}
+        headers = {"Accept": accept} if accept else {}
         if validators and validators.etag:
             headers["If-None-Match"] = validators.etag
         if validators and validators.last_modified:

@@ -97,6 +97,23 @@ class HostGates:
         self._next_start[host] = max(free or start, start + delay)
         return start
 
+    def try_reserve(self, host: str, now: datetime) -> bool:
+        """Take a start slot on `host` at `now` only if it is free, booking nothing otherwise:
+        for background requests (article pages), which must never take a feed poll's turn.
+        Free means: no Retry-After, `delay` passed since the last start, no turn booked ahead
+        and a request slot open."""
+        if self.blocked_until(host, now) is not None or self.slot(host).locked():
+            return False
+        last = self._last_start.get(host)
+        free = self._next_start.get(host)
+        if (last is not None and now - last < self.limit(host).delay) or (
+            free is not None and free > now
+        ):
+            return False
+        self._last_start[host] = now
+        self._next_start[host] = now + self.limit(host).delay
+        return True
+
     def slot(self, host: str) -> asyncio.Semaphore:
         """The host's `concurrency` request slots: `async with gates.slot(host):` holds one for
         the duration of a fetch. (The semaphore itself, not a generator-based context manager:

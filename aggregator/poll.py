@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import FeedConfig
 from .decide import PollPolicy, Signals, cache_signals, decide, entry_gap, jitter
@@ -50,6 +50,9 @@ from .sanitize import sanitize_html
 from .secret import redact
 from .store import Store, StoreThreads, state_after_defer, state_after_poll
 from .workers import WorkerDied, WorkTimeout
+
+if TYPE_CHECKING:
+    from .articles import ArticleQueue
 
 DEFAULT_WAIT = timedelta(minutes=30)
 
@@ -104,6 +107,8 @@ class PollContext:
     # Hosts whose https iframes (video players) survive sanitising; see sanitize.py.
     embed_hosts: frozenset[str] = frozenset()
     states: StateCache = field(default_factory=StateCache)
+    # Queues the article pages of new entries of feeds with full_content (see articles.py).
+    articles: ArticleQueue | None = None
     # What one document may make a parse do (see limits.py).
     limits: Limits = DEFAULT_LIMITS
 
@@ -393,8 +398,13 @@ async def _poll_source(
     )
     final = rec
 
+    articles = ctx.articles
+
     def write(store: Store) -> int:
-        return store.record_poll(final)
+        generation = store.record_poll(final)
+        if articles is not None:
+            generation = articles.mark(store, final) or generation
+        return generation
 
     if slot is not None and not final.new and not final.updated:
         # Nothing big is held any more (the body is gone): the write of a 304, an unchanged
@@ -407,6 +417,8 @@ async def _poll_source(
         raise
     ctx.states.put(state_after_poll(state, final))
     ctx.on_write(generation)
+    if articles is not None and (final.new or final.updated):
+        articles.wake()
     outcome = PollOutcome(
         feed=name,
         status=rec.status,

@@ -20,6 +20,7 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
+from . import article_store
 from .config import Config
 from .errors import StoreError
 from .httpcache import Cached, make_cached, respond
@@ -342,6 +343,10 @@ class OutputServer:
 
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        # Feeds with full_content: how many of their articles were extracted, failed, pending.
+        for name, tally in (await self.store.read(article_store.counts)).items():
+            if name in feeds:
+                feeds[name]["articles"] = tally
         config = self.config()
         token = _token(request)
         # The admin sees that private outputs exist, not their tokens: no URL here has one.

@@ -969,3 +969,11 @@ def m010_no_userinfo(db: sqlite_utils.Database) -> None:
                 name,
             ),
         )
+
+
+@migrations()
+def m008_articles(db: sqlite_utils.Database) -> None:
+    """Full content from article pages: per-entry extraction state and the page cache."""
+    from .article_store import create_tables  # it builds on this module
+
+    create_tables(db)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from aggregator.errors import FeedError, ParseError
+from aggregator.media import authors_json, media_json
 from aggregator.models import Entry, ParsedFeed
 from aggregator.parse import parse_feed
 from aggregator.poll import digest
@@ -21,7 +22,7 @@ from aggregator.poll import digest
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden"
 GOLDEN_NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
-GOLDEN_FILES = ["rss20.xml", "atom10.xml", "jsonfeed11.json"]
+GOLDEN_FILES = ["rss20.xml", "atom10.xml", "jsonfeed11.json", "podcast.rss.xml", "podcast.atom.xml"]
 
 CONTENT_TYPES = {
     ".xml": "application/xml",
@@ -518,6 +519,9 @@ def _normalised(entry: Entry) -> dict[str, Any]:
         "updated": entry.updated.isoformat(),
         "date_known": entry.date_known,
         "content_hash": entry.content_hash,
+        # Files and authors as stored (media.py's JSON), where the entry has them.
+        **({"media": json.loads(m)} if (m := media_json(entry.media)) else {}),
+        **({"authors": json.loads(a)} if (a := authors_json(entry.authors)) else {}),
     }
 
 

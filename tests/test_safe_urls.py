@@ -12,6 +12,8 @@ from typing import Any
 
 import feedparser
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_validity import check_html
 
 from aggregator.config import Config, parse_config
@@ -20,6 +22,7 @@ from aggregator.models import Enclosure, Entry, Media, Person, PollRecord
 from aggregator.output import render_output
 from aggregator.parse import parse_feed
 from aggregator.poll import digest
+from aggregator.sanitize import xml_safe
 from aggregator.store import Store
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -284,3 +287,12 @@ def test_plain_fields_of_the_hostile_feed(tmp_path: Path) -> None:
     assert "(untitled)" not in page and all(t.strip() for t in titles)
     # 4 of 5 RSS items, 1 Atom entry, 1 of 2 JSON items, 2 of hostile.xml.
     assert len(result.entries) == len(doc["items"]) == 8
+
+
+@given(st.text(max_size=60), st.sampled_from(["", "http://", "https://", "javascript:", " data:"]))
+def test_safe_url_lets_through_only_http_urls(tail: str, head: str) -> None:
+    result = safe_url(head + tail)
+    if result is not None:
+        assert result.lower().startswith(("http://", "https://"))
+        assert not re.search(r"[\x00-\x20\x7f]", result)
+        assert xml_safe(result) == result  # lxml accepts it in an attribute

@@ -104,6 +104,7 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
         "m005_fts_merging",
         "m006_sanitize_once",
         "m007_media",
+        "m008_articles",
         "m010_no_userinfo",
     ]
 
