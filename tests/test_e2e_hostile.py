@@ -212,7 +212,8 @@ def test_a_parse_past_parse_timeout_is_stopped_and_recorded_on_its_feed(
     daemon = start_daemon(write_config(body, parse_workers=1, **settings), port)
 
     def feeds() -> dict[str, dict[str, object]]:
-        doc = json.loads(http_get(daemon.base + "/healthz")[2])
+        # The per-feed detail is in /status; /healthz only counts.
+        doc = json.loads(http_get(daemon.base + "/status.json")[2])
         result: dict[str, dict[str, object]] = doc["feeds"]
         return result
 
