@@ -20,5 +20,5 @@ WORKDIR /
 VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status != 200)"]
+    CMD ["aggregator", "health", "--config", "/config/aggregator.toml"]
 CMD ["aggregator", "run", "--config", "/config/aggregator.toml"]

@@ -10,60 +10,32 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from . import __version__, article_store
-from .articles import ArticleQueue
+from . import __version__, article_store, cli_fetch, cli_ops
 from .backup import backup_database
-from .config import CONFIG_ENV, Config, FeedConfig, load_config
-from .daemon import make_fetcher, make_gates, make_parse_pool
+from .cli_common import config_option, load_or_exit
+from .cli_common import fail as _fail
+from .config import Config
 from .errors import AggregatorError, ConfigError
 from .lock import running_daemon
 from .logs import setup_logging
-from .models import PollOutcome, StoredEntry
-from .poll import PollContext, poll_source
-from .store import Store, StoreThreads
+from .models import StoredEntry
+from .store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
-MAX_CLI_WAIT = timedelta(minutes=2)
-STATUSES = ("ok", "not_modified", "unchanged", "error", "gone")
 
 
-def config_option(fn: F) -> F:
-    return click.option(
-        "--config",
-        "config_path",
-        envvar=CONFIG_ENV,
-        default="config/aggregator.toml",
-        show_default=True,
-        type=click.Path(dir_okay=False),
-        help=f"Config file (or set ${CONFIG_ENV}).",
-    )(fn)
-
-
-def _load(path: str, need_secrets: bool = False) -> Config:
-    """The config, or exit 2. Only the commands that send or serve secrets need them readable
-    here: the others may run without the daemon's environment or its secret files."""
-    try:
-        return load_config(path, need_secrets=need_secrets)
-    except ConfigError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+_load = load_or_exit
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
     setup_logging(level, fmt)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 @click.group()
@@ -96,95 +68,6 @@ def check_config(config_path: str) -> None:
     """Validate the config file and exit: 0 when valid, 2 with one line per problem otherwise."""
     config = _load(config_path, need_secrets=True)
     click.echo(f"{config_path}: ok ({len(config.feeds)} feeds, {len(config.outputs)} outputs)")
-
-
-async def _fetch_all(
-    config: Config, names: Sequence[str], progress: Callable[[PollOutcome], None]
-) -> list[PollOutcome]:
-    store = StoreThreads(config.aggregator.database)
-    pool = make_parse_pool(
-        config.aggregator.parse_workers, config.aggregator.parse_timeout.total_seconds()
-    )
-    try:
-        feeds = [config.feed(n) for n in names]
-        await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
-        states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
-        async with make_fetcher(config) as fetcher:
-            gates = make_gates(config, states, datetime.now(UTC))
-            articles = ArticleQueue(store, fetcher, pool, lambda: config, lambda: gates)
-            ctx = PollContext(
-                fetcher,
-                store,
-                pool,
-                feed_config=lambda n: config.feed(n),
-                hosts=gates,
-                work=asyncio.Semaphore(config.aggregator.max_concurrency),
-                embed_hosts=frozenset(config.aggregator.embed_hosts),
-                articles=articles,
-                limits=config.aggregator.limits(),
-            )
-
-            async def one(feed: FeedConfig) -> PollOutcome:
-                while True:
-                    now = datetime.now(UTC)
-                    outcome = await poll_source(
-                        ctx, feed.name, feed.url, now, policy=config.policy_of(feed)
-                    )
-                    when = outcome.next_poll
-                    if outcome.status != "deferred" or when is None:
-                        break
-                    if when - now > MAX_CLI_WAIT:
-                        # A host asked for a long wait (Retry-After): say so, do not hang.
-                        outcome = replace(outcome, error=outcome.reason)
-                        break
-                    # Politeness (host_delay, a short Retry-After) holds for one-off polls too.
-                    await asyncio.sleep((when - now).total_seconds())
-                progress(outcome)
-                return outcome
-
-            outcomes = await asyncio.gather(*(one(f) for f in feeds))
-            # The pages of the new entries of full_content feeds, at the hosts' pace.
-            await articles.run(until_idle=True)
-            return outcomes
-    finally:
-        pool.shutdown(wait=True)
-        await store.aclose()
-
-
-@main.command()
-@config_option
-@click.option("--feed", "feed_names", multiple=True, help="Poll only this feed (repeatable).")
-def fetch(config_path: str, feed_names: tuple[str, ...]) -> None:
-    """Poll every feed (or the named ones) once, store what is new, and exit."""
-    config = _load(config_path, need_secrets=True)
-    _setup_logging("warning")
-    known = {f.name for f in config.feeds}
-    for name in feed_names:
-        if name not in known:
-            click.echo(f"error: no feed named {name!r} in {config_path}", err=True)
-            sys.exit(2)
-    names = list(feed_names) or [f.name for f in config.feeds]
-    started = datetime.now(UTC)
-    with click.progressbar(length=len(names), label="polling", file=sys.stderr) as bar:
-        try:
-            outcomes = asyncio.run(_fetch_all(config, names, lambda o: bar.update(1)))
-        except AggregatorError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-    for o in outcomes:
-        if o.status == "error":
-            click.echo(f"{o.feed}: error: {o.error}", err=True)
-        elif o.status == "deferred":
-            click.echo(f"{o.feed}: not polled: {o.error}", err=True)
-    counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
-    seconds = (datetime.now(UTC) - started).total_seconds()
-    gone = f", {counts['gone']} gone" if counts["gone"] else ""
-    click.echo(
-        f"polled {len(outcomes)} feeds in {seconds:.1f}s: {counts['ok']} ok, "
-        f"{counts['not_modified']} not modified, {counts['unchanged']} unchanged, "
-        f"{counts['error']} errors{gone}; {sum(o.new for o in outcomes)} new and "
-        f"{sum(o.updated for o in outcomes)} updated entries"
-    )
 
 
 @main.command()
@@ -409,18 +292,17 @@ def preview(config_path: str, output: str) -> None:
 @click.argument("query")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 def search(config_path: str, query: str, limit: int) -> None:
-    """Full-text search over the stored entries (SQLite FTS5 syntax), best match first."""
-    from .search import check_query
+    """Full-text search over the stored entries, best match first: plain words (`iOS 15.5`,
+    `C#`), or SQLite FTS5 syntax (`"climate summit" NOT sport`) when the query uses it."""
+    from .search import to_fts
 
     config = _load(config_path)
-    try:
-        check_query(query)
-    except ValueError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    fts = to_fts(query)
+    if fts is None:
+        _fail(f"nothing to search for in {query!r}: give at least one word", 2)
     store = _open_store(config)
     try:
-        found = store.search(query, limit)
+        found = store.search(fts, limit)
     except AggregatorError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -546,6 +428,12 @@ def export_opml(config_path: str, title: str) -> None:
         )
     sys.stdout.buffer.write(render_opml(title, subs))
 
+
+# The operator's commands live in their own module; registered here so `main` lists them all.
+main.add_command(cli_fetch.fetch)
+main.add_command(cli_ops.health)
+main.add_command(cli_ops.add)
+main.add_command(cli_ops.remove)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PlainValidator,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -28,6 +30,7 @@ from pydantic import (
 )
 
 from . import PROJECT_URL, __version__
+from .config_env import apply_env, name_variables
 from .credentials import RESERVED_HEADERS, RequestOptions, request_options
 from .decide import PollPolicy
 from .dedupe import DedupeSettings
@@ -56,41 +59,44 @@ DEFAULT_CONFIG = "config/aggregator.toml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
 DEFAULT_USER_AGENT = f"feed-aggregator/{__version__} (+{PROJECT_URL})"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "b": 1,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-}
+# One or more number-unit parts, largest unit first: "90s", "1.5h", "1h30m", "1w2d".
+_PART = r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)"
+_DURATION = re.compile(rf"^\s*(?:{_PART}\s*)+$")
+_PARTS = re.compile(_PART)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_ORDER = "wdhms"
+DURATION_HINT = "expected a duration such as '90s', '30m', '1h30m', '2h', '1d' or '1w'"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse "90s", "30m", "2h", "1d" (or a number of seconds) into a timedelta."""
+    """Parse "90s", "30m", "1h30m", "2h", "1d", "1w" (or a number of seconds) into a
+    timedelta. Parts go from the largest unit down, each unit once."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as '90s', '30m', '2h' or '1d'")
+        raise ValueError(DURATION_HINT)
     if isinstance(value, int | float):
         return timedelta(seconds=value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError(f"expected a duration such as '90s', '30m', '2h' or '1d', got {value!r}")
+    if isinstance(value, str) and _DURATION.match(value):
+        parts = _PARTS.findall(value)
+        units = [_ORDER.index(unit) for _, unit in parts]
+        if units == sorted(set(units)):
+            return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    raise ValueError(f"{DURATION_HINT}, got {value!r}")
 
 
 def parse_size(value: object) -> int:
-    """Parse a byte size: an integer, or "10MiB", "512KiB", "1GB"."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and (m := _SIZE.match(value)):
-        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
-    raise ValueError(f"expected a size such as '10MiB' or a number of bytes, got {value!r}")
+    """Parse a byte size with pydantic's ByteSize: an integer, or "10MiB", "512 KiB", "1GB"
+    (KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as '10MiB' or a number of bytes, got {value!r}")
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(value))
+    except ValidationError as e:
+        raise ValueError(
+            f"expected a size such as '10MiB' or a number of bytes, got {value!r}"
+        ) from e
 
 
 def format_duration(d: timedelta) -> str:
@@ -189,7 +195,7 @@ class Settings(_Strict):
 
     database: Path = Path("data/aggregator.db")
     listen: str = "127.0.0.1:8080"
-    base_url: str = "http://127.0.0.1:8080"
+    base_url: str = "http://127.0.0.1:8080"  # without one in the file: from `listen`
     user_agent: str = DEFAULT_USER_AGENT
     timeout: Duration = timedelta(seconds=20)
     interval: Duration = timedelta(minutes=30)
@@ -240,6 +246,20 @@ class Settings(_Strict):
         "max_backoff",
         "host_delay",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_url_from_listen(cls, data: Any) -> Any:
+        """No base_url: the server's own address (a wildcard host is reached on loopback)."""
+        if not isinstance(data, dict) or data.get("base_url") or "listen" not in data:
+            return data
+        host, sep, port = str(data["listen"]).strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not port.isdigit():
+            return data  # the listen validator reports it
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        shown = f"[{host}]" if ":" in host else host
+        return {**data, "base_url": f"http://{shown}:{port}"}
 
     @field_validator("log_format")
     @classmethod
@@ -771,7 +791,13 @@ def load_config(path: str | os.PathLike[str] | None = None, *, need_secrets: boo
         raise ConfigError(resolved, [f"cannot read: {e.strerror}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(resolved, [f"not valid TOML: {e}"]) from e
-    if need_secrets:
-        return parse_config(data, resolved)
-    with unresolved_allowed():
-        return parse_config(data, resolved)
+    data, used = apply_env(data, Settings.model_fields, os.environ)
+    try:
+        if need_secrets:
+            return parse_config(data, resolved)
+        with unresolved_allowed():
+            return parse_config(data, resolved)
+    except ConfigError as e:
+        if not used:
+            raise
+        raise ConfigError(resolved, name_variables(e.problems, used)) from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .limits import Limits, Tally
@@ -15,6 +16,9 @@ from .limits import Limits, Tally
 # A start or end tag (with its name), a CDATA section, a comment, a processing instruction,
 # or any other declaration; the end of each is found with bytes.find, never a lazy regex.
 _MARKUP = re.compile(rb"<(?:(/?)([A-Za-z_][-.:\w]*)|(!\[CDATA\[)|(!--)|(\?)|(!))")
+# The rest of a tag up to its ">": a ">" inside a quoted attribute value (category="a > b") is
+# legal XML and must not end it. Each alternative starts with its own byte, so it is linear.
+_TAG_END = re.compile(rb"""(?:[^>"']+|"[^"]*"|'[^']*')*>""")
 _ENTRY_NAMES = frozenset({b"item", b"entry"})
 _AUTHOR_NAMES = frozenset(
     {
@@ -30,6 +34,11 @@ _AUTHOR_NAMES = frozenset(
     }
 )
 _WIDE = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+@functools.lru_cache(maxsize=64)
+def _end_tag(name: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"</" + re.escape(name) + rb"\s*>")
 
 
 def _local(name: bytes) -> bytes:
@@ -123,10 +132,10 @@ class _Cutter:
             elif reason[1] == "max_entries_per_document":
                 # Entries past the limit are skipped to their end tag without reading what
                 # is inside: a feed of 100,000 entries costs a find per entry, not a parse.
-                close = self.body.find(b"</" + name, end)
-                close = self.body.find(b">", close) + 1 if close >= 0 else 0
-                self.remove(start, close or len(self.body))
-                return close or len(self.body)
+                found = _end_tag(name).search(self.body, end)
+                close = found.end() if found is not None else len(self.body)
+                self.remove(start, close)
+                return close
             else:
                 self.skip_depth, self.skip_start = 1, start
             return end
@@ -167,14 +176,17 @@ class _Cutter:
                     self.text(m.end(), end)
                 pos = end + 3
                 continue
-            closer = b"-->" if m.group(4) else b"?>" if m.group(5) else b">"
-            end = body.find(closer, m.end())
-            if end < 0:
+            if m.group(2) is None:  # comment, processing instruction, declaration
+                closer = b"-->" if m.group(4) else b"?>" if m.group(5) else b">"
+                end = body.find(closer, m.end())
+                if end < 0:
+                    return  # unterminated: it runs to the end; feedparser reports it
+                pos = end + len(closer)
+                continue
+            tag_end = _TAG_END.match(body, m.end())
+            if tag_end is None:
                 return  # an unterminated tag ends the document; feedparser reports it
-            end += len(closer)
-            pos = end
-            if m.group(2) is None:
-                continue  # comment, processing instruction, declaration
+            end = pos = tag_end.end()
             if m.group(1):
                 self.end_tag(end)
             else:

@@ -25,16 +25,17 @@ from .articles import ArticleQueue
 from .config import Config, FeedConfig, load_config
 from .errors import AggregatorError, ConfigError
 from .fetch import Fetcher
+from .health import HEARTBEAT_EVERY, Heartbeat
 from .hosts import HostGates, HostLimit, origin
 from .lock import DaemonLock
 from .logs import PollTally, setup_logging
-from .metrics import TimedFetcher, record_outcome, seed_last_success
+from .metrics import Metrics, TimedFetcher, record_outcome
 from .models import FeedState, PollOutcome
 from .poll import PollContext, poll_source
 from .reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .resanitize import resanitize
 from .schedule import FeedScheduler, first_run, jitter
-from .server import Metrics, OutputServer
+from .server import OutputServer
 from .store import Store, StoreThreads
 from .websub import HubNotifier
 from .workers import DeadlinePool
@@ -132,6 +133,7 @@ class Daemon:
         # Made now, so that it knows the file as it was when `config` was read from it.
         self._watcher = ConfigWatcher(self.config_path) if self.config_path else None
         self.reload_status: dict[str, Any] | None = None  # shown in /healthz and /status
+        self.config_loaded = datetime.now(UTC)  # when the running config was read
         self.tally = PollTally()
         self._reload_lock = asyncio.Lock()
         self._resanitize_lock = asyncio.Lock()
@@ -195,11 +197,17 @@ class Daemon:
             soonest = datetime.now(UTC) + MIN_REARM
             self.scheduler.add(name, max(next_run, soonest), self._poll)
 
-    def _schedule(self, feed: FeedConfig, state: FeedState | None, now: datetime) -> None:
+    def _schedule(
+        self, feed: FeedConfig, state: FeedState | None, now: datetime, added: bool = False
+    ) -> None:
         """Arm a feed's first poll after a start from its stored decision; a gone feed waits
-        for its URL to change in the config."""
+        for its URL to change in the config. A feed `added` by a reload that was never polled
+        is polled now (its host's limits permitting): only a cold start spreads first polls."""
         if state is not None and state.gone:
             log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
+            return
+        if added and (state is None or state.last_poll is None):
+            self.scheduler.add(feed.name, now, self._poll)
             return
         policy = self.config.policy_of(feed)
         reason = (state.next_reason or "") if state is not None else ""
@@ -247,7 +255,7 @@ class Daemon:
             await store.write(lambda s: s.sync_feeds(feeds))
             self.generation = await store.read(lambda s: s.generation())
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
-            seed_last_success(self.metrics, states.values())
+            self.metrics.board.reset([f.name for f in self.config.feeds], states)
             async with make_fetcher(self.config, self.metrics) as fetcher:
                 now = datetime.now(UTC)
                 articles = make_article_queue(self, store, fetcher, pool)
@@ -270,6 +278,7 @@ class Daemon:
                     lambda: self.scheduler.running,
                     self.metrics,
                     reload_status=lambda: self.reload_status,
+                    config_loaded=lambda: self.config_loaded,
                 )
                 notifier_task = await self._start_notifier(server)
                 now = datetime.now(UTC)
@@ -290,6 +299,7 @@ class Daemon:
                 self._spawn(articles.run())
                 self._spawn(self._summaries())
                 self._spawn(self._prunes())
+                self._spawn(self._heartbeats())
                 self._spawn(self._resanitize())
                 if self._watcher is not None:
                     self._spawn(self._watch(self._watcher))
@@ -396,6 +406,7 @@ class Daemon:
                 }
                 return False
             self.reload_status = {"status": "ok", "trigger": trigger, "at": now.isoformat()}
+            self.config_loaded = now
             log.info("reload (%s) applied: %s", trigger, summary)
             return True
 
@@ -413,6 +424,7 @@ class Daemon:
         # Swapped whole: the server drops its render cache when the Config object changes,
         # and every poll reads its feed's url from the current config.
         self.config = new
+        self.metrics.board.reset([f.name for f in new.feeds], states)
         for name in plan.removed:
             self.scheduler.remove(name)
         if self._ctx is not None:
@@ -426,7 +438,7 @@ class Daemon:
             if isinstance(self._ctx.parse_pool, DeadlinePool):
                 self._ctx.parse_pool.deadline = new.aggregator.parse_timeout.total_seconds()
         for feed in plan.added:
-            self._schedule(feed, states.get(feed.name), now)
+            self._schedule(feed, states.get(feed.name), now, added=True)
         for feed in plan.rescheduled:
             # The planned poll is kept (a plain interval one is capped at the new interval).
             state, planned = states.get(feed.name), self.scheduler.next_run(feed.name)
@@ -449,7 +461,23 @@ class Daemon:
         while not await self._sleep(self.config.aggregator.summary_interval.total_seconds()):
             tally, self.tally = self.tally, PollTally()
             if sum(tally.statuses.values()):
-                log.info("%s", tally.line(len(self.config.feeds)))
+                feeds = len(self.config.feeds)
+                log.info("%s", tally.line(feeds), extra=tally.fields(feeds))
+
+    async def _heartbeats(self) -> None:
+        """Probe the write lock through the writer thread every few seconds, for /healthz:
+        a health check must not write, and a stuck writer shows as a stale heartbeat."""
+        assert self._store is not None
+        store = self._store
+        while True:
+            try:
+                await store.write_batched(lambda s: s.check_writable())
+                beat = Heartbeat(datetime.now(UTC))
+            except AggregatorError as e:
+                beat = Heartbeat(datetime.now(UTC), str(e))
+            self.metrics.board.heartbeat = beat
+            if await self._sleep(HEARTBEAT_EVERY.total_seconds()):
+                return
 
     async def _resanitize(self) -> None:
         """Bring stored content to the current sanitiser policy (once after it changed)."""

@@ -24,24 +24,50 @@ from urllib.parse import urlsplit
 from .identity import canonical_url
 from .media import playable_keys
 from .models import StoredEntry
+from .textnorm import is_chrome, is_stamp, items, normalise, tokens, weight
+from .tracking import strip_tracking
 
 DedupeMode = Literal["off", "exact", "near"]
 # Fewer shingles than this and two unrelated texts agree too easily: such entries are only
 # merged by exact keys.
 MIN_SHINGLES = 8
+# Blocks shorter than this (in Latin letters' worth, `textnorm.weight`) are a headline, a
+# credit, a footer or a caption far more often than the story: like jusText's length_low, they
+# are left out of the fingerprint when the text has enough longer blocks (SHORT_BLOCK * 2).
+SHORT_BLOCK = 70
 
 _TAG = re.compile(r"<[^>]*>")
+# Elements that hold a page's chrome by HTML's own semantics, in any language: menus, footers,
+# side boxes, page headers, forms. nh3 keeps them, and scraped full-text feeds carry them.
+_CHROME_ELEMENT = re.compile(
+    r"(?is)<(nav|footer|aside|header|form|button|script|style)\b[^>]*>.*?</\1\s*>"
+)
 _BLOCK_TAG = re.compile(
     r"(?i)</?(p|div|br|li|ul|ol|h[1-6]|blockquote|section|article|tr|td)\b[^>]*>"
 )
-_WORD = re.compile(r"\w+", re.UNICODE)
-_SENTENCE_END = re.compile(r"[.,!?…:;\"'”’»)]")
 # Lines that syndication and page scrapers add around the story; never part of it.
-_BOILERPLATE = re.compile(
-    r"(?i)^\s*(read more|continue reading|read the full|follow us|subscribe|sign up|"
+_BOILERPLATE_EN = (
+    r"read more|continue reading|read the full|follow us|subscribe|sign up|"
     r"share this|click here|this (article|story) (was |first |originally )|originally published|"
     r"the post .* appeared first|©|copyright|all rights reserved|advertisement|related:|"
-    r"you may also like|more from|photo:|image:|getty images|reuters/|ap photo)"
+    r"you may also like|more from|photo:|image:|getty images|reuters/|ap photo"
+)
+# The same lines in the other languages the dedupe bench covers (matched after normalising).
+_BOILERPLATE_WORLD = (
+    "阅读全文", "点击查看", "原文链接", "版权所有", "责任编辑", "相关阅读", "延伸阅读", "来源：",
+    "続きを読む", "関連記事", "無断転載", "写真：", "この記事は",
+    "관련기사", "관련 기사", "기사 더보기", "무단 전재", "무단전재", "저작권자", "구독하기",
+    "อ่านต่อ", "อ่านเพิ่มเติม", "ข่าวที่เกี่ยวข้อง", "ติดตามข่าว",
+    "और पढ़ें", "यह भी पढ़ें", "संबंधित खबरें", "हमें फॉलो करें", "सर्वाधिकार सुरक्षित",
+    "مزید پڑھیں", "یہ بھی پڑھیں", "متعلقہ خبریں", "ہمیں فالو کریں", "جملہ حقوق محفوظ",
+    "اقرأ أيضا", "اقرأ المزيد", "أخبار ذات صلة", "تابعونا", "جميع الحقوق محفوظة",
+)  # fmt: skip
+_BOILERPLATE = re.compile(
+    r"(?i)^[\W_]*("
+    + _BOILERPLATE_EN
+    + "|"
+    + "|".join(re.escape(normalise(p)) for p in _BOILERPLATE_WORLD)
+    + ")"
 )
 # A date or time stamp line such as "29 Sep, 2023 18:28" or "Updated 10:02 GMT".
 _STAMP = re.compile(
@@ -53,11 +79,13 @@ _STAMP = re.compile(
 def match_key(url: str) -> str:
     """The key two links of the same page share, across feeds.
 
-    Built on `identity.canonical_url` (tracking parameters, fragment and default port gone),
-    then scheme, a leading "www." and a trailing slash are dropped: across publishers' feeds
-    these never name different pages. Not used for identity within a feed, where they might.
+    Built on `identity.canonical_url` (fragment and default port gone), then every tracking
+    parameter of the ClearURLs catalog (`tracking`), scheme, a leading "www." and a trailing
+    slash are dropped: across publishers' feeds these never name different pages. Not used for
+    identity within a feed, where the scheme or slash might, and where stored keys must not
+    change when the catalog grows.
     """
-    canon = canonical_url(url)
+    canon = strip_tracking(canonical_url(url))
     try:
         parts = urlsplit(canon)
     except ValueError:
@@ -104,33 +132,56 @@ def _sorted_keys(item: StoredEntry) -> tuple[str, ...]:
 
 
 def chrome_line(block: str, words: Sequence[str] | None = None) -> bool:
-    """Whether one block of text is page chrome rather than story: boilerplate, a bare date
-    stamp, or a long run of words with no sentence punctuation at all (a menu, or the line of
-    icon names a scraper picks up from a page)."""
+    """Whether one block of text is page chrome rather than story, in any script: boilerplate,
+    a bare date stamp, or items with no sentence punctuation of any script, many of them or
+    separated by > | / (a menu, a breadcrumb, the line of icon names a scraper picks up).
+
+    `words` are the block's `textnorm.items` when the caller has them and the block is
+    normalised already (as in `story_text`); otherwise the block is normalised here.
+    """
     if words is None:
-        words = _WORD.findall(block)
-    if _BOILERPLATE.match(block) or _STAMP.match(block):
-        return True
-    return len(words) >= 12 and not _SENTENCE_END.search(block)
+        block = normalise(block)
+        words = items(block)
+    found = list(words)
+    if is_stamp(block, found) or (len(found) <= 10 and _STAMP.match(block)):
+        return True  # a stamp is a short line: the English look-ahead scans the whole block
+    return bool(_BOILERPLATE.match(block)) or is_chrome(block, found)
 
 
 def story_text(title: str, summary: str, content: str) -> str:
     """The story's own words: markup, page chrome, stamps and syndication boilerplate removed.
 
-    Text is split into blocks (paragraphs, lines); a block is dropped when it is boilerplate, a
-    bare date stamp, or a long run of words with no sentence punctuation at all (a menu or the
-    line of icon names a scraper picks up from a page).
+    Text is normalised (`textnorm.normalise`) and split into blocks (paragraphs, lines), without
+    the elements that hold chrome (nav, footer, aside, header, forms); a block is dropped when
+    it is boilerplate, a bare date stamp, the headline again, or page chrome:
+    items with no punctuation of any script, many of them or separated by > | / (a menu, a
+    breadcrumb, the line of icon names a scraper picks up). Short blocks are dropped too when
+    the text has enough long ones. What is left is tokens joined by spaces: words, or pairs of
+    characters in Chinese, Japanese, Thai and the other scripts written without spaces.
     """
     body = content if len(content) >= len(summary) else summary
+    if "</" in body:
+        body = _CHROME_ELEMENT.sub("\n", body)
     body = _BLOCK_TAG.sub("\n", body)
-    body = html.unescape(_TAG.sub(" ", body))
-    kept: list[str] = []
+    body = normalise(html.unescape(_TAG.sub(" ", body)))
+    title_tokens = tokens(normalise(html.unescape(title)))
+    kept: list[tuple[list[str], int]] = []
     for block in body.splitlines():
-        words = _WORD.findall(block)
-        if words and not chrome_line(block, words):
-            kept.append(" ".join(words))
-    text = " ".join(kept).lower()
-    t = " ".join(_WORD.findall(title.lower()))
+        words = items(block)
+        if not words:
+            continue
+        if chrome_line(block, words):
+            continue
+        toks = tokens(block, words)
+        if toks == title_tokens:
+            continue  # the headline repeated as the first line of the body
+        kept.append((toks, weight(block)))
+    long = [toks for toks, w in kept if w >= SHORT_BLOCK]
+    if sum(w for _, w in kept if w >= SHORT_BLOCK) >= 2 * SHORT_BLOCK:
+        text = " ".join(" ".join(toks) for toks in long)
+    else:
+        text = " ".join(" ".join(toks) for toks, _ in kept)
+    t = " ".join(title_tokens)
     # A body that merely repeats the title adds nothing to tell stories apart.
     if t and text.startswith(t):
         text = text[len(t) :].strip()

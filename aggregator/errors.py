@@ -68,3 +68,44 @@ class StoreError(AggregatorError):
 
 class LockError(AggregatorError):
     """One daemon per database: the lock is taken, or no daemon holds it when one should."""
+
+
+# The kinds `error_kind` sorts feed errors into (the `kind` label of the errors metric).
+ERROR_KINDS = (
+    "http_4xx",
+    "http_5xx",
+    "rate_limited",
+    "timeout",
+    "connect",
+    "redirect",
+    "too_large",
+    "html_page",
+    "not_a_feed",
+    "other",
+)
+
+
+def error_kind(error: FeedError) -> str:
+    """A small fixed set of kinds for a feed error, so a metric can count them without one
+    series per message."""
+    message = error.message.lower()
+    if isinstance(error, ParseError):
+        return "html_page" if "html page" in message else "not_a_feed"
+    status = error.status if isinstance(error, FetchError) else None
+    if status in (429, 503) and isinstance(error, FetchError) and error.retry_after:
+        return "rate_limited"
+    if status == 429:
+        return "rate_limited"
+    if status is not None and 400 <= status < 500:
+        return "http_4xx"
+    if status is not None and status >= 500:
+        return "http_5xx"
+    if "over the" in message and "limit" in message:
+        return "too_large"
+    if message.startswith("timed out"):
+        return "timeout"
+    if message.startswith("cannot connect"):
+        return "connect"
+    if "redirect" in message:
+        return "redirect"
+    return "other"

@@ -16,12 +16,16 @@ import re2
 
 from .media import media_fingerprint
 from .models import Entry, KeyKind, ParsedEntry
+from .tracking import strip_tracking
 
 UpdatePolicy = Literal["ignore", "update", "republish"]
 KeyMode = Literal["guid", "link"]
 
 # Query parameters that only say how a reader reached the link; dropping them never changes the
 # page. Prefix matches are for families such as utm_source/utm_medium/utm_campaign.
+# Frozen: entry keys and content hashes are built on canonical_url, so a name added here would
+# make stored entries come back as new or updated. The kept, growing list (ClearURLs, in
+# `tracking`) serves where nothing is stored under it: cross-feed matching and `reconcile`.
 TRACKING_PREFIXES = ("utm_", "_hs", "mtm_", "pk_", "oly_")
 TRACKING_PARAMS = frozenset(
     {
@@ -307,17 +311,23 @@ def reconcile(entries: Sequence[Entry], known: Mapping[str, Known]) -> list[Entr
     """Give entries whose key is new the key of a stored entry with the same link.
 
     A publisher that re-keys every entry at once (a mass guid change), or a feed that switches
-    from guid to link keys, would otherwise publish its whole history again as new stories. A
-    stored entry is claimed at most once, and never while its own key is still in the document.
+    from guid to link keys, would otherwise publish its whole history again as new stories.
+    Links are compared without any tracking parameter of the ClearURLs catalog, so a link-keyed
+    feed that changes `?ref=rss` to `?ref=feed` keeps its entries too. A stored entry is claimed
+    at most once, and never while its own key is still in the document.
     """
     present = {e.key for e in entries}
     by_link: dict[str, str] = {}
     for key, k in sorted(known.items()):
         if k.link and key not in present:
-            by_link.setdefault(k.link, key)
+            by_link.setdefault(strip_tracking(k.link), key)
     out: list[Entry] = []
     for e in entries:
-        if e.key not in known and e.link and (old := by_link.pop(e.link, None)) is not None:
+        if (
+            e.key not in known
+            and e.link
+            and (old := by_link.pop(strip_tracking(e.link), None)) is not None
+        ):
             e = replace(e, key=old, uid=known[old].uid)
         out.append(e)
     return out

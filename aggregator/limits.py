@@ -6,8 +6,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
-from .models import ParsedEntry
+from .models import ParsedEntry, Person
+
+T = TypeVar("T")
 
 # Why: a parse and a sanitise cost more than linear time on some inputs (feedparser's e-mail
 # regex is quadratic in an author's length; an HTML parser's scope checks cost the nesting
@@ -106,29 +109,55 @@ def _truncated(value: str, size: int, tally: Tally, what: str, key: str) -> str:
     return value[:size]
 
 
+def _cut_list(items: tuple[T, ...], size: int, tally: Tally, what: str, key: str) -> tuple[T, ...]:
+    if len(items) <= size:
+        return items
+    tally.add(what, key)
+    return items[:size]
+
+
+def _people(people: tuple[Person, ...], limits: Limits, tally: Tally) -> tuple[Person, ...]:
+    people = _cut_list(
+        people, limits.max_links_per_entry, tally, "author lists cut short", "max_links_per_entry"
+    )
+    size = limits.max_author_size
+    if all(len(p.name) <= size and len(p.email) <= size for p in people):
+        return people
+    tally.add("authors truncated", "max_author_size")
+    return tuple(replace(p, name=p.name[:size], email=p.email[:size]) for p in people)
+
+
 def bound_entry(entry: ParsedEntry, limits: Limits, tally: Tally) -> ParsedEntry:
     """An entry with every field within its limit (the same limits the document pass applies
     before parsing; this catches JSON Feed and whatever a parser assembles from pieces)."""
-    title = _truncated(
-        entry.title, limits.max_title_size, tally, "titles truncated", "max_title_size"
-    )
-    author = _truncated(
-        entry.author, limits.max_author_size, tally, "authors truncated", "max_author_size"
-    )
-    summary = cut_html(entry.summary, limits, tally, "summaries") if entry.summary else ""
-    content = cut_html(entry.content, limits, tally, "contents") if entry.content else ""
-    categories = entry.categories
-    if len(categories) > limits.max_elements_per_entry:
-        categories = categories[: limits.max_elements_per_entry]
-        tally.add("category lists cut short", "max_elements_per_entry")
-    if (title, author, summary, content, categories) == (
-        entry.title,
-        entry.author,
-        entry.summary,
-        entry.content,
-        entry.categories,
-    ):
+    links = limits.max_links_per_entry
+    enclosures = entry.media.enclosures
+    bounded = {
+        "title": _truncated(
+            entry.title, limits.max_title_size, tally, "titles truncated", "max_title_size"
+        ),
+        "author": _truncated(
+            entry.author, limits.max_author_size, tally, "authors truncated", "max_author_size"
+        ),
+        "summary": cut_html(entry.summary, limits, tally, "summaries") if entry.summary else "",
+        "content": cut_html(entry.content, limits, tally, "contents") if entry.content else "",
+        "categories": _cut_list(
+            entry.categories,
+            limits.max_elements_per_entry,
+            tally,
+            "category lists cut short",
+            "max_elements_per_entry",
+        ),
+        "authors": _people(entry.authors, limits, tally),
+        "media": entry.media
+        if len(enclosures) <= links
+        else replace(
+            entry.media,
+            enclosures=_cut_list(
+                enclosures, links, tally, "enclosure lists cut short", "max_links_per_entry"
+            ),
+        ),
+    }
+    if all(value is getattr(entry, name) for name, value in bounded.items()):
         return entry
-    return replace(
-        entry, title=title, author=author, summary=summary, content=content, categories=categories
-    )
+    return replace(entry, **bounded)  # type: ignore[arg-type]

@@ -1,18 +1,134 @@
-"""Feeding the Prometheus metrics from the poll pipeline, without the pipeline knowing of them.
+"""The daemon's Prometheus metrics, and feeding them from the poll pipeline without the pipeline
+knowing of them. Pure apart from the registry (one per daemon: tests start many).
 
-The metric objects themselves live in server.Metrics (one registry per daemon).
+Per-feed series (status, last success, seconds since it) are computed from the `FeedBoard` when
+scraped, so every configured feed has them, including one that never succeeded, and a removed
+feed's series disappear with it.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+import prometheus_client
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .errors import ERROR_KINDS
 from .fetch import Fetcher
-from .models import FeedState, Fetched, NotModified, PollOutcome
-from .server import Metrics
+from .health import FEED_STATUSES, FeedBoard
+from .models import Fetched, NotModified, PollOutcome
+
+POLL_RESULTS = ("ok", "not_modified", "unchanged", "error", "gone")
+
+# `_created` series (one per counter and label set) double the scrape for a value nobody
+# graphs. A process-wide switch of prometheus_client: the daemon owns its process.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class FeedCollector(Collector):
+    """The per-feed gauges, read from the board at scrape time."""
+
+    def __init__(self, board: FeedBoard, clock: Callable[[], float] = time.time) -> None:
+        self.board = board
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        by_status = GaugeMetricFamily(
+            "aggregator_feeds", "Configured feeds by current status", labels=["status"]
+        )
+        for status, count in self.board.counts().items():
+            by_status.add_metric([status], count)
+        current = GaugeMetricFamily(
+            "aggregator_feed_status",
+            "1 for each feed's current status (the feed's other statuses are absent)",
+            labels=["feed", "status"],
+        )
+        last = GaugeMetricFamily(
+            "aggregator_feed_last_success_timestamp_seconds",
+            "When each feed was last polled without error (Unix time; 0: never)",
+            labels=["feed"],
+        )
+        since = GaugeMetricFamily(
+            "aggregator_feed_seconds_since_last_success",
+            "Seconds since each feed was last polled without error (+Inf: never)",
+            labels=["feed"],
+        )
+        for name, health in self.board.items():
+            current.add_metric([name, health.status], 1)
+            ok = health.last_ok.timestamp() if health.last_ok is not None else None
+            last.add_metric([name], ok or 0.0)
+            since.add_metric([name], max(0.0, now - ok) if ok is not None else math.inf)
+        yield from (by_status, current, last, since)
+
+
+class Metrics:
+    """Prometheus metrics of one daemon, in a registry of its own, and the board they read."""
+
+    def __init__(self, board: FeedBoard | None = None) -> None:
+        self.board = board or FeedBoard()
+        self.registry = prometheus_client.CollectorRegistry()
+        self.polls = prometheus_client.Counter(
+            "aggregator_polls", "Feed polls by result", ["status"], registry=self.registry
+        )
+        self.errors = prometheus_client.Counter(
+            "aggregator_poll_errors",
+            "Failed polls by kind of error",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.entries = prometheus_client.Counter(
+            "aggregator_entries_stored", "Entries written", ["kind"], registry=self.registry
+        )
+        self.renders = prometheus_client.Counter(
+            "aggregator_renders", "Output renders", ["format"], registry=self.registry
+        )
+        self.cache_hits = prometheus_client.Counter(
+            "aggregator_output_cache_hits", "Outputs served from cache", registry=self.registry
+        )
+        self.stale_served = prometheus_client.Counter(
+            "aggregator_output_stale_served",
+            "Outputs served from the cache of an older store generation while re-rendered",
+            registry=self.registry,
+        )
+        self.fetch_seconds = prometheus_client.Histogram(
+            "aggregator_fetch_seconds",
+            "Time to fetch a feed (request to last byte, or failure)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.hub_pings = prometheus_client.Counter(
+            "aggregator_websub_pings",
+            "WebSub hub pings by result",
+            ["result"],
+            registry=self.registry,
+        )
+        self.articles = prometheus_client.Counter(
+            "aggregator_articles",
+            "Article pages fetched for full content, by result (extracted, failed, retry)",
+            ["result"],
+            registry=self.registry,
+        )
+        # Every label value known in advance is present from the start, at 0: a rate() over
+        # a series that appears only with its first event misses that event.
+        for result in POLL_RESULTS:
+            self.polls.labels(result)
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
+        for kind in ("new", "updated"):
+            self.entries.labels(kind)
+        for fmt in ("atom", "rss", "json", "html", "opml"):
+            self.renders.labels(fmt)
+        for result in ("ok", "error"):
+            self.hub_pings.labels(result)
+        for result in ("extracted", "failed", "retry"):
+            self.articles.labels(result)
+        self.registry.register(FeedCollector(self.board))
 
 
 class TimedFetcher(Fetcher):
@@ -31,16 +147,16 @@ class TimedFetcher(Fetcher):
 
 
 def record_outcome(metrics: Metrics, outcome: PollOutcome, now: datetime) -> None:
-    """Count one poll: its result, the entries it stored, and the feed's last success."""
+    """Count one poll: its result, its kind of error, the entries it stored, and the feed's
+    new state on the board."""
+    if outcome.status == "deferred":
+        return  # no request was sent: not a poll
     metrics.polls.labels(outcome.status).inc()
+    if outcome.status == "error":
+        metrics.errors.labels(outcome.error_kind or "other").inc()
     metrics.entries.labels("new").inc(outcome.new)
     metrics.entries.labels("updated").inc(outcome.updated)
-    if outcome.status != "error":
-        metrics.last_success.labels(outcome.feed).set(now.timestamp())
+    metrics.board.record(outcome, now)
 
 
-def seed_last_success(metrics: Metrics, states: Iterable[FeedState]) -> None:
-    """Carry each feed's stored last success over a restart."""
-    for state in states:
-        if state.last_ok is not None:
-            metrics.last_success.labels(state.name).set(state.last_ok.timestamp())
+__all__ = ["FEED_STATUSES", "FeedCollector", "Metrics", "TimedFetcher", "record_outcome"]

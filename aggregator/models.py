@@ -229,6 +229,7 @@ class PollOutcome:
     elapsed_ms: int = 0
     next_poll: datetime | None = None  # None: never again (gone)
     reason: str = ""
+    error_kind: str | None = None  # errors.error_kind of the error, for the errors metric
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,9 @@ from .filters import apply
 from .identity import is_empty
 from .models import OutputFormat, StoredEntry
 from .opml import Subscription, render_opml
-from .pages import render_output_page
+from .pages import SearchBox, render_output_page
 from .publish import EPOCH, OutputMeta, entry_updated, render
+from .search import within
 from .store import Store
 from .tokens import token_query
 
@@ -43,6 +44,7 @@ class Rendered:
     last_modified: datetime
     generation: int
     entries: int
+    total: int = 0  # stories in the whole output, all pages
     pages: int = 1  # pages of this size the output has (1 when it is empty)
 
 
@@ -67,13 +69,31 @@ class Plan:
     beyond_limit: tuple[Story, ...] = field(default=())
 
 
-def _read(store: Store, config: Config, output: OutputConfig) -> list[StoredEntry]:
+@dataclass(frozen=True, slots=True)
+class Narrow:
+    """A reader's search within an output's page: FTS5 text (see search.to_fts) and/or one
+    of the output's sources."""
+
+    query: str | None = None
+    source: str | None = None
+    text: str = ""  # what the reader typed, shown back in the search box
+
+
+def _read(
+    store: Store, config: Config, output: OutputConfig, narrow: Narrow | None = None
+) -> list[StoredEntry]:
     sources = [f.name for f in config.sources_of(output)]
+    query = output.query
+    if narrow is not None:
+        if narrow.source is not None:
+            sources = [s for s in sources if s == narrow.source]
+        if narrow.query is not None:
+            query = within(query, narrow.query)
     want = output.limit * READ_FACTOR
     window = output.dedupe_window if output.dedupe == "near" else timedelta(0)
     out: list[StoredEntry] = []
     oldest: datetime | None = None
-    for item in store.iter_entries(sources, query=output.query):
+    for item in store.iter_entries(sources, query=query):
         if len(out) >= 2 * want:
             break  # bounded work per render, however busy the window is
         if len(out) >= want:
@@ -85,13 +105,15 @@ def _read(store: Store, config: Config, output: OutputConfig) -> list[StoredEntr
     return out
 
 
-def plan_output(store: Store, config: Config, name: str, now: datetime) -> Plan:
+def plan_output(
+    store: Store, config: Config, name: str, now: datetime, narrow: Narrow | None = None
+) -> Plan:
     """Select an output's stories: read its sources (narrowed by its query), apply its filters,
     merge duplicates across feeds, keep the newest `limit` stories."""
     output = config.output(name)
     sources = config.sources_of(output)
     # Empty entries stored before they were refused at ingest are never shown either.
-    items = [i for i in _read(store, config, output) if not is_empty(i.entry)]
+    items = [i for i in _read(store, config, output, narrow) if not is_empty(i.entry)]
     # A title set in the config names the source in place of the one the feed gives itself.
     titles = {f.name: f.title for f in sources if f.title}
     if titles:
@@ -137,6 +159,7 @@ def render_output(
     per_page: int | None = None,
     now: datetime | None = None,
     whole: bool = False,
+    narrow: Narrow | None = None,
 ) -> Rendered:
     """Select an output's stories from the store (see `plan_output`) and render one page.
 
@@ -144,17 +167,18 @@ def render_output(
     stories (`page_size(output, fmt)` when None); page 1 is the newest. A page past the end
     raises PageNotFound. `whole` renders every story in one document, without paging links
     (`aggregator render`). `now` only matters to `max_age` rules; it defaults to the current
-    time.
+    time. `narrow` (HTML only) is a reader's search: planned afresh, never cached.
     """
     output = config.output(name)
     generation = store.generation()
     if fmt == "opml":
         sources = config.sources_of(output)
         return _rendered(_render_sources(config, name), EPOCH, generation, len(sources))
-    plan = _cached_plan(store, config, name, generation) if now is None else None
+    fresh = now is not None or narrow is not None
+    plan = None if fresh else _cached_plan(store, config, name, generation)
     if plan is None:
-        plan = plan_output(store, config, name, now or datetime.now(UTC))
-        if now is None:
+        plan = plan_output(store, config, name, now or datetime.now(UTC), narrow)
+        if not fresh:
             _PLANS[_plan_key(store, name, generation)] = (config, plan)
     size = max(len(plan.stories), 1) if whole else per_page or page_size(output, fmt)
     pages = max(1, -(-len(plan.stories) // size))
@@ -178,12 +202,24 @@ def render_output(
         per_page=per_page,
         has_next=len(plan.stories) > start + size,
     )
-    body = render_output_page(meta, items) if fmt == "html" else render(fmt, meta, items, merged)
+    if fmt == "html":
+        body = render_output_page(meta, items, _search_box(config, output, narrow))
+    else:
+        body = render(fmt, meta, items, merged)
     last = max(
         (max(entry_updated(i), i.last_changed) for s in shown for i in s.sources),
         default=EPOCH,
     )
-    return _rendered(body, last, generation, len(items), pages)
+    rendered = _rendered(body, last, generation, len(items), pages)
+    return replace(rendered, total=len(plan.stories))
+
+
+def _search_box(config: Config, output: OutputConfig, narrow: Narrow | None) -> SearchBox:
+    return SearchBox(
+        query=narrow.text if narrow is not None else "",
+        source=(narrow.source if narrow is not None else None) or "",
+        sources=tuple((f.name, f.title or f.name) for f in config.sources_of(output)),
+    )
 
 
 def _rendered(

@@ -27,6 +27,7 @@ import feedparser.urls
 
 from .cutdown import cut_document
 from .errors import ParseError
+from .feedlinks import advertised_hint
 from .fields import plain_text, safe_url
 from .limits import DEFAULT_LIMITS, Limits, Tally, bound_entry
 from .media import authors_of_feedparser, authors_of_json, media_of_feedparser, media_of_json
@@ -192,7 +193,7 @@ def _looks_like_json(body: bytes, content_type: str) -> bool:
     return "json" in content_type or body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
 
 
-def _looks_like_html(body: bytes, content_type: str) -> bool:
+def looks_like_html(body: bytes, content_type: str) -> bool:
     head = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:512].lower()
     return "html" in content_type or head.startswith((b"<!doctype html", b"<html"))
 
@@ -235,9 +236,11 @@ def parse_feed(
         # when it has no items yet, "not a feed".
         problem = None
     if not entries and (problem is not None or not result.get("version")):
-        if _looks_like_html(body, lower.get("content-type", "")):
+        if looks_like_html(body, lower.get("content-type", "")):
             # Typically a login wall, a challenge page or a parked domain: never "an empty feed".
-            raise ParseError(name, "not a feed: the server sent an HTML page")
+            # Or the site's home page: then say which feed URL the page itself advertises.
+            hint = advertised_hint(body, url)
+            raise ParseError(name, f"not a feed: the server sent an HTML page{hint}")
         detail = f": {problem}" if problem is not None else ""
         raise ParseError(name, f"not a feed (no entries and no feed format recognised){detail}")
     feed = result.feed

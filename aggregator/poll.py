@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .config import FeedConfig
 from .decide import PollPolicy, Signals, cache_signals, decide, entry_gap, jitter
 from .decide import retry_after as decide_retry_after
-from .errors import FeedError, FetchError, ParseError
+from .errors import FeedError, FetchError, ParseError, error_kind
 from .fetch import Fetcher
 from .filters import Candidate
 from .hosts import HostGates, NetworkWatch, origin
@@ -35,6 +35,7 @@ from .identity import (
     reconcile,
 )
 from .limits import DEFAULT_LIMITS, Limits
+from .logs import fields
 from .models import (
     Entry,
     FeedHints,
@@ -281,13 +282,10 @@ async def _poll_source(
         return PollOutcome(name, "gone", reason=state.next_reason or "gone")
     target = state.redirect_url if state is not None and same_url and state.redirect_url else url
     host = origin(target)
-    deferred = _host_wait(ctx, name, host, now, state.last_poll if state is not None else None)
+    last_poll = state.last_poll if state is not None else None
+    deferred = _host_wait(ctx, name, host, now, last_poll)
     if deferred is not None:
-        when, why = deferred
-        await ctx.store.write_batched(lambda s: s.defer_poll(name, when, why))
-        if state is not None:
-            ctx.states.put(state_after_defer(state, when, why))
-        return PollOutcome(name, "deferred", next_poll=when, reason=why)
+        return await _defer(ctx, name, state, *deferred)
 
     validators = state.validators if state is not None and same_url else None
     old_hints = state.hints if state is not None and same_url else FeedHints()
@@ -300,10 +298,14 @@ async def _poll_source(
     new: tuple[Entry, ...] = ()
     unreachable = False  # failed without any HTTP answer: DNS, refused, timeout
     retry_raw: str | None = None
+    kind: str | None = None
     feed = ctx.feed_config(name)
     try:
         options = feed.request_options if feed is not None else None
         async with ctx.hosts.slot(host):
+            if ctx.hosts.blocked_until(host, now) is not None:
+                # A poll of the host answered Retry-After while this one queued for its slot.
+                raise _Blocked
             result = await ctx.fetcher.fetch(name, target, validators, options)
         headers = dict(result.headers)
         if isinstance(result, NotModified):
@@ -366,10 +368,15 @@ async def _poll_source(
                     hints=hints,
                 )
         redirect = _redirect(state if same_url else None, url, target, result)
+    except _Blocked:
+        blocked = _host_wait(ctx, name, host, now, last_poll)
+        assert blocked is not None  # the block just seen is still ahead of `now`
+        return await _defer(ctx, name, state, *blocked)
     except FeedError as e:
         status = e.status if isinstance(e, FetchError) else http_status
         unreachable = isinstance(e, FetchError) and e.status is None
         retry_raw = e.retry_after if isinstance(e, FetchError) else None
+        kind = error_kind(e)
         # Stored and shown everywhere: blank any secret a library's message may have quoted.
         error = redact(e.message)
         rec = PollRecord(name, url, now, "error", None, http_status=status, error=error)
@@ -428,9 +435,24 @@ async def _poll_source(
         elapsed_ms=int((time.monotonic() - started) * 1000),
         next_poll=decision.when,
         reason=decision.reason,
+        error_kind=kind if rec.status == "error" else None,
     )
     log_outcome(outcome, rec.warning)
     return outcome
+
+
+class _Blocked(Exception):
+    """The host came under a Retry-After while this poll waited for its slot."""
+
+
+async def _defer(
+    ctx: PollContext, name: str, state: FeedState | None, when: datetime, why: str
+) -> PollOutcome:
+    """Record that the poll waits until `when` (for `why`), without a request."""
+    await ctx.store.write_batched(lambda s: s.defer_poll(name, when, why))
+    if state is not None:
+        ctx.states.put(state_after_defer(state, when, why))
+    return PollOutcome(name, "deferred", next_poll=when, reason=why)
 
 
 def _host_wait(
@@ -502,7 +524,8 @@ async def _signals(
 
 
 def log_outcome(outcome: PollOutcome, warning: str | None = None) -> None:
-    """One line per poll: feed, status, new, updated, milliseconds (and the error, if any)."""
+    """One line per poll: feed, status, new, updated, milliseconds (and the error, if any);
+    in JSON logs each of them is a key."""
     level = logging.WARNING if outcome.status == "error" else logging.INFO
     extra = f" error={outcome.error!r}" if outcome.error else ""
     if warning:
@@ -516,4 +539,15 @@ def log_outcome(outcome: PollOutcome, warning: str | None = None) -> None:
         outcome.updated,
         outcome.elapsed_ms,
         extra,
+        extra=fields(
+            "poll",
+            feed=outcome.feed,
+            status=outcome.status,
+            new=outcome.new,
+            updated=outcome.updated,
+            ms=outcome.elapsed_ms,
+            error=outcome.error,
+            error_kind=outcome.error_kind,
+            warning=warning,
+        ),
     )

@@ -178,4 +178,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        values = getattr(record, "fields", None)  # the keys of a JSON log line (logs.fields)
+        if isinstance(values, dict):
+            record.fields = {k: redact(v) if isinstance(v, str) else v for k, v in values.items()}
         return True

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -21,20 +21,23 @@ import prometheus_client
 from aiohttp import web
 
 from . import article_store
-from .config import Config
-from .errors import StoreError
+from .config import Config, OutputConfig
+from .health import FAILING, health_doc
 from .httpcache import Cached, make_cached, respond
+from .metrics import Metrics
 from .models import FeedState, OutputFormat
 from .output import (
     MAX_PAGE_SIZE,
     SERVED_FORMATS,
+    Narrow,
     PageNotFound,
     Rendered,
     ServedFormat,
     render_output,
 )
-from .pages import OutputLink, render_index, render_status_page
+from .pages import OutputLink, OutputStatus, render_index, render_status_page
 from .publish import CONTENT_TYPES
+from .search import to_fts
 from .store import StoreThreads
 from .tokens import is_admin, may_read, presented, token_query, visible_outputs
 
@@ -88,54 +91,6 @@ def _feed_json(state: FeedState) -> dict[str, Any]:
     }
 
 
-class Metrics:
-    """Prometheus metrics of one daemon, in a registry of its own (tests start many)."""
-
-    def __init__(self) -> None:
-        self.registry = prometheus_client.CollectorRegistry()
-        self.polls = prometheus_client.Counter(
-            "aggregator_polls", "Feed polls by result", ["status"], registry=self.registry
-        )
-        self.entries = prometheus_client.Counter(
-            "aggregator_entries_stored", "Entries written", ["kind"], registry=self.registry
-        )
-        self.renders = prometheus_client.Counter(
-            "aggregator_renders", "Output renders", ["format"], registry=self.registry
-        )
-        self.cache_hits = prometheus_client.Counter(
-            "aggregator_output_cache_hits", "Outputs served from cache", registry=self.registry
-        )
-        self.stale_served = prometheus_client.Counter(
-            "aggregator_output_stale_served",
-            "Outputs served from the cache of an older store generation while re-rendered",
-            registry=self.registry,
-        )
-        self.fetch_seconds = prometheus_client.Histogram(
-            "aggregator_fetch_seconds",
-            "Time to fetch a feed (request to last byte, or failure)",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=self.registry,
-        )
-        self.last_success = prometheus_client.Gauge(
-            "aggregator_feed_last_success_timestamp_seconds",
-            "When each feed was last polled without error (Unix time)",
-            ["feed"],
-            registry=self.registry,
-        )
-        self.articles = prometheus_client.Counter(
-            "aggregator_articles",
-            "Article pages fetched for full content, by result (extracted, failed, retry)",
-            ["result"],
-            registry=self.registry,
-        )
-        self.hub_pings = prometheus_client.Counter(
-            "aggregator_websub_pings",
-            "WebSub hub pings by result",
-            ["result"],
-            registry=self.registry,
-        )
-
-
 class OutputServer:
     """The HTTP face of the daemon. `config` and `generation` are read at each request, so a
     new config or a store write is picked up without restarting the server."""
@@ -148,7 +103,9 @@ class OutputServer:
         healthy: Callable[[], bool],
         metrics: Metrics,
         reload_status: Callable[[], dict[str, Any] | None] = lambda: None,
+        config_loaded: Callable[[], datetime | None] = lambda: None,
     ) -> None:
+        self.config_loaded = config_loaded
         self.store = store
         self.reload_status = reload_status
         self.config = config
@@ -163,8 +120,6 @@ class OutputServer:
         # When this config took effect: the date of what depends only on it (OPML).
         self._config_since = datetime.now(UTC).replace(microsecond=0)
         self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
-        # The index per set of outputs shown (a token can add its private output to it).
-        self._index: tuple[Config, dict[tuple[str, ...], Cached]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -282,12 +237,33 @@ class OutputServer:
             # comes first, so no ETag, 304 or body of it reaches anyone without the token.
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
         page, per_page = _paging(request)
+        cache_control, headers = self._output_headers(config, name, fmt)
+        if fmt == "html" and ("q" in request.query or "source" in request.query):
+            searched = await self._searched(request, config, name)
+            scope = "private, no-cache" if found.token is not None else "no-cache"
+            return respond(request, searched, scope, headers)
         try:
             _, cached = await self._served(name, fmt, page, per_page)
         except PageNotFound as e:
             raise web.HTTPNotFound(text=f"{e}\n") from e
-        cache_control, headers = self._output_headers(config, name, fmt)
         return respond(request, cached, cache_control, headers)
+
+    async def _searched(self, request: web.Request, config: Config, name: str) -> Cached:
+        """An output page narrowed by the reader's search (?q=) and source (?source=):
+        rendered per request on a reader thread, never cached (the space of queries is open)."""
+        text = request.query.get("q", "").strip()[:500]
+        source = request.query.get("source", "") or None
+        known = {f.name for f in config.sources_of(config.output(name))}
+        if source is not None and source not in known:
+            raise web.HTTPBadRequest(text=f"?source=: {name!r} has no source {source!r}\n")
+        # Text with nothing searchable in it (only punctuation) matches nothing: '""'.
+        query = (to_fts(text) or '""') if text else None
+        narrow = Narrow(query=query, source=source, text=text)
+        fresh = await self.store.read(
+            # The newest matching stories, one page of them: a search narrows, it does not page.
+            lambda s: render_output(s, config, name, "html", 1, MAX_PAGE_SIZE, narrow=narrow)
+        )
+        return make_cached(fresh.body, HTML, None)
 
     def _output_headers(
         self, config: Config, name: str, fmt: ServedFormat
@@ -325,26 +301,15 @@ class OutputServer:
             )
 
     async def healthz(self, request: web.Request) -> web.Response:
-        problems = []
-        if not self.healthy():
-            problems.append("scheduler is not running")
-        try:
-            await self.store.write(lambda s: s.check_writable())
-        except StoreError as e:
-            problems.append(str(e))
-        status = 503 if problems else 200
+        """Cheap and small, for probes every few seconds: read from memory (the feed board
+        and the writer's heartbeat), never from or to the database. With an admin_token,
+        others learn only whether the daemon is healthy."""
+        ok, body = health_doc(
+            self.metrics.board, datetime.now(UTC), self.healthy(), self.reload_status()
+        )
+        status = 200 if ok else 503
         if not is_admin(self.config(), _token(request)):
-            # With an admin_token, others learn only whether the daemon is healthy.
-            return web.json_response({"status": "fail" if problems else "ok"}, status=status)
-        feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
-        body = {
-            "status": "fail" if problems else "ok",
-            "problems": problems,
-            # The last config reload: a failed one is shown here, but the daemon stays healthy
-            # on the config it runs.
-            "reload": self.reload_status(),
-            "feeds": feeds,
-        }
+            return web.json_response({"status": body["status"]}, status=status)
         return web.json_response(body, status=status, dumps=_dumps)
 
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
@@ -361,15 +326,51 @@ class OutputServer:
             o.name: {f: f"{config.aggregator.base_url}/outputs/{o.name}.{f}" for f in FORMATS}
             for o in shown
         }
-        return {"feeds": feeds, "outputs": outputs, "reload": self.reload_status()}
+        loaded = self.config_loaded()
+        return {
+            "summary": self.metrics.board.counts(),
+            "config_loaded": loaded.isoformat(timespec="seconds") if loaded else None,
+            "feeds": feeds,
+            "outputs": outputs,
+            "reload": self.reload_status(),
+        }
+
+    async def _totals(
+        self, config: Config, outputs: Sequence[OutputConfig] | None = None
+    ) -> dict[str, Rendered]:
+        """Each output's first page as served (from the render cache when the store has not
+        changed): its story count and last update, for the index and the status page."""
+        chosen = config.outputs if outputs is None else outputs
+        return {o.name: await self.rendered(o.name, "atom") for o in chosen}
 
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
         self._require_admin(request)
         if not _prefers_html(request.headers.get("Accept", "")):
             return await self.status_json(request)
+        config = self.config()
         doc = await self._status_doc(request)
-        body = render_status_page(self.config().aggregator.base_url, doc["feeds"])
+        totals = await self._totals(config)
+        base = config.aggregator.base_url
+        outputs = [
+            OutputStatus(
+                o.name,
+                o.title,
+                f"{base}/outputs/{o.name}.html",
+                tuple((f, url) for f, url in doc["outputs"][o.name].items()),
+                totals[o.name].total,
+            )
+            for o in config.outputs
+            if o.name in doc["outputs"]
+        ]
+        body = render_status_page(
+            base,
+            doc["feeds"],
+            datetime.now(UTC),
+            outputs,
+            doc["reload"],
+            self.config_loaded(),
+        )
         # Rendered per request: polls change it without changing the store generation, and
         # it is small. The ETag still spares a reloading browser the body.
         return respond(request, make_cached(body, HTML, None), "no-cache")
@@ -382,27 +383,35 @@ class OutputServer:
         )
 
     async def index(self, request: web.Request) -> web.Response:
-        """The front page: an HTML list of the outputs. It depends only on the config, and on
-        the token given: private outputs are listed only with theirs."""
+        """The front page: the outputs with their entry counts, last update, sources and how
+        many of those fail; private outputs only with their token. Rendered per request from
+        cached outputs and the feed board."""
         config = self.config()
         shown = visible_outputs(config, _token(request))
-        if self._index is None or self._index[0] is not config:
-            self._index = (config, {})
-        key = tuple(o.name for o in shown)
-        cached = self._index[1].get(key)
-        if cached is None:
-            outputs = [
+        totals = await self._totals(config, shown)
+        board = dict(self.metrics.board.items())
+        outputs = []
+        for o in shown:
+            sources = config.sources_of(o)
+            failing = sum(f.name in board and board[f.name].status in FAILING for f in sources)
+            first = totals[o.name]
+            outputs.append(
                 OutputLink(
-                    o.name, o.title, o.description, len(config.sources_of(o)), token_query(o)
+                    o.name,
+                    o.title,
+                    o.description,
+                    len(sources),
+                    entries=first.total,
+                    updated=first.last_modified if first.total else None,
+                    failing=failing,
+                    query=token_query(o),
                 )
-                for o in shown
-            ]
-            body = render_index(config.aggregator.base_url, outputs)
-            cached = make_cached(body, HTML, datetime.now(UTC).replace(microsecond=0))
-            self._index[1][key] = cached
+            )
+        body = render_index(config.aggregator.base_url, outputs)
+        cached = make_cached(body, HTML, None)
         if any(o.token is not None for o in shown):
-            return respond(request, cached, "private, max-age=300", PRIVATE_HEADERS)
-        return respond(request, cached, "public, max-age=300")
+            return respond(request, cached, "private, no-cache", PRIVATE_HEADERS)
+        return respond(request, cached, "no-cache")
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         self._require_admin(request)

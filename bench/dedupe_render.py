@@ -70,7 +70,7 @@ def main() -> None:
                 times = []
                 for _ in range(2):
                     started = time.perf_counter()
-                    r = render_output(store, config, "o", "atom", NOW)
+                    r = render_output(store, config, "o", "atom", now=NOW)
                     times.append((time.perf_counter() - started) * 1000)
                 print(
                     f"  {mode:<5} {r.entries:>5} stories  cold {times[0]:>6.0f} ms"

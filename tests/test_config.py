@@ -93,13 +93,14 @@ def problems_of(data: dict[str, Any]) -> tuple[str, ...]:
         ),
         pytest.param(
             {"aggregator": {"interval": "5 minutes"}},
-            "aggregator.interval: expected a duration such as '90s', '30m', '2h' or '1d', "
-            "got '5 minutes'",
+            "aggregator.interval: expected a duration such as '90s', '30m', '1h30m', '2h', '1d' "
+            "or '1w', got '5 minutes'",
             id="bad-duration-syntax",
         ),
         pytest.param(
-            {"feeds": [{**FEED_A, "interval": "1w"}]},
-            "feeds[0].interval: expected a duration such as '90s', '30m', '2h' or '1d', got '1w'",
+            {"feeds": [{**FEED_A, "interval": "1y"}]},
+            "feeds[0].interval: expected a duration such as '90s', '30m', '1h30m', '2h', '1d' "
+            "or '1w', got '1y'",
             id="bad-duration-unit-on-feed",
         ),
         pytest.param(
@@ -320,6 +321,10 @@ def test_config_is_immutable() -> None:
         ("2h", timedelta(hours=2)),
         ("1d", timedelta(days=1)),
         (" 1.5h ", timedelta(minutes=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("1w", timedelta(weeks=1)),
+        ("1w2d", timedelta(days=9)),
+        ("2h 15m 30s", timedelta(hours=2, minutes=15, seconds=30)),
         ("0.5m", timedelta(seconds=30)),
         (45, timedelta(seconds=45)),
         (2.5, timedelta(seconds=2.5)),
@@ -330,7 +335,9 @@ def test_parse_duration(text: object, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "5", "5 minutes", "1w", "-5s", "m", "1h30m", True, None, []])
+@pytest.mark.parametrize(
+    "text", ["", "5", "5 minutes", "1y", "-5s", "m", "30m1h", "1h1h", True, None, []]
+)
 def test_parse_duration_rejects(text: object) -> None:
     with pytest.raises(ValueError, match="expected a duration such as"):
         parse_duration(text)
@@ -411,7 +418,8 @@ def test_cli_check_config_invalid(write_config: Callable[..., Path]) -> None:
     lines = result.stderr.splitlines()
     assert lines == [
         f"error: {path}: invalid config (4 problem(s)):",
-        "  aggregator.interval: expected a duration such as '90s', '30m', '2h' or '1d', got '1x'",
+        "  aggregator.interval: expected a duration such as '90s', '30m', '1h30m', '2h', '1d' "
+        "or '1w', got '1x'",
         "  feeds[0].url: 'gopher://a.example/' is not an http(s) URL",
         "  feeds[0].tgas: unknown key (is it misspelled?)",
         "  outputs[0].feeds[0]: no feed is named 'b'",
@@ -440,3 +448,42 @@ def test_embed_hosts_must_be_host_names() -> None:
         info.value.problems[0].startswith("aggregator.embed_hosts: ")
     )
     assert "is not a host name" in info.value.problems[0]
+
+
+def test_base_url_defaults_to_the_listen_address() -> None:
+    def base(listen: str) -> str:
+        return parse_config({"aggregator": {"listen": listen}}).aggregator.base_url
+
+    assert base("127.0.0.1:9090") == "http://127.0.0.1:9090"
+    assert base("0.0.0.0:8080") == "http://127.0.0.1:8080"  # a wildcard is reached on loopback
+    assert base("[::]:8080") == "http://[::1]:8080"
+    assert base("feeds.lan:80") == "http://feeds.lan:80"
+    given = {"listen": "0.0.0.0:80", "base_url": "https://feeds.example/"}
+    assert parse_config({"aggregator": given}).aggregator.base_url == "https://feeds.example"
+
+
+def test_every_aggregator_key_can_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text('[aggregator]\nlisten = "127.0.0.1:1111"\nmax_concurrency = 4\n')
+    monkeypatch.setenv("AGGREGATOR_LISTEN", "0.0.0.0:2222")
+    monkeypatch.setenv("AGGREGATOR_DATABASE", str(tmp_path / "env.db"))
+    monkeypatch.setenv("AGGREGATOR_MAX_CONCURRENCY", "8")
+    monkeypatch.setenv("AGGREGATOR_INTERVAL", "1h30m")
+    monkeypatch.setenv("AGGREGATOR_MAX_BODY_SIZE", "2MiB")
+    monkeypatch.setenv("AGGREGATOR_ADAPTIVE", "true")
+    monkeypatch.setenv("AGGREGATOR_EMBED_HOSTS", "www.youtube.com, player.vimeo.com")
+    monkeypatch.setenv("AGGREGATOR_LOG_LEVEL", "")  # empty: ignored
+    s = load_config(path).aggregator
+    assert s.listen == "0.0.0.0:2222" and s.base_url == "http://127.0.0.1:2222"
+    assert s.database == tmp_path / "env.db" and s.max_concurrency == 8
+    assert s.interval == timedelta(minutes=90) and s.max_body_size == 2 * 1024**2
+    assert s.adaptive is True and s.embed_hosts == ("www.youtube.com", "player.vimeo.com")
+    assert s.log_level == "info"
+    # A bad value names the variable it came from.
+    monkeypatch.setenv("AGGREGATOR_MAX_CONCURRENCY", "lots")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert problem.startswith("aggregator.max_concurrency (from $AGGREGATOR_MAX_CONCURRENCY): ")

@@ -192,13 +192,19 @@ def test_daemon_polls_serves_and_stops(
     assert http_get(daemon.base + "/outputs/nope.atom")[0] == 404
     assert http_get(daemon.base + "/outputs/all.xml")[0] == 404
 
-    # Health names each feed's status; the broken one is an error, the others are fine.
+    # Status names each feed's status; the broken one is an error, the others are fine.
+    # /healthz counts them (and stays 200: a failing feed is not a failing daemon).
     def feed_statuses() -> dict[str, str]:
-        health = json.loads(http_get(daemon.base + "/healthz")[2])
-        return {name: f["status"] for name, f in health["feeds"].items()}
+        status = json.loads(http_get(daemon.base + "/status.json")[2])
+        return {name: f["status"] for name, f in status["feeds"].items()}
 
     wait_for(lambda: feed_statuses()["broken"] == "error", "the broken feed to show an error")
     assert all(feed_statuses()[n] != "error" for n in ("russia", "world", "top"))
+    code, _, body = http_get(daemon.base + "/healthz")
+    health = json.loads(body)
+    assert code == 200 and health["status"] == "ok" and health["failing"] == 1
+    assert health["feeds"]["total"] == 4 and health["feeds"]["error"] == 1
+    assert len(body) < 1000  # small: counts, not per-feed detail
 
     # The publisher edits its feed: the daemon picks it up on its next poll (interval 5s).
     edited = _without_ttl((DATA_DIR / "section-russia.rss.xml").read_bytes()).replace(
@@ -249,10 +255,10 @@ def test_cli_fetch_render_and_feeds(
 
     first = cli("fetch")
     assert first.returncode == 0, first.stderr
-    assert "polled 4 feeds" in first.stdout
+    assert "polled 4 of 4 feeds" in first.stdout
     assert "3 ok" in first.stdout and "1 errors" in first.stdout and "5 new" in first.stdout
     second = cli("fetch", "--feed", "russia")
-    assert "polled 1 feeds" in second.stdout and "1 not modified" in second.stdout
+    assert "polled 1 of 1 feeds" in second.stdout and "1 not modified" in second.stdout
 
     rendered = cli("render", "latam", "--format", "rss")
     assert rendered.returncode == 0

@@ -129,7 +129,8 @@ def test_hostile_feeds_neither_stall_polls_nor_renders(
     watch.append(health)
 
     def feeds() -> dict[str, dict[str, object]]:
-        doc = json.loads(http_get(daemon.base + "/healthz")[2])
+        # The per-feed detail is in /status; /healthz only counts.
+        doc = json.loads(http_get(daemon.base + "/status.json")[2])
         result: dict[str, dict[str, object]] = doc["feeds"]
         return result
 
@@ -189,3 +190,37 @@ def test_hostile_feeds_neither_stall_polls_nor_renders(
     print(f"peak RSS (VmHWM) of the daemon and its workers, MB: {peaks}")
     # Bounded: the hostile documents (up to 6.5 MB each) must not multiply into gigabytes.
     assert max(peaks.values()) < 1024, peaks
+
+
+def test_a_parse_past_parse_timeout_is_stopped_and_recorded_on_its_feed(
+    feed_server: FeedServer,
+    write_config: Callable[..., Path],
+    start_daemon: Callable[[Path, int], Daemon],
+) -> None:
+    """With the author limit at its highest (64 KiB), feedparser's quadratic e-mail search on
+    the 1 MB author runs for about a minute: the daemon stops that parse after parse_timeout,
+    records why on the feed, and keeps polling the good feed."""
+    port = free_port()
+    feed_server.serve_bytes("/author.xml", hostile.quadratic_author(), "application/xml")
+    feed_server.serve_bytes("/world.xml", _without_ttl((DATA_DIR / GOOD["world"]).read_bytes()))
+    body = (
+        f'[[feeds]]\nname = "author"\nurl = "{feed_server.url("author.xml")}"\n\n'
+        f'[[feeds]]\nname = "world"\nurl = "{feed_server.url("world.xml")}"\n\n'
+        '[[outputs]]\nname = "all"\ntitle = "All"\n'
+    )
+    settings = loopback_settings(port, parse_timeout="3s", max_author_size="64KiB")
+    daemon = start_daemon(write_config(body, parse_workers=1, **settings), port)
+
+    def feeds() -> dict[str, dict[str, object]]:
+        # The per-feed detail is in /status; /healthz only counts.
+        doc = json.loads(http_get(daemon.base + "/status.json")[2])
+        result: dict[str, dict[str, object]] = doc["feeds"]
+        return result
+
+    wait_for(lambda: feeds()["author"]["last_error"] is not None, "the stopped parse", WAIT)
+    assert feeds()["author"]["last_error"] == (
+        "parsing took longer than 3 s (parse_timeout); stopped"
+    )
+    # One worker only: whichever feed is polled first, the good one is parsed (by the worker
+    # that replaced the killed one, when the stopped parse came first).
+    wait_for(lambda: feeds()["world"]["entries"] == 2, "the good feed's entries", WAIT)

@@ -159,6 +159,8 @@ def test_pages_caching_paging_status_metrics_and_websub(
         "unchanged",
     )
     assert set(json.loads(http_get(base + "/status.json", {"Accept": BROWSER})[2])) == {
+        "summary",
+        "config_loaded",
         "feeds",
         "outputs",
         "reload",

@@ -359,21 +359,34 @@ def test_json_logs_and_poll_summary(
     path = write_config(body, **settings(port, log_format="json", summary_interval="5s"))
     daemon = start_daemon(path, port)
 
-    def lines() -> list[dict[str, str]]:
+    def lines() -> list[dict[str, object]]:
         return [json.loads(x) for x in daemon.log.read_text().splitlines() if x.strip()]
 
+    wait_for(lambda: any(d["message"] == "summary" for d in lines()), "a summary line")
     wait_for(
-        lambda: any(d["message"].startswith("summary polls=") for d in lines()), "a summary line"
+        lambda: any(d.get("feed") == "slow" and d.get("status") == "error" for d in lines()),
+        "the timeout",
     )
-    wait_for(lambda: any("feed=slow status=error" in d["message"] for d in lines()), "the timeout")
+    # One host: "one" may wait behind the slow feed for its turn.
+    wait_for(lambda: any(d.get("feed") == "one" for d in lines()), "the poll of feed one")
     assert daemon.stop() == 0
     records = lines()  # every line is one JSON object
-    summary = next(d for d in records if d["message"].startswith("summary polls="))
+    # The fields are keys of their own, not text inside the message.
+    summary = next(d for d in records if d["message"] == "summary")
     assert summary["logger"] == "aggregator.daemon" and summary["level"] == "info"
-    assert " feeds=3" in summary["message"] and " error=" in summary["message"]
-    errors = [d for d in records if "status=error" in d["message"]]
+    assert summary["feeds"] == 3 and isinstance(summary["error"], int)
+    polls = [d for d in records if d["message"] == "poll"]
+    assert {d["feed"] for d in polls} == {"one", "broken", "slow"}
+    one = next(d for d in polls if d["feed"] == "one")
+    assert one["status"] == "ok" and one["new"] == 1 and isinstance(one["ms"], int)
+    assert "error" not in one  # only the fields that have a value
+    errors = [d for d in polls if d["status"] == "error"]
     assert {d["level"] for d in errors} == {"warning"}
-    assert not any("exception" in d or "Traceback" in d["message"] for d in records)
+    broken = next(d for d in errors if d["feed"] == "broken")
+    assert (
+        broken["error"] == "HTTP 500 Internal Server Error" and broken["error_kind"] == "http_5xx"
+    )
+    assert not any("exception" in d or "Traceback" in str(d["message"]) for d in records)
 
 
 def test_daily_prune_runs_when_due_after_a_restart(

@@ -158,3 +158,40 @@ def test_the_feed_s_own_elements_are_bounded_too() -> None:
     assert [e.title for e in parsed.entries] == ["kept"]
     assert parsed.warning is not None
     assert "elements of the feed dropped (max_elements_per_entry 10000)" in parsed.warning
+
+
+def test_json_attachments_and_authors_are_bounded() -> None:
+    item = {
+        "id": "1",
+        "title": "files",
+        "content_html": "<p>x</p>",
+        "attachments": [
+            {"url": f"https://files.example/{i}.mp3", "mime_type": "audio/mpeg"}
+            for i in range(1500)
+        ],
+        "authors": [{"name": "n" * 1000}] + [{"name": f"a{i}"} for i in range(1500)],
+    }
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "j", "items": [item]}
+    ctype = {"Content-Type": "application/json"}
+    limits = Limits(max_links_per_entry=5, max_author_size=64)
+    parsed = parse_feed("j", json.dumps(doc).encode(), ctype, URL, limits)
+    [entry] = parsed.entries
+    assert len(entry.media.enclosures) == 5
+    assert len(entry.authors) == 5
+    assert len(entry.authors[0].name) == 64
+    assert parsed.warning is not None
+    assert "1 enclosure lists cut short (max_links_per_entry 5)" in parsed.warning
+
+
+def test_a_quoted_greater_than_sign_does_not_end_a_tag() -> None:
+    # 300 categories whose labels hold ">": none of them may count as an open element.
+    categories = "".join(f'<category term="News &gt; {i}" label="a > b"/>' for i in range(300))
+    body = (
+        '<feed xmlns="http://www.w3.org/2005/Atom"><title>q</title>'
+        f"<entry><id>1</id><title>kept</title>{categories}<summary>s</summary></entry></feed>"
+    ).encode()
+    tally = Tally()
+    assert cut_document(body, DEFAULT_LIMITS, tally) is body
+    assert not tally
+    [entry] = parse_feed("q", body, XML, URL).entries
+    assert len(entry.categories) == 300 and entry.summary == "s"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,13 @@ from test_validity import check_html, items_of, meta
 
 from aggregator.config import Config, parse_config
 from aggregator.httpcache import accepts_gzip, make_cached, not_modified, respond
-from aggregator.pages import OutputLink, render_index, render_output_page, render_status_page
+from aggregator.pages import (
+    OutputLink,
+    SearchBox,
+    render_index,
+    render_output_page,
+    render_status_page,
+)
 from aggregator.sanitize import sanitize_html, xml_safe
 from aggregator.server import _prefers_html
 from aggregator.websub import HubNotifier, publish_form
@@ -98,16 +105,67 @@ def test_status_page_shows_every_field_escaped() -> None:
             "last_error": "HTTP 500 <oops>",
             "warning": None,
             "entries": 0,
+            "gone": False,
             "next_poll_reason": "backoff after 3 errors",  # a field this page does not know
         }
     }
-    body = render_status_page("https://agg.example", feeds)
+    now = datetime(2024, 1, 15, 12, 12, tzinfo=UTC)
+    body = render_status_page("https://agg.example", feeds, now)
     text = body.decode()
     check_html(body)
     assert "A &lt;feed&gt;" in text and "HTTP 500 &lt;oops&gt;" in text
     assert "backoff after 3 errors" in text
-    assert '<time datetime="2024-01-15T12:30:00+00:00">2024-01-15 12:30 UTC</time>' in text
+    assert (
+        '<time datetime="2024-01-15T12:30:00+00:00" title="2024-01-15 12:30:00 UTC">'
+        "in 18 min</time>" in text
+    )
+    assert ">12 min ago</time>" in text  # the last poll
     assert 'class="status error"' in text
+    # No raw Python value anywhere on the page.
+    for raw in ("None", "False", "True", "gone:"):
+        assert raw not in text, raw
+
+
+def test_status_page_summary_banner_and_failing_first() -> None:
+    now = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
+
+    def feed(status: str, since: str | None = None) -> dict[str, object]:
+        return {"url": "https://x.example/", "status": status, "failing_since": since}
+
+    feeds = {
+        "fine": feed("ok"),
+        "newly-broken": feed("error", "2024-01-15T11:00:00+00:00"),
+        "never": feed("pending"),
+        "long-broken": feed("error", "2024-01-10T11:00:00+00:00"),
+        "quiet": feed("not_modified"),
+    }
+    reload = {
+        "status": "failed",
+        "trigger": "file change",
+        "at": "2024-01-15T11:57:00+00:00",
+        "error": "invalid",
+        "problems": ["feeds[3].url: 'ftp://x/' is not an http(s) URL"],
+    }
+    loaded = datetime(2024, 1, 15, 9, 0, tzinfo=UTC)
+    text = render_status_page(
+        "https://a.example", feeds, now, reload=reload, loaded=loaded
+    ).decode()
+    summary = text.split('id="summary">', 1)[1].split("</p>", 1)[0]
+    assert ">5</span> feeds:" in summary
+    assert ">1</span> ok" in summary and ">2</span> failing" in summary
+    assert ">1</span> not modified" in summary and ">1</span> not polled yet" in summary
+    assert "Config loaded" in summary and "3 h ago" in summary
+    banner = text.split('id="reload-failed"', 1)[1].split("</div>", 1)[0]
+    assert "3 min ago" in banner and "ftp://x/" in banner and "file change" in banner
+    order = [n for n in feeds if f'id="feed-{n}"' in text]
+    assert sorted(order, key=lambda n: text.index(f'id="feed-{n}"')) == [
+        "long-broken",
+        "newly-broken",
+        "fine",
+        "never",
+        "quiet",
+    ]
+    assert ">5 days ago</time>" in text
 
 
 @pytest.mark.parametrize(
@@ -274,3 +332,34 @@ class socket_closed_port:
 def test_web_response_is_aiohttp_response() -> None:
     cached = make_cached(b"x", "text/plain", None)
     assert isinstance(respond(make_mocked_request("HEAD", "/"), cached, "no-cache"), web.Response)
+
+
+def test_index_shows_counts_and_private_links_carry_their_token() -> None:
+    updated = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
+    body = render_index(
+        "https://agg.example",
+        [
+            OutputLink("a", "A", None, 3, entries=42, updated=updated, failing=1),
+            OutputLink("p", "P", None, 1, entries=1, query="token=s%3Dcret"),
+        ],
+    )
+    text = body.decode()
+    check_html(body)
+    a = text.split('id="output-a"', 1)[1].split("</li>", 1)[0]
+    assert "42 entries" in a and "3 sources" in a and "1 failing" in a
+    assert '<time datetime="2024-01-15T12:00:00+00:00">2024-01-15 12:00 UTC</time>' in a
+    p = text.split('id="output-p"', 1)[1].split("</li>", 1)[0]
+    assert "1 entry" in p and "1 source" in p and "failing" not in p
+    assert 'href="https://agg.example/outputs/p.atom?token=s%3Dcret"' in p
+
+
+def test_search_box_keeps_a_private_outputs_token_and_shows_the_query() -> None:
+    private = replace(meta(), link_query="token=s%3Dcret")
+    box = SearchBox("C# <b>", "russia", (("russia", "Russia"), ("world", "World")))
+    body = render_output_page(private, items_of("rss20.xml")[:1], box)
+    text = body.decode()
+    check_html(body)
+    assert '<input type="hidden" name="token" value="s=cret">' in text
+    assert 'value="C# &lt;b&gt;"' in text and "matching “C# &lt;b&gt;” from Russia" in text
+    assert '<option value="russia" selected>Russia</option>' in text
+    assert 'href="https://agg.example/outputs/valid.html?token=s%3Dcret">show all</a>' in text

@@ -42,3 +42,40 @@ def test_every_endpoint_is_documented(tmp_path: Path) -> None:
     for path in paths:
         spelled = path.replace("{name}", "<name>").replace("{fmt}", "atom")
         assert f"`GET {spelled}`" in README, path
+
+
+def _readme_metrics() -> set[tuple[str, str, tuple[str, ...]]]:
+    section = README.split("### Metrics", 1)[1].split("\n## ", 1)[0]
+    rows = set()
+    for line in section.splitlines():
+        m = re.match(r"^\| `(aggregator_\w+)` \| (\w+) \|([^|]*)\|", line)
+        if m:
+            labels = tuple(sorted(re.findall(r"`(\w+)`", m.group(3))))
+            rows.add((m.group(1), m.group(2), labels))
+    return rows
+
+
+def test_readme_lists_exactly_the_exported_metrics() -> None:
+    # A real daemon's metrics object, with one feed on its board so the per-feed series exist,
+    # parsed from the text a scrape returns: names, types and labels must match the README.
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = Metrics()
+    metrics.board.reset(["some-feed"], {})
+    metrics.fetch_seconds.observe(0.1)
+    exported = set()
+    text = generate_latest(metrics.registry).decode()
+    assert "_created" not in text
+    for family in text_string_to_metric_families(text):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        exported.add((name, family.type, tuple(sorted(labels))))
+    assert exported == _readme_metrics()
+
+
+@pytest.mark.parametrize("key", sorted(Settings.model_fields))
+def test_every_aggregator_key_has_its_environment_variable_documented(key: str) -> None:
+    from aggregator.config_env import env_name
+
+    assert re.search(rf"^\| `{key}` \| `{env_name(key)}` \|", README, re.MULTILINE), key

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_dedupe import SECTIONS, T0, _load_sections
 
 from aggregator.cli import main
@@ -15,7 +17,7 @@ from aggregator.config import parse_config
 from aggregator.errors import ConfigError
 from aggregator.models import PollRecord
 from aggregator.output import plan_output
-from aggregator.search import check_query
+from aggregator.search import check_query, to_fts
 from aggregator.store import Store
 
 
@@ -116,5 +118,39 @@ def test_search_command(store: Store, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["search", "forecasters", "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert "Heavy rain expected in the capital" in result.output
-    bad = CliRunner().invoke(main, ["search", "AND", "--config", str(path)])
-    assert bad.exit_code == 2 and "invalid search query" in bad.output
+    # What people type: never an SQL error, plain words when it is not FTS syntax.
+    for typed in ("iOS 15.5", "C#", "wildfly-10", "AND", "(unbalanced", "don't", 'say "hi'):
+        typed_result = CliRunner().invoke(main, ["search", typed, "--config", str(path)])
+        assert typed_result.exit_code == 0, (typed, typed_result.output)
+        assert "error" not in typed_result.output, typed
+    rain = CliRunner().invoke(main, ["search", "rain-expected", "--config", str(path)])
+    assert "Heavy rain expected in the capital" in rain.output
+    bad = CliRunner().invoke(main, ["search", "#!?", "--config", str(path)])
+    assert bad.exit_code == 2 and "nothing to search for" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("typed", "fts"),
+    [
+        ("iOS 15.5", '"iOS" "15.5"'),
+        ("C#", '"C#"'),
+        ("wildfly-10", '"wildfly-10"'),
+        ('"climate summit"', '"climate summit"'),
+        ("title:putin OR kremlin", "title:putin OR kremlin"),
+        ("sport NOT football", "sport NOT football"),
+        ("a AND", '"a" "AND"'),
+        ('say "hi', '"say" """hi"'),
+        ("#", None),
+        ("   ", None),
+    ],
+)
+def test_to_fts(typed: str, fts: str | None) -> None:
+    assert to_fts(typed) == fts
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_any_typed_text_searches_without_an_sql_error(typed: str) -> None:
+    fts = to_fts(typed)
+    if fts is not None:
+        check_query(fts)  # raises ValueError on any FTS5 syntax error

@@ -1,0 +1,162 @@
+"""`aggregator fetch`: every feed (or the named ones) polled once by the daemon's own machinery,
+politely (host turns and Retry-After are waited out within a deadline), then a summary. I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from .articles import ArticleQueue
+from .cli_common import config_option, load_or_exit
+from .cli_common import fail as _fail
+from .config import Config, FeedConfig, parse_duration
+from .daemon import make_fetcher, make_gates, make_parse_pool
+from .errors import AggregatorError
+from .logs import setup_logging
+from .models import PollOutcome
+from .poll import PollContext, poll_source
+from .store import StoreThreads
+
+MAX_CLI_WAIT = timedelta(minutes=2)  # a deferral's longest wait when no deadline is given
+STATUSES = ("ok", "not_modified", "unchanged", "error", "gone")
+
+
+async def _fetch_all(
+    config: Config,
+    names: Sequence[str],
+    progress: Callable[[PollOutcome], None],
+    deadline: datetime | None = None,
+) -> list[PollOutcome]:
+    store = StoreThreads(config.aggregator.database)
+    pool = make_parse_pool(
+        config.aggregator.parse_workers, config.aggregator.parse_timeout.total_seconds()
+    )
+    try:
+        feeds = [config.feed(n) for n in names]
+        await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
+        states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
+        async with make_fetcher(config) as fetcher:
+            gates = make_gates(config, states, datetime.now(UTC))
+            articles = ArticleQueue(store, fetcher, pool, lambda: config, lambda: gates)
+            ctx = PollContext(
+                fetcher,
+                store,
+                pool,
+                feed_config=lambda n: config.feed(n),
+                hosts=gates,
+                work=asyncio.Semaphore(config.aggregator.max_concurrency),
+                embed_hosts=frozenset(config.aggregator.embed_hosts),
+                articles=articles,
+                limits=config.aggregator.limits(),
+            )
+
+            async def one(feed: FeedConfig) -> PollOutcome:
+                while True:
+                    now = datetime.now(UTC)
+                    outcome = await poll_source(
+                        ctx, feed.name, feed.url, now, policy=config.policy_of(feed)
+                    )
+                    when = outcome.next_poll
+                    if outcome.status != "deferred" or when is None:
+                        break
+                    if when > (deadline or now + MAX_CLI_WAIT):
+                        # Its turn (host_delay) or the host's Retry-After comes after the
+                        # deadline: counted and said, never skipped silently.
+                        outcome = replace(
+                            outcome,
+                            error=f"{outcome.reason}: its turn comes at {when:%H:%M:%S} UTC, "
+                            "after --max-wait",
+                        )
+                        break
+                    # Politeness (host_delay, Retry-After) holds for one-off polls too: wait.
+                    await asyncio.sleep((when - now).total_seconds())
+                progress(outcome)
+                return outcome
+
+            outcomes = await asyncio.gather(*(one(f) for f in feeds))
+            # The pages of the new entries of full_content feeds, at the hosts' pace.
+            await articles.run(until_idle=True)
+            return outcomes
+    finally:
+        pool.shutdown(wait=True)
+        await store.aclose()
+
+
+@click.command()
+@config_option
+@click.option("--feed", "feed_names", multiple=True, help="Poll only this feed (repeatable).")
+@click.option(
+    "--max-wait",
+    default="10m",
+    show_default=True,
+    help="Longest the command waits for host_delay turns and Retry-After, e.g. '30m', '1h'.",
+)
+def fetch(config_path: str, feed_names: tuple[str, ...], max_wait: str) -> None:
+    """Poll every feed (or the named ones) once, store what is new, and exit."""
+    config = load_or_exit(config_path, need_secrets=True)
+    try:
+        wait = parse_duration(max_wait)
+    except ValueError as e:
+        _fail(f"--max-wait: {e}", 2)
+    fmt = config.aggregator.log_format
+    handler = setup_logging("warning", fmt)
+    known = {f.name for f in config.feeds}
+    for name in feed_names:
+        if name not in known:
+            click.echo(f"error: no feed named {name!r} in {config_path}", err=True)
+            sys.exit(2)
+    names = list(feed_names) or [f.name for f in config.feeds]
+    started = datetime.now(UTC)
+    # No bar between JSON log lines: they are for a machine, and the bar would break them.
+    bar_file = open(os.devnull, "w") if fmt == "json" else sys.stderr  # noqa: SIM115
+    try:
+        with click.progressbar(length=len(names), label="polling", file=bar_file) as bar:
+            handler.bar = bar  # log lines clear the bar's line and redraw it after
+            try:
+                outcomes = asyncio.run(
+                    _fetch_all(config, names, lambda o: bar.update(1), started + wait)
+                )
+            except AggregatorError as e:
+                click.echo(f"error: {e}", err=True)
+                sys.exit(1)
+            finally:
+                handler.bar = None
+    finally:
+        if bar_file is not sys.stderr:
+            bar_file.close()
+    click.echo(fetch_summary(outcomes, (datetime.now(UTC) - started).total_seconds()))
+
+
+def fetch_summary(outcomes: Sequence[PollOutcome], seconds: float) -> str:
+    """The lines `aggregator fetch` ends with: each failure and each feed it could not poll
+    (with why) on stderr, then one summary line that counts them all."""
+    for o in outcomes:
+        if o.status == "error":
+            click.echo(f"{o.feed}: error: {o.error}", err=True)
+        elif o.status == "deferred":
+            click.echo(f"{o.feed}: not polled: {o.error or o.reason}", err=True)
+    counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
+    polled = len(outcomes) - sum(o.status == "deferred" for o in outcomes)
+    gone = f", {counts['gone']} gone" if counts["gone"] else ""
+    why = Counter(o.reason for o in outcomes if o.status == "deferred")
+    skipped = (
+        f"; {sum(why.values())} not polled before --max-wait ("
+        + ", ".join(f"{n} waiting for {reason}" for reason, n in why.most_common())
+        + ")"
+        if why
+        else ""
+    )
+    return (
+        f"polled {polled} of {len(outcomes)} feeds in {seconds:.1f}s: {counts['ok']} ok, "
+        f"{counts['not_modified']} not modified, {counts['unchanged']} unchanged, "
+        f"{counts['error']} errors{gone}{skipped}; {sum(o.new for o in outcomes)} new and "
+        f"{sum(o.updated for o in outcomes)} updated entries"
+    )
