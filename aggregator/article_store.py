@@ -96,11 +96,6 @@ def create_tables(db: Any) -> None:
     )
 
 
-def _bump(store: Store) -> int:
-    store.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-    return store.generation()
-
-
 def _cached(store: Store, link: str) -> dict[str, Any] | None:
     row = store.db.execute("SELECT * FROM articles WHERE link = ?", [link]).fetchone()
     return dict(row) if row is not None else None
@@ -165,7 +160,7 @@ def mark_entries(store: Store, rec: PollRecord, wanted: Callable[[str], bool]) -
             changed |= _mark(store, entry, rec.now, new=True)
         for entry in rec.updated:
             changed |= _mark(store, entry, rec.now, new=False)
-        return _bump(store) if changed else None
+        return store.bump_generation() if changed else None
 
 
 def _mark(store: Store, entry: Entry, now: datetime, *, new: bool) -> bool:
@@ -296,7 +291,7 @@ def _record(
     changed = False
     for feed, key, _ in pending:
         changed |= _apply(store, feed, key, row, now)
-    return _bump(store) if changed else None
+    return store.bump_generation() if changed else None
 
 
 def counts(store: Store, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:

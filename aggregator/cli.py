@@ -21,7 +21,7 @@ from . import __version__, article_store, cli_fetch, cli_ops
 from .backup import backup_database
 from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
-from .config import Config
+from .cli_common import open_store_or_exit as _open_store
 from .errors import AggregatorError, ConfigError
 from .lock import running_daemon
 from .logs import setup_logging
@@ -94,11 +94,7 @@ def render(config_path: str, output: str, fmt: str, page: int | None) -> None:
     if not any(o.name == output for o in config.outputs):
         click.echo(f"error: no output named {output!r} in {config_path}", err=True)
         sys.exit(2)
-    try:
-        store = Store(config.aggregator.database)
-    except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    store = _open_store(config)
     try:
         rendered = render_output(
             store,
@@ -126,11 +122,7 @@ def _when(d: datetime | None) -> str:
 def feeds(config_path: str) -> None:
     """List the configured feeds: status, last success, errors, entries."""
     config = _load(config_path)
-    try:
-        store = Store(config.aggregator.database)
-    except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    store = _open_store(config)
     try:
         states = {s.name: s for s in store.feed_states()}
         articles = article_store.counts(store)
@@ -224,14 +216,6 @@ def extract(
         f"{x.page_text_length} ({result.size} bytes)",
         err=True,
     )
-
-
-def _open_store(config: Config) -> Store:
-    try:
-        return Store(config.aggregator.database)
-    except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
 
 
 def _line(item: StoredEntry) -> str:
@@ -406,10 +390,7 @@ def export_opml(config_path: str, title: str) -> None:
     config = _load(config_path)
     states = {}
     if config.aggregator.database.is_file():  # titles and site links, once polled
-        try:
-            store = Store(config.aggregator.database)
-        except AggregatorError as e:
-            _fail(str(e))
+        store = _open_store(config)
         try:
             states = {s.name: s for s in store.feed_states()}
         finally:

@@ -9,7 +9,8 @@ from typing import NoReturn
 import click
 
 from .config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
-from .errors import ConfigError
+from .errors import AggregatorError, ConfigError
+from .store import Store
 
 
 def config_option(fn: click.decorators.FC) -> click.decorators.FC:
@@ -38,3 +39,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and the exit code: 1 a runtime failure, 2 a bad config or argument."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def open_store_or_exit(config: Config) -> Store:
+    """The config's database, opened (and migrated), or exit 1 with why it could not be."""
+    try:
+        return Store(config.aggregator.database)
+    except AggregatorError as e:
+        fail(str(e))

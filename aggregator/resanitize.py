@@ -107,9 +107,7 @@ def write_batch(
             list(progress.items()),
         )
         if cleaned:
-            store.db.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
-            )
+            store.bump_generation()
     return store.generation()
 
 

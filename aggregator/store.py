@@ -498,12 +498,18 @@ class Store:
                         [entry.content_hash, entry.feed, entry.key],
                     )
             if rec.new or rec.updated:
-                self.db.execute(
-                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
-                )
+                self.bump_generation()
             return self._generation()
 
     def generation(self) -> int:
+        return self._generation()
+
+    def bump_generation(self) -> int:
+        """Say that what outputs are built from has changed: renders and caches key on the
+        generation. Call it inside the transaction that made the change."""
+        self.db.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+        )
         return self._generation()
 
     def _generation(self) -> int:
@@ -626,9 +632,7 @@ class Store:
             self.db.conn.executemany(
                 "DELETE FROM entries WHERE feed = ? AND key = ?", [(f, k) for f, k, _ in victims]
             )
-            self.db.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
-            )
+            self.bump_generation()
         return len(victims)
 
     def last_prune(self) -> datetime | None:
