@@ -145,18 +145,30 @@ def _unvolatile(text: str) -> str:
     return stable
 
 
+# Prefix of a stored stable hash that was computed without the entry's files: every row
+# stored before files were recorded (m007), marked by m011. See `identify`.
+TEXT_ONLY = "t:"
+
+
 def stable_hash(entry: ParsedEntry) -> str:
     """Hash of an entry without its volatile parts (time stamps, counters, tracking parameters
     in inline links): an entry is "updated" only when this changes."""
+    return _stable_hashes(entry)[0]
+
+
+def _stable_hashes(entry: ParsedEntry) -> tuple[str, str]:
+    """The stable hash, and the same hash of the text alone (without the entry's files)."""
     link = canonical_url(entry.link) if entry.link else ""
     h = hashlib.sha256()
     for part in (entry.title, entry.summary, entry.content, link, entry.author):
         h.update(_unvolatile(part).encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
+    text = h.hexdigest()
     # A new file or a new length is an update; a new signature in a file's query is not.
     if files := media_fingerprint(entry.media, stable=True):
         h.update(files.encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
+        return h.hexdigest(), text
+    return text, text
 
 
 def guids_unusable(entries: Sequence[ParsedEntry]) -> bool:
@@ -260,10 +272,17 @@ def identify(
         first = published or updated or now
         c_hash = content_hash(parsed)
         stored = known.get(key)
+        backfill = False
         if stored is not None and stored.stable_hash and stored.content_hash == c_hash:
             s_hash = stored.stable_hash
         else:
-            s_hash = stable_hash(parsed)
+            s_hash, text_hash = _stable_hashes(parsed)
+            if stored is not None and stored.stable_hash == TEXT_ONLY + text_hash:
+                # Stored before files were recorded, and its text is as it was: an entry
+                # without files is unchanged; one with files gets them written, as a
+                # backfill rather than an edit (never republished, whatever the policy).
+                backfill = s_hash != text_hash
+                s_hash = s_hash if backfill else stored.stable_hash
         out.append(
             Entry(
                 feed=feed,
@@ -285,6 +304,7 @@ def identify(
                 base=parsed.base,
                 authors=parsed.authors,
                 media=parsed.media,
+                backfill=backfill,
             )
         )
     return out
@@ -340,7 +360,8 @@ def diff(
 
     An entry is updated when its stable hash changed (its content hash, for rows stored before
     stable hashes existed). `policy` "ignore" never updates; "republish" dates an update at
-    `now`, so it rises to the top of the outputs.
+    `now`, so it rises to the top of the outputs. A backfill (the files of an entry stored
+    before files were recorded) is written whatever the policy, and never redated.
     """
     new: list[Entry] = []
     updated: list[Entry] = []
@@ -352,6 +373,9 @@ def diff(
         changed = (
             k.stable_hash != e.stable_hash if k.stable_hash else k.content_hash != e.content_hash
         )
+        if e.backfill and changed:
+            updated.append(e)  # files the store never had: filled in, not an edit
+            continue
         if not changed or policy == "ignore":
             continue
         if policy == "republish":

@@ -155,6 +155,9 @@ class Entry:
     base: str | None = None  # for resolving relative links while sanitising; not stored
     authors: tuple[Person, ...] = ()
     media: Media = field(default_factory=Media)
+    # Only its files are new to the store, which stored it before files were recorded: the
+    # entry is written without counting as an edit (identity.identify). Not stored.
+    backfill: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -981,3 +981,14 @@ def m008_articles(db: sqlite_utils.Database) -> None:
     from .article_store import create_tables  # it builds on this module
 
     create_tables(db)
+
+
+@migrations()
+def m011_text_only_hashes(db: sqlite_utils.Database) -> None:
+    """Stable hashes cover an entry's files since m007; mark those computed without them
+    (identity.TEXT_ONLY), so a podcast's stored episodes get their files on the next poll
+    without all coming back as edited (or, with update_policy "republish", redated to now)."""
+    db.execute(
+        "UPDATE entries SET stable_hash = 't:' || stable_hash "
+        "WHERE media IS NULL AND stable_hash IS NOT NULL"
+    )

@@ -316,3 +316,53 @@ def test_rows_stored_before_authors_were_kept_name_their_author() -> None:
     assert [(p.name, p.email) for p in people(item)] == [("Jo Writer", "jo@blog.example.com")]
     plain = StoredEntry(replace(old, author="Jo"), NOW, NOW, "Blog", "https://b.example/", None)
     assert [(p.name, p.email) for p in people(plain)] == [("Jo", "")]
+
+
+def test_episodes_stored_before_files_get_them_without_being_republished(tmp_path: Path) -> None:
+    """An upgrade from a version that stored no files: each episode's files are filled in on
+    its next poll, counted as written but never redated, even under "republish"; an entry
+    without files is unchanged; the poll after that finds nothing to do."""
+    from aggregator.identity import stable_hash
+    from aggregator.models import Media
+
+    path = tmp_path / "old.db"
+    store = store_podcasts(path)
+    # Make the rows what the version before files wrote: no media, a text-only stable hash.
+    for p in parsed("podcast.rss.xml").entries:
+        e = identify("radio", [p], NOW)[0]
+        store.db.execute(
+            "UPDATE entries SET media = NULL, stable_hash = ?, content_hash = ? "
+            "WHERE feed = 'radio' AND key = ?",
+            [stable_hash(replace(p, media=Media())), "old-" + e.content_hash, e.key],
+        )
+    store.db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm011_text_only_hashes'")
+    store.close()
+    store = Store(path)  # applies m011 again, to the rows as an older version left them
+
+    later = datetime(2024, 3, 1, tzinfo=UTC)
+    known = store.known_entries("radio")
+    entries = identify("radio", parsed("podcast.rss.xml").entries, later, "guid", known)
+    new, updated = diff(entries, known, "republish", later)
+    with_files = {e.title for e in entries if e.media.enclosures}
+    assert new == []
+    assert {e.title for e in updated} == with_files
+    assert all(e.published < later for e in updated)  # not redated
+    store.record_poll(
+        PollRecord(
+            "radio",
+            "https://feeds.example/podcast.rss.xml",
+            later,
+            "ok",
+            None,
+            updated=tuple(updated),
+        )
+    )
+    known = store.known_entries("radio")
+    again = identify("radio", parsed("podcast.rss.xml").entries, later, "guid", known)
+    assert diff(again, known, "republish", later) == ([], [])
+    # A real edit after the upgrade is still an update, and republished.
+    edited = _edited("audio/nsr-12.mp3", "audio/nsr-12-fixed.mp3")
+    _, updated = diff(edited, store.known_entries("radio"), "republish", later)
+    assert [e.title for e in updated] == ["Episode 12: The lighthouse keepers"]
+    assert updated[0].published == later
+    store.close()

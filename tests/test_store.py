@@ -106,6 +106,7 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
         "m007_media",
         "m008_articles",
         "m010_no_userinfo",
+        "m011_text_only_hashes",
     ]
 
 
