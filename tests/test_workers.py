@@ -57,6 +57,36 @@ def test_a_task_s_exception_comes_back_as_it_was(pool: DeadlinePool) -> None:
     assert pool.replaced == 0
 
 
+class PickyError(Exception):
+    """Pickles as (message,) but its __init__ wants two arguments: it cannot be unpickled."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_picky() -> None:
+    raise PickyError("picky", 7)
+
+
+def test_a_worker_that_cannot_start_fails_its_task_instead_of_hanging_it() -> None:
+    p = DeadlinePool(1, deadline=60.0, preload=("no_such_module_xyz",))
+    try:
+        with pytest.raises(WorkerDied, match="while starting"):
+            p.submit(pow, 2, 3).result(timeout=WAIT)
+        # The slot goes on: the next task is tried with a fresh worker (which fails the same way).
+        with pytest.raises(WorkerDied):
+            p.submit(pow, 2, 3).result(timeout=WAIT)
+    finally:
+        p.shutdown(wait=True, cancel_futures=True)
+
+
+def test_an_answer_that_does_not_unpickle_fails_only_its_task(pool: DeadlinePool) -> None:
+    with pytest.raises(WorkerDied, match="could not be read"):
+        pool.submit(raise_picky).result(timeout=WAIT)
+    assert [pool.submit(pow, 2, 3).result(timeout=WAIT) for _ in range(3)] == [8] * 3
+
+
 def test_shutdown_cancels_what_is_still_queued_and_gives_up_what_runs() -> None:
     p = DeadlinePool(1, deadline=600.0)
     running = p.submit(time.sleep, 600)
