@@ -15,6 +15,7 @@ import pytest
 from feedserver import FeedServer
 from test_poll import T0, poll, run_polls, state_of
 
+from aggregator import workers
 from aggregator.limits import Limits
 from aggregator.models import PollOutcome
 from aggregator.poll import PollContext
@@ -101,6 +102,19 @@ def test_shutdown_cancels_what_is_still_queued_and_gives_up_what_runs() -> None:
     assert all(f.cancelled() for f in queued)
     with pytest.raises(RuntimeError):
         p.submit(pow, 2, 2)
+
+
+def test_shutdown_gives_up_a_worker_that_is_still_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Longer than the test's own timeout: only noticing the shutdown lets it return.
+    monkeypatch.setattr(workers, "START_TIMEOUT", 3600.0)
+    p = DeadlinePool(1, deadline=60.0, preload=("slow_import",))
+    starting = p.submit(pow, 2, 2)
+    end = time.monotonic() + WAIT
+    while not starting.running() and time.monotonic() < end:
+        time.sleep(0.01)
+    p.shutdown(wait=True, cancel_futures=True)
+    with pytest.raises(WorkerDied, match="shut down while a worker started"):
+        starting.result(timeout=WAIT)
 
 
 def test_shutdown_without_cancelling_lets_queued_tasks_finish() -> None:
