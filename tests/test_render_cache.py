@@ -4,6 +4,7 @@ the output re-renders, and a slow output's render never holds up another output'
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
 from collections.abc import Callable
@@ -139,5 +140,50 @@ async def _slow_render(db: Path, config: Config, gate: Gate, armed: threading.Ev
             while b"big entry 1000000" not in await get("big"):
                 assert time.monotonic() < end, "the big output never re-rendered"
                 await asyncio.sleep(0.05)
+    finally:
+        await threads.aclose()
+
+
+def test_no_body_is_compressed_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gzip of a big body takes most of a second: the render cache's, the search's, the status
+    pages' and the index's must all be compressed off the loop thread."""
+    db = tmp_path / "x.db"
+    _database(db, {"a": 30})
+    config = _config(db, {"o": ("a",)}, ("a",))
+    compressed_on: list[int] = []
+    real = gzip.compress
+
+    def compress(data: bytes, *a: Any, **kw: Any) -> bytes:
+        compressed_on.append(threading.get_ident())
+        return real(data, *a, **kw)
+
+    monkeypatch.setattr(gzip, "compress", compress)
+    asyncio.run(_compressions(db, config, compressed_on))
+
+
+async def _compressions(db: Path, config: Config, compressed_on: list[int]) -> None:
+    loop_thread = threading.get_ident()
+    threads = StoreThreads(db)
+    generation = [await threads.read(lambda s: s.generation())]
+    server = OutputServer(threads, lambda: config, lambda: generation[0], lambda: True, Metrics())
+    timeout = aiohttp.ClientTimeout(total=WAIT)
+    html = {"Accept": "text/html"}
+    try:
+        async with TestServer(server.app()) as site, aiohttp.ClientSession(timeout=timeout) as http:
+            for path, headers in [
+                ("/outputs/o.atom", {}),
+                ("/outputs/o.html?q=story", {}),
+                ("/status", html),
+                ("/status.json", {}),
+                ("/", {}),
+            ]:
+                compressed_on.clear()
+                async with http.get(site.make_url(path), headers=headers) as resp:
+                    assert resp.status == 200, path
+                    assert resp.headers.get("Content-Encoding") == "gzip", path
+                assert compressed_on, f"{path}: nothing was compressed"
+                assert loop_thread not in compressed_on, f"{path} was compressed on the loop"
     finally:
         await threads.aclose()
