@@ -113,7 +113,8 @@ class OutputServer:
         self.healthy = healthy
         self.metrics = metrics
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
-        self._refreshing: dict[PageKey, asyncio.Task[tuple[Rendered, Cached]]] = {}
+        # The render in flight per page, with the config it renders under.
+        self._refreshing: dict[PageKey, tuple[Config, asyncio.Task[tuple[Rendered, Cached]]]] = {}
         self._lanes: dict[str, asyncio.Lock] = {}  # one render at a time per output
         self._render_threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
         self._config_seen: Config | None = None
@@ -133,7 +134,7 @@ class OutputServer:
         return app
 
     async def _close(self, app: web.Application) -> None:
-        for task in list(self._refreshing.values()):
+        for _, task in list(self._refreshing.values()):
             task.cancel()
         await asyncio.to_thread(self._render_threads.shutdown, True, cancel_futures=True)
 
@@ -166,10 +167,15 @@ class OutputServer:
         if cached is not None and cached[0].generation >= self.generation():
             self.metrics.cache_hits.inc()
             return cached
-        task = self._refreshing.get(key)
-        if task is None:
+        running = self._refreshing.get(key)
+        # A render started before a reload is of the old sources, rules and links: whoever
+        # asks after the reload waits for one of the new config (it takes the output's lane
+        # after the old one), never joins the old.
+        if running is not None and running[0] is config:
+            task = running[1]
+        else:
             task = asyncio.ensure_future(self._refresh(config, key))
-            self._refreshing[key] = task
+            self._refreshing[key] = (config, task)
             task.add_done_callback(functools.partial(self._refreshed, key))
         if cached is not None and not fresh:
             self.metrics.stale_served.inc()
@@ -178,7 +184,8 @@ class OutputServer:
         return await asyncio.shield(task)
 
     def _refreshed(self, key: PageKey, task: asyncio.Task[tuple[Rendered, Cached]]) -> None:
-        if self._refreshing.get(key) is task:
+        running = self._refreshing.get(key)
+        if running is not None and running[1] is task:
             del self._refreshing[key]
         error = None if task.cancelled() else task.exception()
         if isinstance(error, PageNotFound):

@@ -187,3 +187,38 @@ async def _compressions(db: Path, config: Config, compressed_on: list[int]) -> N
                 assert loop_thread not in compressed_on, f"{path} was compressed on the loop"
     finally:
         await threads.aclose()
+
+
+def test_a_request_after_a_reload_never_gets_a_render_of_the_old_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "x.db"
+    _database(db, {"a": 2, "b": 2})
+    old = _config(db, {"o": ("a",)}, ("a", "b"))
+    new = _config(db, {"o": ("b",)}, ("a", "b"))  # the reload moves the output to feed b
+    gate = Gate(lambda config, _name: config is old)
+    monkeypatch.setattr(aggregator.server, "render_output", gate)
+    asyncio.run(_reload_during_render(db, old, new, gate))
+
+
+async def _reload_during_render(db: Path, old: Config, new: Config, gate: Gate) -> None:
+    threads = StoreThreads(db)
+    generation = await threads.read(lambda s: s.generation())
+    current = [old]
+    server = OutputServer(threads, lambda: current[0], lambda: generation, lambda: True, Metrics())
+    try:
+        before = asyncio.ensure_future(server.rendered("o", "atom"))
+        assert await asyncio.to_thread(gate.started.wait, WAIT)  # rendering under the old config
+        current[0] = new  # the reload
+        after = asyncio.ensure_future(server.rendered("o", "atom"))
+        # One turn of the loop: `after` has asked for the output and waits for a render. Only
+        # now may the old config's render finish, so `after` cannot simply come too late for it.
+        await asyncio.sleep(0)
+        gate.release.set()
+        rendered = await asyncio.wait_for(after, WAIT)
+        assert b"b entry 0" in rendered.body
+        assert b"a entry 0" not in rendered.body, "a render of the old config was served"
+        assert b"a entry 0" in (await asyncio.wait_for(before, WAIT)).body
+    finally:
+        gate.release.set()
+        await threads.aclose()
