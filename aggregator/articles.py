@@ -22,7 +22,7 @@ from typing import Any
 
 from . import article_store
 from .article_store import Article, Due
-from .config import Config
+from .config import Config, FeedConfig
 from .decide import retry_after
 from .errors import FetchError
 from .extract import extract_article, headers_content_type, is_html
@@ -40,6 +40,7 @@ EXTRACT_DEADLINE = 30.0
 TICK = 0.2  # seconds between looks at a queue whose hosts were all busy
 IDLE_WAIT = 60.0  # longest sleep with nothing due (a new poll wakes the queue sooner)
 BATCH = 200  # due entries read at a time
+MAX_CRAWL_DELAY = timedelta(minutes=10)  # the longest robots.txt Crawl-delay honoured
 # Statuses that say nothing lasting about the page: tried again later, a few times.
 _LASTING = frozenset({401, 403, 410, 451})
 
@@ -68,6 +69,7 @@ class ArticleQueue:
         hosts: Callable[[], HostGates],
         on_write: Callable[[int], None] = lambda generation: None,
         *,
+        on_result: Callable[[str], None] = lambda result: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_delays: tuple[timedelta, ...] = article_store.RETRY_DELAYS,
         deadline: float = EXTRACT_DEADLINE,
@@ -78,6 +80,7 @@ class ArticleQueue:
         self.config = config
         self.hosts = hosts
         self.on_write = on_write
+        self.on_result = on_result
         self.clock = clock
         self.retry_delays = retry_delays
         self.deadline = deadline
@@ -87,6 +90,8 @@ class ArticleQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._wanted: tuple[Config, frozenset[str]] | None = None
+        # A host's robots.txt Crawl-delay: the next page of it may not start before this.
+        self._crawl_next: dict[str, datetime] = {}
 
     # --- what polls call ---------------------------------------------------------------------
 
@@ -187,8 +192,14 @@ class ArticleQueue:
                 await self._record(due, refused)
                 progressed = True
                 continue
-            if not gates.try_reserve(host, now):
+            crawl_next = self._crawl_next.get(host)
+            if (crawl_next is not None and crawl_next > now) or not gates.try_reserve(host, now):
                 continue
+            delay = rules.crawl_delay(user_agent) if rules is not None else None
+            if delay is not None:
+                # Crawl-delay asks crawlers, which we are for pages (not for feeds), to space
+                # their requests; a day-long delay is capped, or a page would never come.
+                self._crawl_next[host] = now + min(delay, MAX_CRAWL_DELAY)
             self._queue.remove(due)
             self._spawn(self._fetch(due, host, gates), due.link)
             progressed = True
@@ -226,11 +237,18 @@ class ArticleQueue:
         if rules.unreachable:
             log.warning("robots.txt of %s could not be read: its pages wait", host)
 
+    def _feed(self, name: str) -> FeedConfig | None:
+        return next((f for f in self.config().feeds if f.name == name), None)
+
     async def _fetch(self, due: Due, host: str, gates: HostGates) -> None:
         now = self.clock()
+        feed = self._feed(due.feed)
+        # The feed's own request options: its user_agent and proxy, and its credentials where
+        # they may go (only to the feed's own origin: a paywalled site's cookie, say).
+        options = feed.request_options if feed is not None else None
         async with gates.slot(host):
             try:
-                got = await self.fetcher.fetch(due.feed, due.url, accept=ACCEPT_HTML)
+                got = await self.fetcher.fetch(due.feed, due.url, None, options, accept=ACCEPT_HTML)
             except FetchError as e:
                 retry = retry_after(e.retry_after, now)
                 if retry is not None:
@@ -249,7 +267,7 @@ class ArticleQueue:
             kind = content_type.split(";")[0].strip() or "unknown"
             return Article(got.url, error=f"not an HTML page ({kind})")
         config = self.config()
-        feed = next((f for f in config.feeds if f.name == due.feed), None)
+        feed = self._feed(due.feed)
         job = functools.partial(
             extract_article,
             got.body,
@@ -283,6 +301,9 @@ class ArticleQueue:
         )
         if generation is not None:
             self.on_write(generation)
+        self.on_result(
+            "extracted" if article.error is None else "retry" if article.transient else "failed"
+        )
         if article.error is None:
             log.info(
                 "article feed=%s url=%s status=extracted method=%s chars=%d",

@@ -113,7 +113,15 @@ def make_article_queue(
         assert daemon._ctx is not None
         return daemon._ctx.hosts
 
-    return ArticleQueue(store, fetcher, pool, lambda: daemon.config, hosts, daemon._on_write)
+    return ArticleQueue(
+        store,
+        fetcher,
+        pool,
+        lambda: daemon.config,
+        hosts,
+        daemon._on_write,
+        on_result=lambda result: daemon.metrics.articles.labels(result).inc(),
+    )
 
 
 class Daemon:

@@ -108,6 +108,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.articles = prometheus_client.Counter(
+            "aggregator_articles",
+            "Article pages fetched for full content, by result (extracted, failed, retry)",
+            ["result"],
+            registry=self.registry,
+        )
         # Every label value known in advance is present from the start, at 0: a rate() over
         # a series that appears only with its first event misses that event.
         for result in POLL_RESULTS:
@@ -120,6 +126,8 @@ class Metrics:
             self.renders.labels(fmt)
         for result in ("ok", "error"):
             self.hub_pings.labels(result)
+        for result in ("extracted", "failed", "retry"):
+            self.articles.labels(result)
         self.registry.register(FeedCollector(self.board))
 
 

@@ -478,3 +478,71 @@ def test_an_extraction_past_parse_timeout_is_stopped_in_its_worker(
     assert entry["status"] == "failed"
     assert entry["error"] == "extraction took longer than 0.1s (parse_timeout); stopped"
     assert pool.replaced >= 1
+
+
+def test_robots_crawl_delay_spaces_the_pages_of_its_host(tmp_path: Path) -> None:
+    site = ArticleSite()
+    try:
+        site.serve_bytes(
+            "/robots.txt", b"User-agent: *\nCrawl-delay: 1\n", "text/plain", etag=False
+        )
+        stories = [
+            Story(f"c{i}", f"/world/c{i}/", f"Story {i}", "One sentence.", "wire-story.html")
+            for i in range(3)
+        ]
+        for story in stories:
+            site.serve_story(story)
+        site.serve_feed("/feeds/world.rss", stories)
+        config = make_config(
+            tmp_path, [{"name": "world", "url": site.url("/feeds/world.rss")}], host_delay="0s"
+        )
+
+        async def script(h: Harness) -> dict[str, dict[str, int]]:
+            await h.poll("world")
+            return await h.settle()
+
+        assert run(config, script)["world"]["extracted"] == 3
+        pages = sorted(r.monotonic for s in stories for r in site.requests(s.path))
+        # host_delay is 0 here: only the Crawl-delay spaces them (less a loaded machine's
+        # jitter between a start and its arrival).
+        assert len(pages) == 3 and all(b - a >= 0.7 for a, b in itertools.pairwise(pages))
+    finally:
+        site.close()
+
+
+def test_pages_are_requested_with_the_feed_options_credentials_only_on_its_origin(
+    site: ArticleSite, tmp_path: Path
+) -> None:
+    other = ArticleSite()
+    try:
+        other.serve_robots()
+        elsewhere = Story("x1", "/elsewhere/", "Elsewhere", "One sentence.", "ru-nauka.html")
+        other.serve_story(elsewhere)
+        local = STORIES["wire"]
+        feed = site.url("/feeds/paid.rss")
+        items = f"""<item><title>{local.title}</title><link>{site.url(local.path)}</link>
+<guid>{local.guid}</guid><description>One sentence.</description></item>
+<item><title>Elsewhere</title><link>{other.url(elsewhere.path)}</link><guid>x1</guid>
+<description>One sentence.</description></item>"""
+        site.serve_bytes(
+            "/feeds/paid.rss",
+            f"<rss version='2.0'><channel><title>Paid</title>{items}</channel></rss>".encode(),
+            "application/rss+xml",
+        )
+        paid = {"name": "paid", "url": feed, "cookie": "session=s3cret-cookie-value"}
+        paid["user_agent"] = "PaidReader/2.0"
+        config = make_config(tmp_path, [paid])
+
+        async def script(h: Harness) -> dict[str, dict[str, int]]:
+            await h.poll("paid")
+            return await h.settle()
+
+        assert run(config, script)["paid"]["extracted"] == 2
+        [mine] = site.hits_of(local.path)
+        assert mine.headers.get("Cookie") == "session=s3cret-cookie-value"
+        assert mine.headers.get("User-Agent") == "PaidReader/2.0"
+        [theirs] = other.hits_of(elsewhere.path)
+        assert "Cookie" not in theirs.headers  # another origin never gets the credentials
+        assert theirs.headers.get("User-Agent") == "PaidReader/2.0"
+    finally:
+        other.close()

@@ -115,6 +115,10 @@ def test_daemon_stores_serves_and_shows_article_text(
     _, _, html_status = http_get(daemon.base + "/status", {"Accept": "text/html"})
     assert "articles" in html_status.decode() and "extracted" in html_status.decode()
 
+    metrics = http_get(daemon.base + "/metrics")[2].decode()
+    assert 'aggregator_articles_total{result="extracted"} 4.0' in metrics
+    assert 'aggregator_articles_total{result="failed"} 1.0' in metrics
+
     table = cli(config, "feeds").stdout
     assert "world: articles 4 extracted, 1 failed, 0 pending" in table
     assert "top: articles 1 extracted, 0 failed, 0 pending" in table

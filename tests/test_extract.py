@@ -178,6 +178,9 @@ def test_robots_rules_as_the_rfc_reads_them() -> None:
     rules = rules_from(200, ROBOTS, NOW)
     assert not rules.allows(DEFAULT_USER_AGENT, "http://h.example/private/a")
     assert rules.allows(DEFAULT_USER_AGENT, "http://h.example/world/a")
+    assert rules.crawl_delay(DEFAULT_USER_AGENT) is None
+    slow = rules_from(200, b"User-agent: *\nCrawl-delay: 5\n", NOW)
+    assert slow.crawl_delay(DEFAULT_USER_AGENT) == timedelta(seconds=5)
     assert rules_from(404, b"", NOW).allows(DEFAULT_USER_AGENT, "http://h.example/private/a")
     unreachable = rules_from(503, b"", NOW)
     assert unreachable.unreachable and not unreachable.allows(DEFAULT_USER_AGENT, "http://h/")
