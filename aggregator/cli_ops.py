@@ -7,12 +7,14 @@ and the config file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,12 +25,13 @@ from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
 from .config import Config
 from .config_edit import append_feeds, remove_feed
-from .daemon import make_fetcher
+from .daemon import make_fetcher, make_parse_pool
 from .discover import Discovery, describe, discover, probe
 from .errors import AggregatorError, ConfigError
 from .feedlinks import FeedLink
 from .lock import running_daemon
 from .opml import Subscription, slugify
+from .workers import DeadlinePool
 
 HEALTH_TIMEOUT = 5.0  # seconds; a HEALTHCHECK gives the command little more
 
@@ -103,14 +106,28 @@ def _unique_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-async def _discover(config: Config, url: str) -> Discovery:
+async def _discover(config: Config, url: str, pool: DeadlinePool) -> Discovery:
     async with make_fetcher(config) as fetcher:
-        return await discover(fetcher, url)
+        return await discover(fetcher, url, pool)
 
 
-async def _probe(config: Config, url: str) -> FeedLink | None:
+async def _probe(config: Config, url: str, pool: DeadlinePool) -> Discovery:
     async with make_fetcher(config) as fetcher:
-        return await probe(fetcher, url)
+        return await probe(fetcher, url, pool)
+
+
+@contextlib.contextmanager
+def _parse_pool(config: Config) -> Iterator[DeadlinePool]:
+    """One parse worker under the config's parse_timeout: the pages `add` reads are anyone's."""
+    pool = make_parse_pool(1, config.aggregator.parse_timeout.total_seconds())
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _why(found: Discovery) -> str:
+    return "".join(f"; {problem}" for problem in found.problems)
 
 
 def _choose(found: Discovery, pick: int | None) -> FeedLink:
@@ -146,17 +163,18 @@ def add(
         url = "http://" + url.removeprefix("feed://")
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         _fail(f"{url!r} is not an http(s) URL", 2)
-    found = asyncio.run(_discover(config, url))
-    if not found.feeds:
-        tried = ", ".join(found.tried)
-        _fail(f"no feed found at {url} (tried {tried}); give the feed's own URL")
-    link = _choose(found, pick)
-    if not found.checked:
-        # Advertised or guessed: check it is a feed, and learn its own title for the name.
-        checked = asyncio.run(_probe(config, link.url))
-        if checked is None:
-            _fail(f"{link.url} (advertised by {url}) is not a feed")
-        link = checked
+    with _parse_pool(config) as pool:
+        found = asyncio.run(_discover(config, url, pool))
+        if not found.feeds:
+            tried = ", ".join(found.tried)
+            _fail(f"no feed found at {url} (tried {tried}){_why(found)}; give the feed's own URL")
+        link = _choose(found, pick)
+        if not found.checked:
+            # Advertised or guessed: check it is a feed, and learn its own title for the name.
+            checked = asyncio.run(_probe(config, link.url, pool))
+            if not checked.feeds:
+                _fail(f"{link.url} (advertised by {url}) is not a feed{_why(checked)}")
+            link = checked.feeds[0]
     known = {f.url: f.name for f in config.feeds}
     if link.url in known:
         _fail(f"{link.url} is already configured as feed {known[link.url]!r}", 2)

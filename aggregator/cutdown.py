@@ -17,8 +17,11 @@ from .limits import Limits, Tally
 # or any other declaration; the end of each is found with bytes.find, never a lazy regex.
 _MARKUP = re.compile(rb"<(?:(/?)([A-Za-z_][-.:\w]*)|(!\[CDATA\[)|(!--)|(\?)|(!))")
 # The rest of a tag up to its ">": a ">" inside a quoted attribute value (category="a > b") is
-# legal XML and must not end it. Each alternative starts with its own byte, so it is linear.
-_TAG_END = re.compile(rb"""(?:[^>"']+|"[^"]*"|'[^']*')*>""")
+# legal XML and must not end it. The quantifiers are possessive (never give back what they
+# took): with plain ones a tag with an unclosed quote (<a bbbb") made the engine retry every way
+# of splitting the run of "b"s between the inner + and the outer *, doubling the time with every
+# byte. Possessive, each byte is looked at once, and an unclosed quote simply finds no ">".
+_TAG_END = re.compile(rb"""(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""")
 _ENTRY_NAMES = frozenset({b"item", b"entry"})
 _AUTHOR_NAMES = frozenset(
     {

@@ -317,7 +317,8 @@ class Daemon:
             self.scheduler.shutdown()
             if runner is not None:
                 await runner.cleanup()
-            pool.shutdown(wait=True, cancel_futures=True)
+            # In a thread: the slots take up to POLL_STEP to notice, and the loop must not block.
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
             # Waits for queued writes: a poll that reached the writer is committed whole.
             await store.aclose()
             log.info("stopped")

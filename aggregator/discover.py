@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -14,6 +15,7 @@ from .feedlinks import FeedLink, feed_links
 from .fetch import Fetcher
 from .models import Fetched
 from .parse import looks_like_html, parse_feed
+from .workers import WorkerDied, WorkTimeout
 
 # Tried in this order at the site's root when a page advertises no feed.
 COMMON_PATHS = ("/feed", "/rss.xml", "/atom.xml", "/feed.xml", "/index.xml", "/rss", "/feed.json")
@@ -26,6 +28,7 @@ class Discovery:
     feeds: tuple[FeedLink, ...]
     tried: tuple[str, ...] = ()
     checked: bool = True  # False: links a page advertises, not fetched yet
+    problems: tuple[str, ...] = ()  # why a fetched document was not taken for a feed
 
 
 async def _fetch(fetcher: Fetcher, url: str) -> Fetched | None:
@@ -36,22 +39,41 @@ async def _fetch(fetcher: Fetcher, url: str) -> Fetched | None:
     return result if isinstance(result, Fetched) else None
 
 
-def _feed_title(result: Fetched) -> str | None:
-    """The feed's own title, or None when the document is not a feed."""
+def _parsed_title(body: bytes, headers: dict[str, str], url: str) -> str | None:
+    """The feed's own title, or None when the document is not a feed (in a parse worker)."""
     try:
-        return parse_feed("discover", result.body, dict(result.headers), result.url).title or ""
+        return parse_feed("discover", body, headers, url).title or ""
     except ParseError:
         return None
 
 
-async def discover(fetcher: Fetcher, url: str) -> Discovery:
+async def _feed_title(pool: Executor, result: Fetched, problems: list[str]) -> str | None:
+    """The title of the fetched document, parsed in `pool`; None when it is not a feed. The
+    pages are anyone's: a parse that runs past the pool's deadline, or whose worker dies, is
+    "not a feed" (said in `problems`), never a hang of `aggregator add`."""
+    loop = asyncio.get_running_loop()
+    headers = dict(result.headers)
+    try:
+        return await loop.run_in_executor(pool, _parsed_title, result.body, headers, result.url)
+    except WorkTimeout as e:
+        problems.append(
+            f"{result.url}: parsing took longer than {e.deadline:g} s (parse_timeout); "
+            "not taken for a feed"
+        )
+    except WorkerDied as e:
+        problems.append(f"{result.url}: the parse worker failed ({e}); not taken for a feed")
+    return None
+
+
+async def discover(fetcher: Fetcher, url: str, pool: Executor) -> Discovery:
     """The feeds at `url`: itself if it is a feed; else the feeds its page advertises; else
-    the first of COMMON_PATHS at its site that answers with a feed. Parsing runs in a thread:
-    feedparser is CPU work."""
+    the first of COMMON_PATHS at its site that answers with a feed. Parsing runs in `pool` (a
+    DeadlinePool): feedparser is CPU work, and a hostile page must not run for ever."""
+    problems: list[str] = []
     first = await _fetch(fetcher, url)
     if first is None:
         return Discovery((), (url,))
-    title = await asyncio.to_thread(_feed_title, first)
+    title = await _feed_title(pool, first, problems)
     if title is not None:
         return Discovery((FeedLink(first.url, title or None),))
     if looks_like_html(first.body, dict(first.headers).get("Content-Type", "")):
@@ -65,19 +87,24 @@ async def discover(fetcher: Fetcher, url: str) -> Discovery:
         tried.append(candidate)
         found = await _fetch(fetcher, candidate)
         if found is not None:
-            found_title = await asyncio.to_thread(_feed_title, found)
+            found_title = await _feed_title(pool, found, problems)
             if found_title is not None:
-                return Discovery((FeedLink(found.url, found_title or None),), tuple(tried))
-    return Discovery((), tuple(tried))
+                link = FeedLink(found.url, found_title or None)
+                return Discovery((link,), tuple(tried), problems=tuple(problems))
+    return Discovery((), tuple(tried), problems=tuple(problems))
 
 
-async def probe(fetcher: Fetcher, url: str) -> FeedLink | None:
-    """`url` checked to be a feed: its final URL and own title; None when it is not one."""
+async def probe(fetcher: Fetcher, url: str, pool: Executor) -> Discovery:
+    """`url` checked to be a feed: its final URL and own title as the one feed found; none
+    (with the reason in `problems` when the parse was stopped) when it is not one."""
     result = await _fetch(fetcher, url)
     if result is None:
-        return None
-    title = await asyncio.to_thread(_feed_title, result)
-    return None if title is None else FeedLink(url, title or None)
+        return Discovery((), (url,))
+    problems: list[str] = []
+    title = await _feed_title(pool, result, problems)
+    if title is None:
+        return Discovery((), (url,), problems=tuple(problems))
+    return Discovery((FeedLink(url, title or None),), (url,))
 
 
 def describe(links: Sequence[FeedLink]) -> list[str]:

@@ -112,12 +112,24 @@ def write_batch(
 
 
 async def _cleaned(
-    pool: Executor | None, rows: list[Row], hosts: frozenset[str], limits: Limits
+    pool: Executor | None,
+    rows: list[Row],
+    hosts: frozenset[str],
+    limits: Limits,
+    retried: bool = False,
 ) -> list[Cleaned]:
+    """The batch cleaned; WorkerDied when its worker died twice (the pass stops there)."""
     loop = asyncio.get_running_loop()
     try:
         return await loop.run_in_executor(pool, clean_rows, rows, hosts, limits)
-    except (WorkTimeout, WorkerDied):
+    except WorkerDied:
+        # A dead worker says nothing about the rows (it may have failed to start, run out of
+        # memory, or the pool be shutting down): the rows are not given up as text for it.
+        # Once more with a fresh worker; a second death stops the pass, to resume later.
+        if retried:
+            raise
+        return await _cleaned(pool, rows, hosts, limits, retried=True)
+    except WorkTimeout:
         if len(rows) == 1:
             log.warning("re-sanitising entry rowid %d ran out of time: kept as text", rows[0][0])
             return [_as_text(rows[0])]
@@ -143,7 +155,14 @@ async def resanitize(
     changed = 0
     while True:
         rows = await store.read(functools.partial(read_batch, after=after))
-        cleaned = await _cleaned(pool, rows, embed_hosts, limits) if rows else []
+        try:
+            cleaned = await _cleaned(pool, rows, embed_hosts, limits) if rows else []
+        except WorkerDied as e:
+            # The progress written so far stays: the next start resumes after rowid `after`.
+            log.warning(
+                "re-sanitising stopped after rowid %d (resumed at the next start): %s", after, e
+            )
+            return changed
         last = rows[-1][0] if rows else after
         done = len(rows) < BATCH_ROWS
         generation = await store.write(

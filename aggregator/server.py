@@ -38,7 +38,7 @@ from .output import (
 from .pages import OutputLink, OutputStatus, render_index, render_status_page
 from .publish import CONTENT_TYPES
 from .search import to_fts
-from .store import StoreThreads
+from .store import Store, StoreThreads
 from .tokens import is_admin, may_read, presented, token_query, visible_outputs
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
@@ -113,7 +113,8 @@ class OutputServer:
         self.healthy = healthy
         self.metrics = metrics
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
-        self._refreshing: dict[PageKey, asyncio.Task[tuple[Rendered, Cached]]] = {}
+        # The render in flight per page, with the config it renders under.
+        self._refreshing: dict[PageKey, tuple[Config, asyncio.Task[tuple[Rendered, Cached]]]] = {}
         self._lanes: dict[str, asyncio.Lock] = {}  # one render at a time per output
         self._render_threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
         self._config_seen: Config | None = None
@@ -133,7 +134,7 @@ class OutputServer:
         return app
 
     async def _close(self, app: web.Application) -> None:
-        for task in list(self._refreshing.values()):
+        for _, task in list(self._refreshing.values()):
             task.cancel()
         await asyncio.to_thread(self._render_threads.shutdown, True, cancel_futures=True)
 
@@ -166,10 +167,15 @@ class OutputServer:
         if cached is not None and cached[0].generation >= self.generation():
             self.metrics.cache_hits.inc()
             return cached
-        task = self._refreshing.get(key)
-        if task is None:
+        running = self._refreshing.get(key)
+        # A render started before a reload is of the old sources, rules and links: whoever
+        # asks after the reload waits for one of the new config (it takes the output's lane
+        # after the old one), never joins the old.
+        if running is not None and running[0] is config:
+            task = running[1]
+        else:
             task = asyncio.ensure_future(self._refresh(config, key))
-            self._refreshing[key] = task
+            self._refreshing[key] = (config, task)
             task.add_done_callback(functools.partial(self._refreshed, key))
         if cached is not None and not fresh:
             self.metrics.stale_served.inc()
@@ -178,7 +184,8 @@ class OutputServer:
         return await asyncio.shield(task)
 
     def _refreshed(self, key: PageKey, task: asyncio.Task[tuple[Rendered, Cached]]) -> None:
-        if self._refreshing.get(key) is task:
+        running = self._refreshing.get(key)
+        if running is not None and running[1] is task:
             del self._refreshing[key]
         error = None if task.cancelled() else task.exception()
         if isinstance(error, PageNotFound):
@@ -196,21 +203,22 @@ class OutputServer:
             cached = self._cache.get(key)
             if cached is not None and cached[0].generation >= self.generation():
                 return cached
-            fresh = await self.store.read(
-                lambda s: render_output(s, config, name, fmt, page, per_page),
-                self._render_threads,
-            )
+            since = self._config_since
+
+            def render(store: Store) -> tuple[Rendered, Cached]:
+                fresh = render_output(store, config, name, fmt, page, per_page)
+                # Compressed on the render thread too: gzip of a big body takes most of a
+                # second, which on the loop would stall every other request.
+                return fresh, make_cached(
+                    fresh.body,
+                    SERVED_TYPES[fmt],
+                    # An OPML follows the config: it dates from when the config took effect.
+                    since if fmt == "opml" else fresh.last_modified,
+                    fresh.etag,
+                )
+
+            entry = await self.store.read(render, self._render_threads)
         self.metrics.renders.labels(fmt).inc()
-        entry = (
-            fresh,
-            # An OPML follows the config: it dates from when the config took effect.
-            make_cached(
-                fresh.body,
-                SERVED_TYPES[fmt],
-                self._config_since if fmt == "opml" else fresh.last_modified,
-                fresh.etag,
-            ),
-        )
         if config is self._config_seen:  # a reload meanwhile: this render is of the old rules
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()  # rare (many ?limit= values): re-rendering is the cost
@@ -259,11 +267,13 @@ class OutputServer:
         # Text with nothing searchable in it (only punctuation) matches nothing: '""'.
         query = (to_fts(text) or '""') if text else None
         narrow = Narrow(query=query, source=source, text=text)
-        fresh = await self.store.read(
+
+        def search(store: Store) -> Cached:
             # The newest matching stories, one page of them: a search narrows, it does not page.
-            lambda s: render_output(s, config, name, "html", 1, MAX_PAGE_SIZE, narrow=narrow)
-        )
-        return make_cached(fresh.body, HTML, None)
+            found = render_output(store, config, name, "html", 1, MAX_PAGE_SIZE, narrow=narrow)
+            return make_cached(found.body, HTML, None)  # gzip too, off the loop
+
+        return await self.store.read(search)
 
     def _output_headers(
         self, config: Config, name: str, fmt: ServedFormat
@@ -363,24 +373,27 @@ class OutputServer:
             for o in config.outputs
             if o.name in doc["outputs"]
         ]
-        body = render_status_page(
-            base,
-            doc["feeds"],
-            datetime.now(UTC),
-            outputs,
-            doc["reload"],
-            self.config_loaded(),
-        )
-        # Rendered per request: polls change it without changing the store generation, and
-        # it is small. The ETag still spares a reloading browser the body.
-        return respond(request, make_cached(body, HTML, None), "no-cache")
+        loaded = self.config_loaded()
+
+        def page() -> Cached:
+            body = render_status_page(
+                base, doc["feeds"], datetime.now(UTC), outputs, doc["reload"], loaded
+            )
+            return make_cached(body, HTML, None)
+
+        # Rendered per request (polls change it without changing the store generation), on a
+        # thread: with thousands of feeds its template and gzip take long enough to stall the
+        # loop. The ETag still spares a reloading browser the body.
+        return respond(request, await asyncio.to_thread(page), "no-cache")
 
     async def status_json(self, request: web.Request) -> web.Response:
         self._require_admin(request)
-        body = _dumps(await self._status_doc(request)).encode()
-        return respond(
-            request, make_cached(body, "application/json; charset=utf-8", None), "no-cache"
+        doc = await self._status_doc(request)
+        # Serialised and compressed on a thread: one object per feed, possibly thousands.
+        cached = await asyncio.to_thread(
+            lambda: make_cached(_dumps(doc).encode(), "application/json; charset=utf-8", None)
         )
+        return respond(request, cached, "no-cache")
 
     async def index(self, request: web.Request) -> web.Response:
         """The front page: the outputs with their entry counts, last update, sources and how
@@ -407,8 +420,10 @@ class OutputServer:
                     query=token_query(o),
                 )
             )
-        body = render_index(config.aggregator.base_url, outputs)
-        cached = make_cached(body, HTML, None)
+        # The template and gzip on a thread, as every page: never CPU on the loop.
+        cached = await asyncio.to_thread(
+            lambda: make_cached(render_index(config.aggregator.base_url, outputs), HTML, None)
+        )
         if any(o.token is not None for o in shown):
             return respond(request, cached, "private, no-cache", PRIVATE_HEADERS)
         return respond(request, cached, "no-cache")

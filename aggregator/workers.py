@@ -82,17 +82,43 @@ class _Task:
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, context: BaseContext, preload: Sequence[str]) -> None:
+    def __init__(
+        self, context: BaseContext, preload: Sequence[str], abandoned: Callable[[], bool]
+    ) -> None:
+        """Start the process and wait until it is ready; WorkerDied if it cannot start (fork
+        fails, a preload import fails, it dies), is not ready in START_TIMEOUT, or `abandoned()`
+        turns true meanwhile (the pool shuts down: its slot must not wait a minute for it)."""
         parent, child = context.Pipe()
         self.conn = parent
         self.proc: BaseProcess = context.Process(  # type: ignore[attr-defined]
             target=_serve, args=(child, tuple(preload)), daemon=True, name="parse-worker"
         )
-        self.proc.start()
+        try:
+            self.proc.start()
+        except Exception as e:  # fork's EAGAIN, out of memory, the fork server gone
+            parent.close()
+            child.close()
+            raise WorkerDied(f"a worker could not be started: {e!r}") from e
         child.close()
-        if not (parent.poll(START_TIMEOUT) and parent.recv() == "ready"):
+        try:
+            ready = self._ready(abandoned)
+        except Exception as e:  # it ended before saying "ready": a preload import failed
             self.kill()
+            raise WorkerDied(
+                f"a worker ended while starting (exit code {self.proc.exitcode}): {e!r}"
+            ) from e
+        if not ready:
+            self.kill()
+            if abandoned():
+                raise WorkerDied("the pool shut down while a worker started")
             raise WorkerDied(f"a worker did not start within {START_TIMEOUT:g} s")
+
+    def _ready(self, abandoned: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0 and not abandoned():
+            if self.conn.poll(min(left, POLL_STEP)):
+                return bool(self.conn.recv() == "ready")
+        return False
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -175,7 +201,19 @@ class DeadlinePool(Executor):
             while (task := self._queue.get()) is not None:
                 if not task.future.set_running_or_notify_cancel():
                     continue
-                worker = self._one(worker, task)
+                try:
+                    worker = self._one(worker, task)
+                except BaseException as e:
+                    # A safety net: a slot that died here would leave its task RUNNING forever
+                    # and its caller waiting on it; fail the task, start afresh, go on.
+                    log.exception("a parse slot failed")
+                    if worker is not None:
+                        worker.kill()
+                        worker = None
+                    if not task.future.done():
+                        failure = WorkerDied(f"the pool failed to run the task: {e!r}")
+                        failure.__cause__ = e
+                        task.future.set_exception(failure)
         finally:
             if worker is not None:
                 worker.stop()
@@ -192,15 +230,15 @@ class DeadlinePool(Executor):
 
     def _one(self, worker: _Worker | None, task: _Task) -> _Worker | None:
         """Run one task; returns the worker to use next (None: start one for the next task)."""
+        if worker is None:
+            try:
+                worker = _Worker(self._context, self._preload, lambda: self._abandon)
+            except WorkerDied as e:
+                task.future.set_exception(e)
+                return None
         try:
-            if worker is None:
-                worker = _Worker(self._context, self._preload)
             worker.conn.send((task.fn, task.args, task.kwargs))
-        except WorkerDied as e:
-            task.future.set_exception(e)
-            return None
         except (OSError, EOFError) as e:
-            assert worker is not None
             worker.kill()
             task.future.set_exception(WorkerDied(f"the worker could not take the task: {e}"))
             return None
@@ -224,6 +262,14 @@ class DeadlinePool(Executor):
             self.replaced += 1
             code = worker.proc.exitcode
             task.future.set_exception(WorkerDied(f"the worker ended (exit code {code}): {e}"))
+            return None
+        except Exception as e:
+            # The answer came but does not unpickle (an exception class whose __init__ wants
+            # other arguments than it pickled): fail the task, and start a fresh worker rather
+            # than trust the state of this one.
+            worker.kill()
+            self.replaced += 1
+            task.future.set_exception(WorkerDied(f"the worker's answer could not be read: {e!r}"))
             return None
         if ok:
             task.future.set_result(value)

@@ -3,10 +3,16 @@ config file with its comments kept."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
+import hostile
 import pytest
+from conftest import FeedServer
+from test_e2e_unattended import feed_toml, rss
 
 from aggregator.config_edit import remove_feed
 from aggregator.errors import ConfigError, ParseError
@@ -89,3 +95,35 @@ def test_remove_feed_keeps_comments_and_edits_output_lists(tmp_path: Path) -> No
     assert tomllib.loads(path.read_text()) == doc  # unchanged
     with pytest.raises(ConfigError, match="no feed named 'nope'"):
         remove_feed(path, "nope")
+
+
+def _utf16_slow_feed() -> bytes:
+    # UTF-16 passes the cut-down scanner as it is (it reads bytes), so feedparser's e-mail
+    # search on the long author runs for minutes: only the parse deadline stops it.
+    text = hostile.quadratic_author(size=300_000).decode()
+    return text.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+
+
+@pytest.mark.timeout(600)  # each `add` must end by itself; before the fix it never did
+def test_add_gives_up_on_a_document_that_parses_past_the_deadline(
+    feed_server: FeedServer, write_config: Callable[..., Path]
+) -> None:
+    feed_server.serve_bytes("/one.xml", rss("One", ["a"]))
+    feed_server.serve_bytes("/slow.xml", _utf16_slow_feed(), "application/xml")
+    page = '<html><head><link rel="alternate" type="application/rss+xml" href="/slow.xml">'
+    feed_server.serve_bytes("/site/", page.encode(), "text/html")
+    path = write_config(feed_toml("one", feed_server.url("one.xml")), parse_timeout="2s")
+    before = path.read_text()
+
+    def add(url: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "aggregator", "add", url, "--config", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=240)
+
+    stopped = f"{feed_server.url('slow.xml')}: parsing took longer than 2 s (parse_timeout)"
+    direct = add(feed_server.url("slow.xml"))
+    assert direct.returncode == 1 and "no feed found" in direct.stderr
+    assert stopped in direct.stderr and "not taken for a feed" in direct.stderr
+    advertised = add(feed_server.url("site/"))
+    assert advertised.returncode == 1, advertised.stderr
+    assert "(advertised by" in advertised.stderr and stopped in advertised.stderr
+    assert path.read_text() == before

@@ -195,3 +195,12 @@ def test_a_quoted_greater_than_sign_does_not_end_a_tag() -> None:
     assert not tally
     [entry] = parse_feed("q", body, XML, URL).entries
     assert len(entry.categories) == 300 and entry.summary == "s"
+
+
+@pytest.mark.timeout(60)  # the old pattern took longer than the age of the universe here
+def test_a_tag_with_an_unclosed_quote_is_read_in_linear_time() -> None:
+    # Each byte of the "b" run doubled the work of a backtracking tag scanner.
+    body = b'<feed xmlns="http://www.w3.org/2005/Atom"><entry><a ' + b"b" * 200 + b'"</entry>'
+    tally = Tally()
+    assert cut_document(body, DEFAULT_LIMITS, tally) is body
+    assert not tally

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from aggregator.limits import DEFAULT_LIMITS
 from aggregator.models import ParsedEntry
 from aggregator.resanitize import BATCH_ROWS, policy_of, resanitize
 from aggregator.store import Store, StoreThreads
+from aggregator.workers import DeadlinePool
 
 PLAYER = '<iframe src="https://www.youtube.com/embed/abc"></iframe>'
 DEEP = "<div>" * 100_000 + "deep" + "</div>" * 100_000
@@ -39,13 +41,15 @@ def _rows(path: Path) -> dict[str, tuple[str, str, str]]:
         }
 
 
-def _run(path: Path, embed_hosts: frozenset[str] = frozenset()) -> tuple[int, list[int]]:
+def _run(
+    path: Path, embed_hosts: frozenset[str] = frozenset(), pool: Executor | None = None
+) -> tuple[int, list[int]]:
     heard: list[int] = []
 
     async def go() -> int:
         threads = StoreThreads(path)
         try:
-            return await resanitize(threads, None, embed_hosts, DEFAULT_LIMITS, heard.append)
+            return await resanitize(threads, pool, embed_hosts, DEFAULT_LIMITS, heard.append)
         finally:
             await threads.aclose()
 
@@ -124,3 +128,26 @@ def test_an_entry_a_poll_rewrote_meanwhile_is_left_as_the_poll_wrote_it(tmp_path
     finally:
         store.close()
     assert _rows(path)["guid-1"][1] == "<p>edited by the publisher</p>"
+
+
+def test_a_pool_whose_workers_die_stops_the_pass_and_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    _stored(path, _entry(1, "<p>x</p><script>1</script>"), _entry(2, "<p>fine</p>"))
+    before = _rows(path)
+    # Every worker of this pool dies while it starts: nothing is known about the rows.
+    broken = DeadlinePool(1, deadline=60.0, preload=("no_such_module_xyz",))
+    try:
+        assert _run(path, pool=broken) == (0, [])
+    finally:
+        broken.shutdown(wait=True, cancel_futures=True)
+    assert _rows(path) == before  # not replaced by escaped text
+    # The next start (a pool that works) does the pass.
+    good = DeadlinePool(1, deadline=60.0)
+    try:
+        changed, _ = _run(path, pool=good)
+    finally:
+        good.shutdown(wait=True, cancel_futures=True)
+    assert changed == 2
+    after = _rows(path)
+    assert "script" not in after["guid-1"][1] and after["guid-2"][1] == "<p>fine</p>"
+    assert "&lt;" not in after["guid-1"][1] + after["guid-1"][0]

@@ -15,6 +15,7 @@ import pytest
 from feedserver import FeedServer
 from test_poll import T0, poll, run_polls, state_of
 
+from aggregator import workers
 from aggregator.limits import Limits
 from aggregator.models import PollOutcome
 from aggregator.poll import PollContext
@@ -57,6 +58,36 @@ def test_a_task_s_exception_comes_back_as_it_was(pool: DeadlinePool) -> None:
     assert pool.replaced == 0
 
 
+class PickyError(Exception):
+    """Pickles as (message,) but its __init__ wants two arguments: it cannot be unpickled."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_picky() -> None:
+    raise PickyError("picky", 7)
+
+
+def test_a_worker_that_cannot_start_fails_its_task_instead_of_hanging_it() -> None:
+    p = DeadlinePool(1, deadline=60.0, preload=("no_such_module_xyz",))
+    try:
+        with pytest.raises(WorkerDied, match="while starting"):
+            p.submit(pow, 2, 3).result(timeout=WAIT)
+        # The slot goes on: the next task is tried with a fresh worker (which fails the same way).
+        with pytest.raises(WorkerDied):
+            p.submit(pow, 2, 3).result(timeout=WAIT)
+    finally:
+        p.shutdown(wait=True, cancel_futures=True)
+
+
+def test_an_answer_that_does_not_unpickle_fails_only_its_task(pool: DeadlinePool) -> None:
+    with pytest.raises(WorkerDied, match="could not be read"):
+        pool.submit(raise_picky).result(timeout=WAIT)
+    assert [pool.submit(pow, 2, 3).result(timeout=WAIT) for _ in range(3)] == [8] * 3
+
+
 def test_shutdown_cancels_what_is_still_queued_and_gives_up_what_runs() -> None:
     p = DeadlinePool(1, deadline=600.0)
     running = p.submit(time.sleep, 600)
@@ -71,6 +102,19 @@ def test_shutdown_cancels_what_is_still_queued_and_gives_up_what_runs() -> None:
     assert all(f.cancelled() for f in queued)
     with pytest.raises(RuntimeError):
         p.submit(pow, 2, 2)
+
+
+def test_shutdown_gives_up_a_worker_that_is_still_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Longer than the test's own timeout: only noticing the shutdown lets it return.
+    monkeypatch.setattr(workers, "START_TIMEOUT", 3600.0)
+    p = DeadlinePool(1, deadline=60.0, preload=("slow_import",))
+    starting = p.submit(pow, 2, 2)
+    end = time.monotonic() + WAIT
+    while not starting.running() and time.monotonic() < end:
+        time.sleep(0.01)
+    p.shutdown(wait=True, cancel_futures=True)
+    with pytest.raises(WorkerDied, match="shut down while a worker started"):
+        starting.result(timeout=WAIT)
 
 
 def test_shutdown_without_cancelling_lets_queued_tasks_finish() -> None:
