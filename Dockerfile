@@ -4,7 +4,9 @@ ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-RUN python -m venv /opt/aggregator
+# A current pip: older resolvers fail on extras that two dependencies spell differently
+# (lxml[html_clean] from both trafilatura and readability-lxml).
+RUN python -m venv /opt/aggregator && /opt/aggregator/bin/pip install --upgrade pip
 COPY pyproject.toml README.md ./
 COPY aggregator ./aggregator
 RUN /opt/aggregator/bin/pip install .
