@@ -7,8 +7,9 @@ by migration m008:
   attempts and next try), `extracted` (its content came from the page: `method`, `source`)
   or `failed` (`error` says why; the feed's own text is kept);
 - `articles` (link): one row per page fetched, keyed by `dedupe.match_key` of the link, so the
-  same story in three section feeds is fetched and extracted once. Transient failures are not
-  cached here: they are retried per entry.
+  same story in three section feeds is fetched and extracted once (a feed that sends
+  credentials has keys of its own: see `mark_entries`). Transient failures are not cached
+  here: they are retried per entry.
 """
 
 from __future__ import annotations
@@ -148,25 +149,36 @@ def _finish(
     )
 
 
-def mark_entries(store: Store, rec: PollRecord, wanted: Callable[[str], bool]) -> int | None:
+def mark_entries(
+    store: Store,
+    rec: PollRecord,
+    wanted: Callable[[str], bool],
+    private: Callable[[str], bool] = lambda feed: False,
+) -> int | None:
     """Called in a poll's write, after its entries: queue the new entries of feeds that want
     full content (`wanted(feed)`), and those whose link changed. A page already in the cache
-    is applied at once, without a fetch. Returns the new generation when content changed."""
+    is applied at once, without a fetch. Returns the new generation when content changed.
+
+    The pages of a feed fetched with credentials (`private(feed)`: a paywall's cookie, say)
+    are cached under that feed alone: what its subscription unlocks never reaches another
+    feed's entries, and a public feed's page is never the one fetched with its cookie."""
     if not wanted(rec.feed) or not (rec.new or rec.updated):
         return None
+    scope = rec.feed if private(rec.feed) else None
     with store._atomic():  # the same unit of work as the poll's own write, when batched
         changed = False
         for entry in rec.new:
-            changed |= _mark(store, entry, rec.now, new=True)
+            changed |= _mark(store, entry, rec.now, scope, new=True)
         for entry in rec.updated:
-            changed |= _mark(store, entry, rec.now, new=False)
+            changed |= _mark(store, entry, rec.now, scope, new=False)
         return store.bump_generation() if changed else None
 
 
-def _mark(store: Store, entry: Entry, now: datetime, *, new: bool) -> bool:
+def _mark(store: Store, entry: Entry, now: datetime, scope: str | None, *, new: bool) -> bool:
     if not entry.link:
         return False
-    link = match_key(entry.link)
+    # A unit separator never occurs in a link's match key, so a scoped key meets no other.
+    link = match_key(entry.link) if scope is None else f"{scope}\x1f{match_key(entry.link)}"
     old = store.db.execute(
         "SELECT link, status FROM entry_articles WHERE feed = ? AND key = ?",
         [entry.feed, entry.key],

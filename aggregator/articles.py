@@ -89,7 +89,9 @@ class ArticleQueue:
         self._busy: set[str] = set()  # links being fetched, hosts whose robots.txt is
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._wanted: tuple[Config, frozenset[str]] | None = None
+        # Per Config object: the feeds that want full content, and those of them whose
+        # pages are fetched with credentials (kept apart in the cache: see article_store).
+        self._wanted: tuple[Config, frozenset[str], frozenset[str]] | None = None
         # A host's robots.txt Crawl-delay: the next page of it may not start before this.
         self._crawl_next: dict[str, datetime] = {}
 
@@ -98,16 +100,27 @@ class ArticleQueue:
     def wanted(self, feed: str) -> bool:
         """Whether `feed` wants full content now. Asked in every poll's write (on the writer
         thread), so the answer is kept per Config object, which a reload replaces whole."""
+        return feed in self._feed_sets()[1]
+
+    def private(self, feed: str) -> bool:
+        """Whether `feed` fetches its pages with credentials (a cookie, basic auth, headers)."""
+        return feed in self._feed_sets()[2]
+
+    def _feed_sets(self) -> tuple[Config, frozenset[str], frozenset[str]]:
         config = self.config()
         cached = self._wanted
         if cached is None or cached[0] is not config:
-            cached = (config, frozenset(f.name for f in config.feeds if config.full_content_of(f)))
+            wanted = [f for f in config.feeds if config.full_content_of(f)]
+            private = [
+                f.name for f in wanted if (o := f.request_options) is not None and o.credentials
+            ]
+            cached = (config, frozenset(f.name for f in wanted), frozenset(private))
             self._wanted = cached
-        return feed in cached[1]
+        return cached
 
     def mark(self, store: Store, rec: PollRecord) -> int | None:
         """Part of a poll's write (on the writer thread): queue its new entries' pages."""
-        return article_store.mark_entries(store, rec, self.wanted)
+        return article_store.mark_entries(store, rec, self.wanted, self.private)
 
     def wake(self) -> None:
         """A poll queued pages: look at the queue now rather than after the idle wait."""

@@ -294,6 +294,28 @@ def test_the_same_story_in_three_feeds_is_fetched_once(site: ArticleSite, tmp_pa
         assert "Hydrologists welcomed" in stored(config)[f"{name}/wire-1"]["content"]
 
 
+def test_a_page_fetched_with_a_feeds_cookie_is_not_shared_with_other_feeds(
+    site: ArticleSite, tmp_path: Path
+) -> None:
+    """What a paywall's cookie unlocks stays with the feed that holds it: a public feed
+    linking the same story gets the page as anyone would, in a fetch of its own."""
+    wire = STORIES["wire"]
+    site.serve_feed("/feeds/paid.rss", [wire])
+    site.serve_feed("/feeds/free.rss", [wire], query="?utm_source=free")
+    paid = {"name": "paid", "url": site.url("/feeds/paid.rss"), "cookie": "session=member-42"}
+    config = make_config(tmp_path, [paid, {"name": "free", "url": site.url("/feeds/free.rss")}])
+
+    async def script(h: Harness) -> dict[str, dict[str, int]]:
+        for name in ("paid", "free", "paid"):
+            await h.poll(name)
+        return await h.settle()
+
+    counts = run(config, script)
+    hits = site.hits_of(wire.path)
+    assert sorted(h.headers.get("Cookie", "") for h in hits) == ["", "session=member-42"]
+    assert counts["paid"]["extracted"] == counts["free"]["extracted"] == 1
+
+
 def test_failures_are_recorded_per_entry_and_retried_then_left(
     site: ArticleSite, tmp_path: Path
 ) -> None:
