@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -469,14 +470,22 @@ def test_extraction_past_its_deadline_is_a_failure_of_that_entry(
 ) -> None:
     site.serve_feed("/feeds/world.rss", [STORIES["wire"]])
     config = make_config(tmp_path, [{"name": "world", "url": site.url("/feeds/world.rss")}])
+    # The pool's one thread is kept busy once the feed is parsed, so the extraction cannot
+    # finish within its deadline however fast the machine is (a deadline alone raced it).
+    pool = ThreadPoolExecutor(1)
+    busy = threading.Event()
 
     async def script(h: Harness) -> None:
         await h.poll("world")
-        await h.settle()
+        pool.submit(busy.wait, 60)
+        try:
+            await h.settle()
+        finally:
+            busy.set()
 
-    run(config, script, deadline=1e-6)
+    run(config, script, deadline=0.2, parse_pool=pool)
     entry = stored(config)["world/wire-1"]
-    assert entry["status"] == "failed" and entry["error"] == "extraction took longer than 1e-06s"
+    assert entry["status"] == "failed" and entry["error"] == "extraction took longer than 0.2s"
     assert entry["summary"] == STORIES["wire"].first_sentence and entry["content"] == ""
 
 
