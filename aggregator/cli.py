@@ -17,16 +17,17 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, article_store, cli_fetch, cli_ops
-from .backup import backup_database
+from . import __version__, cli_fetch, cli_ops
 from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
 from .cli_common import open_store_or_exit as _open_store
 from .errors import AggregatorError, ConfigError
-from .lock import running_daemon
 from .logs import setup_logging
 from .models import StoredEntry
-from .store import Store
+from .store import articles as article_store
+from .store.backup import backup_database
+from .store.lock import running_daemon
+from .store.sqlite import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,7 +89,7 @@ def check_config(config_path: str) -> None:
 )
 def render(config_path: str, output: str, fmt: str, page: int | None) -> None:
     """Render OUTPUT from the stored entries to standard output: all of it, or one --page."""
-    from .output import PageNotFound, render_output
+    from .outputs.plan import PageNotFound, render_output
 
     config = _load(config_path, need_secrets=True)
     if not any(o.name == output for o in config.outputs):
@@ -185,8 +186,8 @@ def extract(
     config_path: str, url: str, selector: str | None, remove: tuple[str, ...], feed_name: str | None
 ) -> None:
     """Print the text full_content would store for the article at URL."""
-    from .extract import check_selector
-    from .extract_tool import try_extract
+    from .cli_extract import try_extract
+    from .ingest.extract import check_selector
 
     config = _load(config_path)
     if feed_name is not None:
@@ -243,7 +244,7 @@ def reload(config_path: str) -> None:
 @click.argument("output")
 def preview(config_path: str, output: str) -> None:
     """List what OUTPUT would contain, the duplicates merged, and which rule dropped the rest."""
-    from .output import plan_output
+    from .outputs.plan import plan_output
 
     config = _load(config_path)
     if not any(o.name == output for o in config.outputs):
@@ -278,7 +279,7 @@ def preview(config_path: str, output: str) -> None:
 def search(config_path: str, query: str, limit: int) -> None:
     """Full-text search over the stored entries, best match first: plain words (`iOS 15.5`,
     `C#`), or SQLite FTS5 syntax (`"climate summit" NOT sport`) when the query uses it."""
-    from .search import to_fts
+    from .store.search import to_fts
 
     config = _load(config_path)
     fts = to_fts(query)
@@ -352,8 +353,8 @@ def backup(config_path: str, target: str) -> None:
 )
 def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
     """Add the feeds of an OPML file to the config (comments kept), or print them."""
-    from .config_edit import append_feeds, feeds_toml
-    from .opml import parse_opml
+    from .config.edit import append_feeds, feeds_toml
+    from .outputs.opml import parse_opml
 
     config = _load(config_path)
     try:
@@ -385,7 +386,7 @@ def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
 @click.option("--title", default="Feed aggregator subscriptions", show_default=True)
 def export_opml(config_path: str, title: str) -> None:
     """Write every configured feed as an OPML 2.0 subscription list to standard output."""
-    from .opml import Subscription, render_opml
+    from .outputs.opml import Subscription, render_opml
 
     config = _load(config_path)
     states = {}

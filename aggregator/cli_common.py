@@ -8,9 +8,9 @@ from typing import NoReturn
 
 import click
 
-from .config import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
+from .config.schema import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
 from .errors import AggregatorError, ConfigError
-from .store import Store
+from .store.sqlite import Store
 
 
 def config_option(fn: click.decorators.FC) -> click.decorators.FC:

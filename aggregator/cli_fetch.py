@@ -14,16 +14,16 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from .articles import ArticleQueue
 from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
-from .config import Config, FeedConfig, parse_duration
+from .config.schema import Config, FeedConfig, parse_duration
 from .daemon import make_fetcher, make_gates, make_parse_pool
 from .errors import AggregatorError
+from .ingest.articles import ArticleQueue
+from .ingest.poll import PollContext, poll_source
 from .logs import setup_logging
 from .models import PollOutcome
-from .poll import PollContext, poll_source
-from .store import StoreThreads
+from .store.sqlite import StoreThreads
 
 MAX_CLI_WAIT = timedelta(minutes=2)  # a deferral's longest wait when no deadline is given
 STATUSES = ("ok", "not_modified", "unchanged", "error", "gone")

@@ -23,15 +23,15 @@ import click
 
 from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
-from .config import Config
-from .config_edit import append_feeds, remove_feed
+from .config.edit import append_feeds, remove_feed
+from .config.schema import Config
 from .daemon import make_fetcher, make_parse_pool
-from .discover import Discovery, describe, discover, probe
 from .errors import AggregatorError, ConfigError
-from .feedlinks import FeedLink
-from .lock import running_daemon
-from .opml import Subscription, slugify
-from .workers import DeadlinePool
+from .ingest.discover import Discovery, describe, discover, probe
+from .ingest.feedlinks import FeedLink
+from .ingest.workers import DeadlinePool
+from .outputs.opml import Subscription, slugify
+from .store.lock import running_daemon
 
 HEALTH_TIMEOUT = 5.0  # seconds; a HEALTHCHECK gives the command little more
 

@@ -21,24 +21,24 @@ from typing import Any
 
 from aiohttp import web
 
-from .articles import ArticleQueue
-from .config import Config, FeedConfig, load_config
+from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
+from .config.schema import Config, FeedConfig, load_config
 from .errors import AggregatorError, ConfigError
-from .fetch import Fetcher
 from .health import HEARTBEAT_EVERY, Heartbeat
-from .hosts import HostGates, HostLimit, origin
-from .lock import DaemonLock
+from .ingest.articles import ArticleQueue
+from .ingest.fetch import Fetcher
+from .ingest.hosts import HostGates, HostLimit, origin
+from .ingest.poll import PollContext, poll_source
+from .ingest.resanitize import resanitize
+from .ingest.schedule import FeedScheduler, first_run, jitter
+from .ingest.workers import DeadlinePool
 from .logs import PollTally, setup_logging
 from .metrics import Metrics, TimedFetcher, record_outcome
 from .models import FeedState, PollOutcome
-from .poll import PollContext, poll_source
-from .reload import CHECK_EVERY, ConfigWatcher, plan_reload
-from .resanitize import resanitize
-from .schedule import FeedScheduler, first_run, jitter
+from .outputs.websub import HubNotifier
 from .server import OutputServer
-from .store import Store, StoreThreads
-from .websub import HubNotifier
-from .workers import DeadlinePool
+from .store.lock import DaemonLock
+from .store.sqlite import Store, StoreThreads
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
@@ -52,7 +52,7 @@ def make_parse_pool(workers: int, deadline: float = PARSE_TIMEOUT) -> DeadlinePo
     """A process pool for parsing, one worker per core unless configured; a parse that runs
     past `deadline` seconds has its worker replaced (see workers.py)."""
     count = workers or os.cpu_count() or 1
-    return DeadlinePool(count, deadline, preload=("aggregator.poll",))
+    return DeadlinePool(count, deadline, preload=("aggregator.ingest.poll",))
 
 
 def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:

@@ -19,8 +19,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .errors import ERROR_KINDS
-from .fetch import Fetcher
 from .health import FEED_STATUSES, FeedBoard
+from .ingest.fetch import Fetcher
 from .models import Fetched, NotModified, PollOutcome
 
 POLL_RESULTS = ("ok", "not_modified", "unchanged", "error", "gone")

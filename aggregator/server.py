@@ -20,13 +20,13 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from . import article_store
-from .config import Config, OutputConfig
+from .config.schema import Config, OutputConfig
 from .health import FAILING, health_doc
-from .httpcache import Cached, make_cached, respond
 from .metrics import Metrics
 from .models import FeedState, OutputFormat
-from .output import (
+from .outputs.httpcache import Cached, make_cached, respond
+from .outputs.pages import OutputLink, OutputStatus, render_index, render_status_page
+from .outputs.plan import (
     MAX_PAGE_SIZE,
     SERVED_FORMATS,
     Narrow,
@@ -35,11 +35,11 @@ from .output import (
     ServedFormat,
     render_output,
 )
-from .pages import OutputLink, OutputStatus, render_index, render_status_page
-from .publish import CONTENT_TYPES
-from .search import to_fts
-from .store import Store, StoreThreads
-from .tokens import is_admin, may_read, presented, token_query, visible_outputs
+from .outputs.publish import CONTENT_TYPES
+from .outputs.tokens import is_admin, may_read, presented, token_query, visible_outputs
+from .store import articles as article_store
+from .store.search import to_fts
+from .store.sqlite import Store, StoreThreads
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
 SERVED_TYPES: dict[ServedFormat, str] = {

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 
 from world_news import LANGUAGES, Language
 
-from aggregator.dedupe import DedupeSettings, fingerprint, group, resemblance
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, StoredEntry
+from aggregator.outputs.dedupe import DedupeSettings, fingerprint, group, resemblance
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

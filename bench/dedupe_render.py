@@ -19,12 +19,12 @@ from pathlib import Path
 
 from dedupe_quality import KINDS, make_story, render_copy
 
-from aggregator import dedupe
-from aggregator.config import parse_config
-from aggregator.identity import identify
+from aggregator.config.schema import parse_config
+from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
-from aggregator.output import render_output
-from aggregator.store import Store
+from aggregator.outputs import dedupe
+from aggregator.outputs.plan import render_output
+from aggregator.store.sqlite import Store
 
 NOW = datetime(2024, 5, 10, tzinfo=UTC)
 

@@ -37,12 +37,12 @@ from pathlib import Path
 import trafilatura
 from dedupe_quality import CHROME, KINDS, Story, make_story
 
-from aggregator import article_store
-from aggregator.article_store import Article
-from aggregator.extract import extract_article, normalised_text
-from aggregator.identity import identify
+from aggregator.ingest.extract import extract_article, normalised_text
+from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
-from aggregator.store import Store
+from aggregator.store import articles as article_store
+from aggregator.store.articles import Article
+from aggregator.store.sqlite import Store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 _WORD = re.compile(r"\w+", re.UNICODE)

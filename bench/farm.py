@@ -48,13 +48,13 @@ import feedparser
 from aiohttp import web
 from outputs import render_figures, rss_now_mb, rss_peak_mb, serve_figures
 
-from aggregator.config import Config, Settings
+from aggregator.config.schema import Config, Settings
 from aggregator.daemon import make_fetcher, make_parse_pool
-from aggregator.hosts import HostGates, HostLimit
+from aggregator.ingest.hosts import HostGates, HostLimit
+from aggregator.ingest.parse import parse_feed
+from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import PollOutcome
-from aggregator.parse import parse_feed
-from aggregator.poll import PollContext, poll_source
-from aggregator.store import StoreThreads
+from aggregator.store.sqlite import StoreThreads
 
 CHURN_FRACTION = 0.10
 CHURN_ENTRIES = 5

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import hostile
 
-from aggregator.config import Config, FeedConfig, OutputConfig, Settings
+from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
+from aggregator.ingest.poll import digest
 from aggregator.models import PollRecord
-from aggregator.output import render_output
-from aggregator.poll import digest
-from aggregator.store import Store
+from aggregator.outputs.plan import render_output
+from aggregator.store.sqlite import Store
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 HEADERS = {"Content-Type": "application/xml"}

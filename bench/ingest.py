@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aggregator.poll import digest
+from aggregator.ingest.poll import digest
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)

@@ -30,10 +30,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from aggregator.config import Config, FeedConfig, OutputConfig, Settings
+from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
 from aggregator.models import OutputFormat
-from aggregator.output import render_output
-from aggregator.store import Store
+from aggregator.outputs.plan import render_output
+from aggregator.store.sqlite import Store
 
 OUTPUT = "all"
 OUTPUT_LIMIT = 1000

@@ -17,11 +17,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
+from aggregator.ingest.parse import parse_feed
 from aggregator.models import StoredEntry
-from aggregator.pages import render_output_page
-from aggregator.parse import parse_feed
-from aggregator.publish import OutputMeta, entry_html, render
+from aggregator.outputs.pages import render_output_page
+from aggregator.outputs.publish import OutputMeta, entry_html, render
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)

@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from aggregator.backup import backup_database
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
-from aggregator.store import Store
+from aggregator.store.backup import backup_database
+from aggregator.store.sqlite import Store
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 T = TypeVar("T")

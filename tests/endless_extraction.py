@@ -4,7 +4,7 @@ the worker's deadline (parse_timeout) can stop it. Feed parsing in that worker i
 import time
 from typing import Any
 
-import aggregator.extract
+import aggregator.ingest.extract
 
 
 def _endless(*args: Any, **kwargs: Any) -> None:
@@ -12,4 +12,4 @@ def _endless(*args: Any, **kwargs: Any) -> None:
 
 
 # A job names its function by module and name: unpickled here, it finds this one.
-aggregator.extract.extract_article = _endless  # type: ignore[assignment]
+aggregator.ingest.extract.extract_article = _endless  # type: ignore[assignment]

@@ -25,15 +25,15 @@ from typing import Any
 
 from faultserver import FaultServer
 
-from aggregator.config import DEFAULT_USER_AGENT, Config, parse_config
+from aggregator.config.schema import DEFAULT_USER_AGENT, Config, parse_config
 from aggregator.daemon import make_gates
-from aggregator.decide import PollPolicy, backoff
-from aggregator.fetch import Fetcher
-from aggregator.hosts import origin
+from aggregator.ingest.decide import PollPolicy, backoff
+from aggregator.ingest.fetch import Fetcher
+from aggregator.ingest.hosts import origin
+from aggregator.ingest.poll import PollContext, poll_source
+from aggregator.ingest.schedule import first_run
 from aggregator.models import FeedState
-from aggregator.poll import PollContext, poll_source
-from aggregator.schedule import first_run
-from aggregator.store import Store, StoreThreads
+from aggregator.store.sqlite import Store, StoreThreads
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
 HOUR = timedelta(hours=1)

@@ -22,16 +22,16 @@ from typing import Any, TypeVar
 import pytest
 from articlesite import STORIES, ArticleSite, Story
 
-from aggregator import article_store
-from aggregator.articles import ArticleQueue
-from aggregator.config import Config, parse_config
+from aggregator.config.schema import Config, parse_config
 from aggregator.daemon import make_gates
-from aggregator.fetch import Fetcher
+from aggregator.ingest.articles import ArticleQueue
+from aggregator.ingest.fetch import Fetcher
+from aggregator.ingest.poll import PollContext, poll_source
+from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import PollOutcome
-from aggregator.output import render_output
-from aggregator.poll import PollContext, poll_source
-from aggregator.store import Store, StoreThreads
-from aggregator.workers import DeadlinePool
+from aggregator.outputs.plan import render_output
+from aggregator.store import articles as article_store
+from aggregator.store.sqlite import Store, StoreThreads
 
 T = TypeVar("T")
 QUICK = (timedelta(seconds=0.2), timedelta(seconds=0.2), timedelta(seconds=0.2))
@@ -498,7 +498,7 @@ def test_an_extraction_past_parse_timeout_is_stopped_in_its_worker(
     config = make_config(tmp_path, [{"name": "world", "url": site.url("/feeds/world.rss")}])
     # In this worker extraction never ends (tests/endless_extraction.py): a short deadline
     # alone raced a fast machine, where the page was extracted within it.
-    pool = DeadlinePool(1, 2.0, preload=("aggregator.poll", "endless_extraction"))
+    pool = DeadlinePool(1, 2.0, preload=("aggregator.ingest.poll", "endless_extraction"))
 
     async def script(h: Harness) -> None:
         await h.poll("world")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from aggregator.cli import main
-from aggregator.config import (
+from aggregator.config.schema import (
     DEFAULT_USER_AGENT,
     Config,
     format_duration,
@@ -437,7 +437,7 @@ def test_cli_check_config_missing_file(tmp_path: Path) -> None:
 
 
 def test_embed_hosts_must_be_host_names() -> None:
-    from aggregator.config import parse_config
+    from aggregator.config.schema import parse_config
     from aggregator.errors import ConfigError
 
     ok = parse_config({"aggregator": {"embed_hosts": ["www.youtube.com", "player.vimeo.com"]}})

@@ -16,10 +16,10 @@ import pytest
 from authserver import GuardedServer
 from feedserver import DATA_DIR
 
-from aggregator.config import DEFAULT_USER_AGENT, FeedConfig, parse_config
-from aggregator.credentials import may_send, origin_of
+from aggregator.config.credentials import may_send, origin_of
+from aggregator.config.schema import DEFAULT_USER_AGENT, FeedConfig, parse_config
 from aggregator.errors import ConfigError, FetchError
-from aggregator.fetch import Fetcher
+from aggregator.ingest.fetch import Fetcher
 from aggregator.models import Fetched, NotModified
 
 RSS20 = (DATA_DIR / "rss20.xml").read_bytes()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.decide import (
+from aggregator.ingest.decide import (
     PollPolicy,
     Signals,
     backoff,
@@ -19,8 +19,8 @@ from aggregator.decide import (
     retry_after,
     skip,
 )
+from aggregator.ingest.parse import parse_feed
 from aggregator.models import FeedHints
-from aggregator.parse import parse_feed
 
 NOW = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)  # a Monday
 M = timedelta(minutes=1)

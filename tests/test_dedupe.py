@@ -14,8 +14,11 @@ from conftest import DATA_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.config import Config, parse_config
-from aggregator.dedupe import (
+from aggregator.config.schema import Config, parse_config
+from aggregator.ingest.identity import canonical_url, identify
+from aggregator.ingest.parse import parse_feed
+from aggregator.models import ParsedEntry, PollRecord, StoredEntry
+from aggregator.outputs.dedupe import (
     DedupeSettings,
     exact_keys,
     fingerprint_text,
@@ -24,12 +27,9 @@ from aggregator.dedupe import (
     resemblance,
     story_text,
 )
-from aggregator.identity import canonical_url, identify
-from aggregator.models import ParsedEntry, PollRecord, StoredEntry
-from aggregator.output import plan_output, render_output
-from aggregator.parse import parse_feed
-from aggregator.publish import SOURCE_SCHEME
-from aggregator.store import Store
+from aggregator.outputs.plan import plan_output, render_output
+from aggregator.outputs.publish import SOURCE_SCHEME
+from aggregator.store.sqlite import Store
 
 T0 = datetime(2023, 9, 29, 19, 0, tzinfo=UTC)
 SEED = DATA_DIR / "text" / "seed-article.txt"
@@ -366,7 +366,7 @@ def test_fingerprints_are_the_same_in_every_process_and_packed() -> None:
     import sys
 
     code = (
-        "from aggregator.dedupe import fingerprint_text, story_text\n"
+        "from aggregator.outputs.dedupe import fingerprint_text, story_text\n"
         "from test_dedupe import STORY\n"
         "fp = fingerprint_text(story_text('t', '', STORY))\n"
         "print(fp.sketch, len(fp.packed))\n"

@@ -12,12 +12,12 @@ import feedparser
 import pytest
 from conftest import DATA_DIR
 
-from aggregator.config import Config, parse_config
-from aggregator.identity import identify
+from aggregator.config.schema import Config, parse_config
+from aggregator.ingest.identity import identify
+from aggregator.ingest.parse import parse_feed
 from aggregator.models import PollRecord
-from aggregator.output import render_output
-from aggregator.parse import parse_feed
-from aggregator.store import Store
+from aggregator.outputs.plan import render_output
+from aggregator.store.sqlite import Store
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 FEEDS = {

@@ -14,10 +14,10 @@ import pytest
 from conftest import FeedServer
 from test_e2e_unattended import feed_toml, rss
 
-from aggregator.config_edit import remove_feed
+from aggregator.config.edit import remove_feed
 from aggregator.errors import ConfigError, ParseError
-from aggregator.feedlinks import FeedLink, feed_links
-from aggregator.parse import parse_feed
+from aggregator.ingest.feedlinks import FeedLink, feed_links
+from aggregator.ingest.parse import parse_feed
 
 PAGE = b"""<!DOCTYPE html><html><head><title>Blog</title>
 <base href="https://blog.example/sub/">

@@ -19,7 +19,7 @@ import pytest
 from conftest import DATA_DIR, FeedServer, free_port
 from feedserver import guess_content_type
 
-from aggregator.publish import SOURCE_SCHEME
+from aggregator.outputs.publish import SOURCE_SCHEME
 
 pytestmark = pytest.mark.e2e
 DEADLINE = 30.0

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from articlesite import ARTICLES, ROBOTS
 
-from aggregator.config import DEFAULT_USER_AGENT, parse_config
+from aggregator.config.schema import DEFAULT_USER_AGENT, parse_config
 from aggregator.errors import ConfigError
-from aggregator.extract import decode, extract_article, is_html, normalised_text
-from aggregator.hosts import HostGates, HostLimit
-from aggregator.robots import RobotsCache, rules_from
+from aggregator.ingest.extract import decode, extract_article, is_html, normalised_text
+from aggregator.ingest.hosts import HostGates, HostLimit
+from aggregator.ingest.robots import RobotsCache, rules_from
 
 URL = "https://news.example/section/2024/story/"
 NOW = datetime(2024, 3, 4, 12, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Loopback tests of aggregator.fetch: a real Fetcher against the real feed server."""
+"""Loopback tests of aggregator.ingest.fetch: a real Fetcher against the real feed server."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from feedserver import DATA_DIR, FeedServer
 
 from aggregator import PROJECT_URL
-from aggregator.config import DEFAULT_USER_AGENT
+from aggregator.config.schema import DEFAULT_USER_AGENT
 from aggregator.errors import FetchError
-from aggregator.fetch import MAX_REDIRECTS, Fetcher
+from aggregator.ingest.fetch import MAX_REDIRECTS, Fetcher
 from aggregator.models import Fetched, NotModified
 
 T = TypeVar("T")

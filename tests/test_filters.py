@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.filters import Rules, compile_rule, select
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, StoredEntry
+from aggregator.outputs.filters import Rules, compile_rule, select
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from aggregator.hosts import HostGates, HostLimit, NetworkWatch, origin
+from aggregator.ingest.hosts import HostGates, HostLimit, NetworkWatch, origin
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 S = timedelta(seconds=1)

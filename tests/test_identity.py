@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.identity import (
+from aggregator.ingest.identity import (
     canonical_url,
     clean_text,
     content_hash,
@@ -22,8 +22,8 @@ from aggregator.identity import (
     uid_for,
     with_first_seen_date,
 )
+from aggregator.ingest.parse import parse_feed
 from aggregator.models import Entry, ParsedEntry
-from aggregator.parse import parse_feed
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
@@ -367,7 +367,7 @@ def test_identify_is_deterministic_over_fixture() -> None:
 
 
 def test_stored_stable_hash_is_reused_only_for_the_same_content() -> None:
-    from aggregator.identity import Known
+    from aggregator.ingest.identity import Known
 
     e = entry(guid="g1", summary='<a href="https://x.example/a?utm_source=rss">x</a>')
     [fresh] = identify("f", [e], NOW)

@@ -10,11 +10,11 @@ import hostile
 import pytest
 from conftest import DATA_DIR
 
-from aggregator.cutdown import cut_document
 from aggregator.errors import ParseError
-from aggregator.limits import DEFAULT_LIMITS, Limits, Tally, cut_html
-from aggregator.parse import parse_feed
-from aggregator.poll import digest
+from aggregator.ingest.cutdown import cut_document
+from aggregator.ingest.limits import DEFAULT_LIMITS, Limits, Tally, cut_html
+from aggregator.ingest.parse import parse_feed
+from aggregator.ingest.poll import digest
 
 URL = "http://127.0.0.1/feed"
 XML = {"Content-Type": "application/xml"}

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import LockError
-from aggregator.lock import DaemonLock, lock_path, running_daemon
 from aggregator.logs import JsonFormatter, PollTally
 from aggregator.models import PollOutcome
+from aggregator.store.lock import DaemonLock, lock_path, running_daemon
 
 
 def test_second_lock_is_refused_and_names_the_holder(tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ import feedparser
 import pytest
 from test_validity import check_html
 
-from aggregator.config import Config, parse_config
-from aggregator.identity import Known, diff, identify
-from aggregator.media import duration_seconds, media_of_feedparser
+from aggregator.config.schema import Config, parse_config
+from aggregator.ingest.identity import Known, diff, identify
+from aggregator.ingest.media import duration_seconds, media_of_feedparser
+from aggregator.ingest.parse import parse_feed
 from aggregator.models import Enclosure, PollRecord
-from aggregator.output import render_output
-from aggregator.parse import parse_feed
-from aggregator.store import Store
+from aggregator.outputs.plan import render_output
+from aggregator.store.sqlite import Store
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
@@ -307,8 +307,8 @@ def test_odd_types_and_mediums_are_normalised() -> None:
 
 
 def test_rows_stored_before_authors_were_kept_name_their_author() -> None:
-    from aggregator.extensions import people
     from aggregator.models import StoredEntry
+    from aggregator.outputs.extensions import people
 
     [entry] = identify("r", parsed("rss20.xml").entries[:1], NOW)
     old = replace(entry, authors=(), author="jo@blog.example.com (Jo Writer)")
@@ -322,7 +322,7 @@ def test_episodes_stored_before_files_get_them_without_being_republished(tmp_pat
     """An upgrade from a version that stored no files: each episode's files are filled in on
     its next poll, counted as written but never redated, even under "republish"; an entry
     without files is unchanged; the poll after that finds nothing to do."""
-    from aggregator.identity import stable_hash
+    from aggregator.ingest.identity import stable_hash
     from aggregator.models import Media
 
     path = tmp_path / "old.db"

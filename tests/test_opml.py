@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from aggregator.opml import Subscription, render_opml
+from aggregator.outputs.opml import Subscription, render_opml
 
 
 def test_render_opml_lists_feeds_in_order_with_their_attributes() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.opml import Subscription, parse_opml, render_opml, slugify
+from aggregator.outputs.opml import Subscription, parse_opml, render_opml, slugify
 
 MESSY = b"""<?xml version="1.0" encoding="UTF-8"?>
 <opml version="1.0">

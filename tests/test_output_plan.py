@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import Config, parse_config
-from aggregator.identity import identify
+from aggregator.config.schema import Config, parse_config
+from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
-from aggregator.output import PageNotFound, render_output
-from aggregator.store import Store
+from aggregator.outputs.plan import PageNotFound, render_output
+from aggregator.store.sqlite import Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

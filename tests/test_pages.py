@@ -14,18 +14,18 @@ from aiohttp.test_utils import make_mocked_request
 from hubserver import Hub, hub
 from test_validity import check_html, items_of, meta
 
-from aggregator.config import Config, parse_config
-from aggregator.httpcache import accepts_gzip, make_cached, not_modified, respond
-from aggregator.pages import (
+from aggregator.config.schema import Config, parse_config
+from aggregator.ingest.sanitize import sanitize_html, xml_safe
+from aggregator.outputs.httpcache import accepts_gzip, make_cached, not_modified, respond
+from aggregator.outputs.pages import (
     OutputLink,
     SearchBox,
     render_index,
     render_output_page,
     render_status_page,
 )
-from aggregator.sanitize import sanitize_html, xml_safe
+from aggregator.outputs.websub import HubNotifier, publish_form
 from aggregator.server import _prefers_html
-from aggregator.websub import HubNotifier, publish_form
 
 __all__ = ["hub"]
 

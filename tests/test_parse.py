@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from aggregator.errors import FeedError, ParseError
-from aggregator.media import authors_json, media_json
+from aggregator.ingest.media import authors_json, media_json
+from aggregator.ingest.parse import parse_feed
+from aggregator.ingest.poll import digest
 from aggregator.models import Entry, ParsedFeed
-from aggregator.parse import parse_feed
-from aggregator.poll import digest
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden"

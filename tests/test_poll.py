@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 
 from feedserver import DATA_DIR, FeedServer
 
-from aggregator.config import DEFAULT_USER_AGENT
+from aggregator.config.schema import DEFAULT_USER_AGENT
 from aggregator.daemon import make_parse_pool
-from aggregator.fetch import Fetcher
+from aggregator.ingest.fetch import Fetcher
+from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome, StoredEntry
-from aggregator.poll import PollContext, poll_source
-from aggregator.store import Store, StoreThreads
+from aggregator.store.sqlite import Store, StoreThreads
 
 T = TypeVar("T")
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

@@ -18,14 +18,14 @@ import pytest
 from conftest import free_port
 from faultserver import FaultServer
 
-from aggregator.config import DEFAULT_USER_AGENT, parse_config
+from aggregator.config.schema import DEFAULT_USER_AGENT, parse_config
 from aggregator.daemon import make_gates
-from aggregator.decide import PollPolicy, jitter
-from aggregator.fetch import Fetcher
-from aggregator.hosts import HostGates, HostLimit, origin
+from aggregator.ingest.decide import PollPolicy, jitter
+from aggregator.ingest.fetch import Fetcher
+from aggregator.ingest.hosts import HostGates, HostLimit, origin
+from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome
-from aggregator.poll import PollContext, poll_source
-from aggregator.store import Store, StoreThreads
+from aggregator.store.sqlite import Store, StoreThreads
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

@@ -13,10 +13,10 @@ from typing import Any
 import feedparser
 import pytest
 
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
+from aggregator.ingest.parse import parse_feed
 from aggregator.models import OutputFormat, ParsedEntry, StoredEntry
-from aggregator.parse import parse_feed
-from aggregator.publish import (
+from aggregator.outputs.publish import (
     CONTENT_TYPES,
     EPOCH,
     JSON_FEED_VERSION,

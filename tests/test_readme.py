@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.cli import main
-from aggregator.config import FeedConfig, OutputConfig, Settings
+from aggregator.config.schema import FeedConfig, OutputConfig, Settings
 from aggregator.server import Metrics, OutputServer
-from aggregator.store import StoreThreads
+from aggregator.store.sqlite import StoreThreads
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -76,6 +76,6 @@ def test_readme_lists_exactly_the_exported_metrics() -> None:
 
 @pytest.mark.parametrize("key", sorted(Settings.model_fields))
 def test_every_aggregator_key_has_its_environment_variable_documented(key: str) -> None:
-    from aggregator.config_env import env_name
+    from aggregator.config.env import env_name
 
     assert re.search(rf"^\| `{key}` \| `{env_name(key)}` \|", README, re.MULTILINE), key

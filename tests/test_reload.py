@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aggregator.config import load_config, parse_config
+from aggregator.config.reload import ConfigWatcher, plan_reload
+from aggregator.config.schema import load_config, parse_config
 from aggregator.daemon import Daemon
-from aggregator.reload import ConfigWatcher, plan_reload
-from aggregator.store import StoreThreads
+from aggregator.store.sqlite import StoreThreads
 
 FEEDS = """
 [[feeds]]

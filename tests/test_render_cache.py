@@ -18,13 +18,13 @@ from aiohttp.test_utils import TestServer
 from test_store import ok
 
 import aggregator.server
-from aggregator.config import Config, FeedConfig, OutputConfig, Settings
-from aggregator.identity import identify
+from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
+from aggregator.ingest.identity import identify
 from aggregator.metrics import Metrics
 from aggregator.models import ParsedEntry
-from aggregator.output import Rendered, render_output
+from aggregator.outputs.plan import Rendered, render_output
 from aggregator.server import OutputServer
-from aggregator.store import Store, StoreThreads
+from aggregator.store.sqlite import Store, StoreThreads
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 WAIT = 180.0  # a deadline against hanging, never a measure

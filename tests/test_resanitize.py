@@ -10,11 +10,11 @@ from pathlib import Path
 
 from test_store import entries, ok, parsed
 
-from aggregator.limits import DEFAULT_LIMITS
+from aggregator.ingest.limits import DEFAULT_LIMITS
+from aggregator.ingest.resanitize import BATCH_ROWS, policy_of, resanitize
+from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import ParsedEntry
-from aggregator.resanitize import BATCH_ROWS, policy_of, resanitize
-from aggregator.store import Store, StoreThreads
-from aggregator.workers import DeadlinePool
+from aggregator.store.sqlite import Store, StoreThreads
 
 PLAYER = '<iframe src="https://www.youtube.com/embed/abc"></iframe>'
 DEEP = "<div>" * 100_000 + "deep" + "</div>" * 100_000
@@ -113,7 +113,7 @@ def test_a_pass_resumes_after_the_last_batch_it_wrote(tmp_path: Path) -> None:
 
 
 def test_an_entry_a_poll_rewrote_meanwhile_is_left_as_the_poll_wrote_it(tmp_path: Path) -> None:
-    from aggregator.resanitize import clean_rows, read_batch, write_batch
+    from aggregator.ingest.resanitize import clean_rows, read_batch, write_batch
 
     path = tmp_path / "x.db"
     _stored(path, _entry(1, "<p>old</p><script>1</script>"))

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.backup import backup_database
 from aggregator.errors import StoreError
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, PollRecord
-from aggregator.store import Store
+from aggregator.store.backup import backup_database
+from aggregator.store.sqlite import Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -10,10 +10,10 @@ import pytest
 from feedserver import FeedServer
 from test_poll import T0, entries_of, poll, run_polls, state_of
 
-from aggregator.config import FeedConfig
-from aggregator.identity import guids_unusable, stable_hash
+from aggregator.config.schema import FeedConfig
+from aggregator.ingest.identity import guids_unusable, stable_hash
+from aggregator.ingest.poll import PollContext
 from aggregator.models import ParsedEntry
-from aggregator.poll import PollContext
 
 
 def rss(*items: tuple[str | None, str, str, str]) -> bytes:

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_filters import NOW, make_entry, stored
 
-from aggregator.config import FeedConfig, OutputConfig, parse_config
+from aggregator.config.schema import FeedConfig, OutputConfig, parse_config
 from aggregator.errors import ConfigError
-from aggregator.filters import Candidate, apply, compile_rule
 from aggregator.models import Entry, StoredEntry
+from aggregator.outputs.filters import Candidate, apply, compile_rule
 
 PUTIN = make_entry(
     "Russia wants strong Latin America",

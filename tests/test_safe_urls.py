@@ -16,14 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_validity import check_html
 
-from aggregator.config import Config, parse_config
-from aggregator.fields import first_words, plain_text, safe_email, safe_person_url, safe_url
+from aggregator.config.schema import Config, parse_config
+from aggregator.ingest.fields import first_words, plain_text, safe_email, safe_person_url, safe_url
+from aggregator.ingest.parse import parse_feed
+from aggregator.ingest.poll import digest
+from aggregator.ingest.sanitize import xml_safe
 from aggregator.models import Enclosure, Entry, Media, Person, PollRecord
-from aggregator.output import render_output
-from aggregator.parse import parse_feed
-from aggregator.poll import digest
-from aggregator.sanitize import xml_safe
-from aggregator.store import Store
+from aggregator.outputs.plan import render_output
+from aggregator.store.sqlite import Store
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)

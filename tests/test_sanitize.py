@@ -15,10 +15,10 @@ import pytest
 from conftest import DATA_DIR
 from tests_support import NOW
 
+from aggregator.ingest.parse import parse_feed
+from aggregator.ingest.poll import digest
+from aggregator.ingest.sanitize import html_to_text, sanitize_html, text_to_html
 from aggregator.models import Entry
-from aggregator.parse import parse_feed
-from aggregator.poll import digest
-from aggregator.sanitize import html_to_text, sanitize_html, text_to_html
 
 XML_FIXTURES = sorted(
     p.name for p in DATA_DIR.iterdir() if p.suffix in (".xml", ".rdf") and "html" not in p.name
@@ -197,7 +197,7 @@ def test_iframes_are_removed_unless_their_host_is_allowed() -> None:
 def test_allowed_embeds_reach_the_outputs() -> None:
 
     from aggregator.models import StoredEntry
-    from aggregator.publish import OutputMeta, render_atom
+    from aggregator.outputs.publish import OutputMeta, render_atom
 
     [entry] = digest(
         "v",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aggregator.schedule import FeedScheduler, first_run, jitter
+from aggregator.ingest.schedule import FeedScheduler, first_run, jitter
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

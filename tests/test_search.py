@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from test_dedupe import SECTIONS, T0, _load_sections
 
 from aggregator.cli import main
-from aggregator.config import parse_config
+from aggregator.config.schema import parse_config
 from aggregator.errors import ConfigError
 from aggregator.models import PollRecord
-from aggregator.output import plan_output
-from aggregator.search import check_query, to_fts
-from aggregator.store import Store
+from aggregator.outputs.plan import plan_output
+from aggregator.store.search import check_query, to_fts
+from aggregator.store.sqlite import Store
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import load_config, parse_config
+from aggregator.config.schema import load_config, parse_config
+from aggregator.config.secret import RedactingFilter, Secret, redact, resolve_secret, split_userinfo
 from aggregator.errors import ConfigError
 from aggregator.logs import JsonFormatter
-from aggregator.secret import RedactingFilter, Secret, redact, resolve_secret, split_userinfo
-from aggregator.store import Store
-from aggregator.tokens import is_admin, may_read, presented, token_query, visible_outputs
+from aggregator.outputs.tokens import is_admin, may_read, presented, token_query, visible_outputs
+from aggregator.store.sqlite import Store
 
 MARK = "S3CRET-MARKER-unit-91ab"
 

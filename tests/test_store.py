@@ -1,4 +1,4 @@
-"""Tests of aggregator.store against real SQLite files in tmp_path."""
+"""Tests of aggregator.store.sqlite against real SQLite files in tmp_path."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import StoreError
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, PollRecord, Validators
-from aggregator.store import Store
+from aggregator.store.sqlite import Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
@@ -313,9 +313,9 @@ WRITER = textwrap.dedent(
     import sys
     from datetime import UTC, datetime, timedelta
 
-    from aggregator.identity import identify
+    from aggregator.ingest.identity import identify
     from aggregator.models import ParsedEntry, PollRecord
-    from aggregator.store import Store
+    from aggregator.store.sqlite import Store
 
     store = Store(sys.argv[1])
     store.sync_feeds([("crash", "https://crash.example/feed.xml")])
@@ -387,8 +387,8 @@ def test_killed_writer_leaves_only_whole_polls(tmp_path: Path) -> None:
 
 def test_rows_with_forbidden_characters_still_render(tmp_path: Path) -> None:
     """A row written by an older version with a character XML forbids cannot break an output."""
-    from aggregator.config import parse_config
-    from aggregator.output import render_output
+    from aggregator.config.schema import parse_config
+    from aggregator.outputs.plan import render_output
 
     store = Store(tmp_path / "x.db")
     try:
@@ -420,7 +420,7 @@ def test_batched_writes_commit_each_poll_whole_and_alone(tmp_path: Path) -> None
     sees the error."""
     import asyncio
 
-    from aggregator.store import StoreThreads
+    from aggregator.store.sqlite import StoreThreads
 
     good = [ok(f"f{i}", new=entries(f"f{i}", parsed(1), parsed(2))) for i in range(5)]
     twice = entries("bad", parsed(1))
@@ -450,7 +450,7 @@ def test_batched_writes_commit_each_poll_whole_and_alone(tmp_path: Path) -> None
 def test_batched_reads_return_each_callers_result(tmp_path: Path) -> None:
     import asyncio
 
-    from aggregator.store import StoreThreads
+    from aggregator.store.sqlite import StoreThreads
 
     async def scenario() -> list[object]:
         threads = StoreThreads(tmp_path / "x.db")
@@ -479,7 +479,7 @@ def test_batched_calls_free_what_they_carried_without_the_cyclic_collector(
     import gc
     import weakref
 
-    from aggregator.store import StoreThreads
+    from aggregator.store.sqlite import StoreThreads
 
     class Payload:
         pass
@@ -510,7 +510,7 @@ def test_state_after_poll_is_what_record_poll_stores(store: Store) -> None:
     """The poller keeps each feed's state in memory from state_after_poll instead of reading
     the row before every poll: it must be exactly what record_poll leaves in the row."""
     from aggregator.models import FeedHints
-    from aggregator.store import state_after_defer, state_after_poll
+    from aggregator.store.sqlite import state_after_defer, state_after_poll
 
     t = T0 + timedelta(microseconds=123456)  # stored to the second
     hints = FeedHints(ttl_minutes=30, skip_hours=(1, 2))
@@ -564,7 +564,7 @@ def test_state_after_poll_is_what_record_poll_stores(store: Store) -> None:
 def test_insert_statement_lists_the_row_columns_in_order() -> None:
     import re
 
-    from aggregator.store import _INSERT_ENTRY, _entry_row
+    from aggregator.store.sqlite import _INSERT_ENTRY, _entry_row
 
     [e] = entries("f", parsed(1))
     named = re.search(r"\(([^)]*)\) VALUES", _INSERT_ENTRY)
@@ -582,7 +582,7 @@ def test_full_text_index_merges_in_large_steps(store: Store) -> None:
 def test_iter_entries_orders_alike_by_feed_lookup_and_by_date_walk(store: Store) -> None:
     """A few feeds of many are looked up by feed and sorted; a large share of them is read by
     walking the date index. Both give the same rows in the same order, ties included."""
-    from aggregator.store import SCAN_SHARE
+    from aggregator.store.sqlite import SCAN_SHARE
 
     names = [f"f{i:02d}" for i in range(SCAN_SHARE * 4)]
     for i, name in enumerate(names):
@@ -608,7 +608,7 @@ def test_closing_commits_lingering_writes_and_refuses_later_ones(tmp_path: Path)
     fails with StoreError instead of a traceback in the event loop."""
     import asyncio
 
-    from aggregator.store import StoreThreads
+    from aggregator.store.sqlite import StoreThreads
 
     rec = ok("a", new=entries("a", parsed(1)))
 

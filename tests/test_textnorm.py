@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.dedupe import DedupeSettings, fingerprint, group, resemblance, story_text
-from aggregator.identity import identify
+from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, StoredEntry
-from aggregator.textnorm import (
+from aggregator.outputs.dedupe import DedupeSettings, fingerprint, group, resemblance, story_text
+from aggregator.outputs.textnorm import (
     has_sentence_punctuation,
     is_chrome,
     is_stamp,

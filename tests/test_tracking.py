@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aggregator.dedupe import match_key
-from aggregator.identity import Known, diff, identify, reconcile
+from aggregator.ingest.identity import Known, diff, identify, reconcile
+from aggregator.ingest.tracking import providers, read_catalog, strip_tracking
 from aggregator.models import ParsedEntry
-from aggregator.tracking import providers, read_catalog, strip_tracking
+from aggregator.outputs.dedupe import match_key
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 

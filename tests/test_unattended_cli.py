@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import parse_config
+from aggregator.config.schema import parse_config
 from aggregator.errors import ConfigError
 
 

@@ -21,11 +21,11 @@ from xml.etree import ElementTree as ET
 import feedparser
 import pytest
 
+from aggregator.ingest.parse import parse_feed
+from aggregator.ingest.poll import digest
 from aggregator.models import StoredEntry
-from aggregator.pages import render_output_page
-from aggregator.parse import parse_feed
-from aggregator.poll import digest
-from aggregator.publish import JSON_FEED_VERSION, OutputMeta, render
+from aggregator.outputs.pages import render_output_page
+from aggregator.outputs.publish import JSON_FEED_VERSION, OutputMeta, render
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)

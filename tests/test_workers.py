@@ -15,11 +15,11 @@ import pytest
 from feedserver import FeedServer
 from test_poll import T0, poll, run_polls, state_of
 
-from aggregator import workers
-from aggregator.limits import Limits
+from aggregator.ingest import workers
+from aggregator.ingest.limits import Limits
+from aggregator.ingest.poll import PollContext
+from aggregator.ingest.workers import DeadlinePool, WorkerDied, WorkTimeout
 from aggregator.models import PollOutcome
-from aggregator.poll import PollContext
-from aggregator.workers import DeadlinePool, WorkerDied, WorkTimeout
 
 # Generous waits for answers (a loaded machine starts workers slowly); never asserted as times.
 WAIT = 120.0
@@ -133,7 +133,7 @@ def test_a_parse_past_the_deadline_is_an_error_on_its_feed(
     db = tmp_path / "x.db"
     feed_server.serve_bytes("/slow.xml", hostile.quadratic_author(size=300_000), "application/xml")
     feed_server.serve_file("/feed.xml", "rss20.xml")
-    pool = DeadlinePool(1, deadline=2.0, preload=("aggregator.poll",))
+    pool = DeadlinePool(1, deadline=2.0, preload=("aggregator.ingest.poll",))
 
     async def both(ctx: PollContext) -> list[PollOutcome]:
         ctx = replace(ctx, limits=Limits(max_author_size=64 * 1024 * 16))

@@ -1,0 +1,1 @@
+"""TOML to a resolved config: loading, environment overrides, editing and reload."""

@@ -1,0 +1,1 @@
+"""Polling one feed: fetch, parse, identify, sanitise, decide when next."""

@@ -1,0 +1,86 @@
+"""When each feed is first due after a start (pure) and the APScheduler wiring that fires polls.
+
+The schedule's state lives in the database (`feeds.next_poll`, decided by decide.py after each
+poll): on start, a feed whose next poll is still ahead waits for it, and overdue feeds are spread
+over a short window rather than fired in one burst. Each feed has one one-shot job; the poll's
+decision arms the next one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from ..ingest.decide import MAX_JITTER, jitter
+
+__all__ = ["MAX_JITTER", "FeedScheduler", "first_run", "jitter"]
+
+MAX_SPREAD = timedelta(minutes=1)
+
+
+def first_run(
+    stored_next: datetime | None,
+    now: datetime,
+    interval: timedelta,
+    rng: random.Random,
+    cap: timedelta | None = None,
+) -> datetime:
+    """When a feed should first be polled after the daemon starts.
+
+    A stored next poll still ahead is kept, capped at `cap` (default: one interval, in case the
+    interval was shortened; the daemon passes a longer cap for a feed in backoff or Retry-After,
+    so a restart does not cut a server's requested wait short); a feed never polled, or overdue,
+    goes within a window of a tenth of its interval (at most a minute), so a restart does not
+    fetch everything at the same instant.
+    """
+    if stored_next is not None and stored_next > now:
+        return min(stored_next, now + (cap or interval))
+    spread = min(interval / 10, MAX_SPREAD)
+    return now + timedelta(seconds=rng.uniform(0, spread.total_seconds()))
+
+
+class FeedScheduler:
+    """One one-shot APScheduler job per feed at its decided time; re-armed after each poll."""
+
+    def __init__(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def add(self, name: str, when: datetime, poll: Callable[[str], Awaitable[None]]) -> None:
+        """Poll `name` once at `when` (replacing any job it had)."""
+        self._scheduler.add_job(
+            poll,
+            DateTrigger(run_date=when, timezone=UTC),
+            args=[name],
+            id=name,
+            name=f"poll {name}",
+            coalesce=True,
+            max_instances=1,
+            # A late job still runs, however late: a one-shot job that misfired would be dropped
+            # and its feed never polled again.
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
+
+    def remove(self, name: str) -> None:
+        if self._scheduler.get_job(name) is not None:
+            self._scheduler.remove_job(name)
+
+    def next_run(self, name: str) -> datetime | None:
+        job = self._scheduler.get_job(name)
+        when: datetime | None = job.next_run_time if job is not None else None
+        return when.astimezone(UTC) if when is not None else None

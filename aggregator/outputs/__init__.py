@@ -1,0 +1,1 @@
+"""Merged outputs: filters, dedupe, the plan, feedgen publishing, pages, OPML, caching."""

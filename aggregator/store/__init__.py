@@ -1,0 +1,1 @@
+"""Where entries and feed state live: the SQLite store, its schema, search and backups."""

@@ -1,0 +1,328 @@
+"""The article tables: per-entry extraction state and the article cache by canonical link. I/O.
+
+Functions over a `Store` (run on the store threads like every other query). Two tables, made
+by migration m008:
+
+- `entry_articles` (feed, key): what became of one entry's article: `pending` (with its
+  attempts and next try), `extracted` (its content came from the page: `method`, `source`)
+  or `failed` (`error` says why; the feed's own text is kept);
+- `articles` (link): one row per page fetched, keyed by `dedupe.match_key` of the link, so the
+  same story in three section feeds is fetched and extracted once (a feed that sends
+  credentials has keys of its own: see `mark_entries`). Transient failures are not cached
+  here: they are retried per entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..ingest.extract import normalised_text
+from ..models import Entry, PollRecord
+from ..outputs.dedupe import match_key
+from ..store.sqlite import Store, _dt, _ts
+
+# Delays before the 2nd, 3rd, ... attempt of a page that failed for a reason that may pass
+# (a timeout, a 5xx, a 429); after the last one the entry is left alone, marked failed.
+RETRY_DELAYS = (timedelta(minutes=10), timedelta(hours=1), timedelta(hours=6))
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """One page to fetch and the pending entries that wait for it."""
+
+    link: str  # the cache key (match_key of the entries' link)
+    url: str  # what to fetch: the first entry's canonical link
+    entries: tuple[tuple[str, str], ...]  # (feed, key)
+    feed: str  # the feed of the first entry: its selectors are used, its name is logged
+    title: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """What fetching and extracting one page gave. `error` set: nothing to store; then
+    `transient` says whether trying again later may help, `retry_at` when the host said."""
+
+    url: str
+    content: str = ""
+    text_length: int = 0
+    method: str = ""
+    error: str | None = None
+    transient: bool = False
+    retry_at: datetime | None = None
+
+
+def create_tables(db: Any) -> None:
+    """The schema of migration m008."""
+    db.execute(
+        """
+        CREATE TABLE articles (
+            link TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            url TEXT NOT NULL,
+            content TEXT NOT NULL,
+            text_length INTEGER NOT NULL,
+            method TEXT,
+            error TEXT,
+            fetched_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE entry_articles (
+            feed TEXT NOT NULL,
+            key TEXT NOT NULL,
+            link TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_try TEXT,
+            error TEXT,
+            method TEXT,
+            source TEXT,
+            done_at TEXT,
+            PRIMARY KEY (feed, key)
+        )
+        """
+    )
+    db.execute("CREATE INDEX entry_articles_due ON entry_articles (status, next_try)")
+    db.execute("CREATE INDEX entry_articles_link ON entry_articles (link)")
+    # A pruned entry takes its extraction state with it.
+    db.execute(
+        "CREATE TRIGGER entry_articles_ad AFTER DELETE ON entries BEGIN "
+        "DELETE FROM entry_articles WHERE feed = old.feed AND key = old.key; END"
+    )
+
+
+def _cached(store: Store, link: str) -> dict[str, Any] | None:
+    row = store.db.execute("SELECT * FROM articles WHERE link = ?", [link]).fetchone()
+    return dict(row) if row is not None else None
+
+
+def _apply(store: Store, feed: str, key: str, article: dict[str, Any], now: datetime) -> bool:
+    """Give one entry the cached page's outcome; True when its content changed. A page with
+    no more text than the feed's own keeps the feed's text (and says so)."""
+    if article["status"] != "ok":
+        _finish(store, feed, key, "failed", error=article["error"], now=now)
+        return False
+    row = store.db.execute(
+        "SELECT summary, content FROM entries WHERE feed = ? AND key = ?", [feed, key]
+    ).fetchone()
+    if row is None:
+        return False
+    own = max(len(normalised_text(row["summary"])), len(normalised_text(row["content"])))
+    if article["text_length"] <= own:
+        error = (
+            f"the page gave {article['text_length']} characters of text, no more than the "
+            f"feed's own {own}: kept the feed's text"
+        )
+        _finish(store, feed, key, "failed", error=error, now=now)
+        return False
+    # The feed's own text stays, as the summary; the page's becomes the content.
+    store.db.execute(
+        "UPDATE entries SET summary = CASE WHEN summary = '' THEN content ELSE summary END, "
+        "content = ? WHERE feed = ? AND key = ?",
+        [article["content"], feed, key],
+    )
+    _finish(store, feed, key, "extracted", method=article["method"], source=article["url"], now=now)
+    return True
+
+
+def _finish(
+    store: Store,
+    feed: str,
+    key: str,
+    status: str,
+    *,
+    now: datetime,
+    error: str | None = None,
+    method: str | None = None,
+    source: str | None = None,
+) -> None:
+    store.db.execute(
+        "UPDATE entry_articles SET status = ?, error = ?, method = ?, source = ?, done_at = ?, "
+        "next_try = NULL WHERE feed = ? AND key = ?",
+        [status, error, method, source, _ts(now), feed, key],
+    )
+
+
+def mark_entries(
+    store: Store,
+    rec: PollRecord,
+    wanted: Callable[[str], bool],
+    private: Callable[[str], bool] = lambda feed: False,
+) -> int | None:
+    """Called in a poll's write, after its entries: queue the new entries of feeds that want
+    full content (`wanted(feed)`), and those whose link changed. A page already in the cache
+    is applied at once, without a fetch. Returns the new generation when content changed.
+
+    The pages of a feed fetched with credentials (`private(feed)`: a paywall's cookie, say)
+    are cached under that feed alone: what its subscription unlocks never reaches another
+    feed's entries, and a public feed's page is never the one fetched with its cookie."""
+    if not wanted(rec.feed) or not (rec.new or rec.updated):
+        return None
+    scope = rec.feed if private(rec.feed) else None
+    with store._atomic():  # the same unit of work as the poll's own write, when batched
+        changed = False
+        for entry in rec.new:
+            changed |= _mark(store, entry, rec.now, scope, new=True)
+        for entry in rec.updated:
+            changed |= _mark(store, entry, rec.now, scope, new=False)
+        return store.bump_generation() if changed else None
+
+
+def _mark(store: Store, entry: Entry, now: datetime, scope: str | None, *, new: bool) -> bool:
+    if not entry.link:
+        return False
+    # A unit separator never occurs in a link's match key, so a scoped key meets no other.
+    link = match_key(entry.link) if scope is None else f"{scope}\x1f{match_key(entry.link)}"
+    old = store.db.execute(
+        "SELECT link, status FROM entry_articles WHERE feed = ? AND key = ?",
+        [entry.feed, entry.key],
+    ).fetchone()
+    if old is None and not new:
+        return False  # stored before its feed wanted full content: left as it is
+    if old is not None and old["link"] == link:
+        if old["status"] != "extracted":
+            return False  # still pending, or failed for good: nothing to redo
+        # Edited upstream, same page: the update wrote the feed's text back; put the page's
+        # back from the cache instead of fetching the page again.
+        article = _cached(store, link)
+        return article is not None and _apply(store, entry.feed, entry.key, article, now)
+    store.db.execute(
+        "INSERT OR REPLACE INTO entry_articles (feed, key, link, status, attempts, next_try) "
+        "VALUES (?, ?, ?, 'pending', 0, ?)",
+        [entry.feed, entry.key, link, _ts(now)],
+    )
+    article = _cached(store, link)
+    return article is not None and _apply(store, entry.feed, entry.key, article, now)
+
+
+def due(store: Store, now: datetime, limit: int = 200) -> list[Due]:
+    """Pages with pending entries whose next try has come, oldest entries first."""
+    rows = store.db.execute(
+        "SELECT a.link, a.feed, a.key, a.attempts, e.link AS url, e.title "
+        "FROM entry_articles a JOIN entries e ON e.feed = a.feed AND e.key = a.key "
+        "WHERE a.status = 'pending' AND a.next_try <= ? "
+        "ORDER BY a.next_try, e.first_seen LIMIT ?",
+        [_ts(now), limit],
+    ).fetchall()
+    groups: dict[str, list[Any]] = {}
+    for r in rows:
+        if r["url"]:
+            groups.setdefault(r["link"], []).append(r)
+    return [
+        Due(
+            link,
+            rs[0]["url"],
+            tuple((r["feed"], r["key"]) for r in rs),
+            rs[0]["feed"],
+            rs[0]["title"],
+            max(r["attempts"] for r in rs),
+        )
+        for link, rs in groups.items()
+    ]
+
+
+def next_due(store: Store) -> datetime | None:
+    """When the next pending entry comes due (None: nothing pending)."""
+    row = store.db.execute(
+        "SELECT min(next_try) FROM entry_articles WHERE status = 'pending'"
+    ).fetchone()
+    return _dt(row[0]) if row is not None else None
+
+
+def defer(store: Store, link: str, when: datetime) -> None:
+    """Move a page's pending entries to `when`, without counting an attempt (its host asked
+    us to wait, or its robots.txt could not be read yet)."""
+    with store._atomic():
+        store.db.execute(
+            "UPDATE entry_articles SET next_try = ? WHERE link = ? AND status = 'pending'",
+            [_ts(when), link],
+        )
+
+
+def record(
+    store: Store,
+    link: str,
+    article: Article,
+    now: datetime,
+    retry_delays: Sequence[timedelta] = RETRY_DELAYS,
+) -> int | None:
+    """Store what a page gave and apply it to every entry pending on it. Returns the new
+    generation when some entry's content changed."""
+    with store._atomic():
+        return _record(store, link, article, now, retry_delays)
+
+
+def _record(
+    store: Store, link: str, article: Article, now: datetime, retry_delays: Sequence[timedelta]
+) -> int | None:
+    pending = [
+        (r["feed"], r["key"], r["attempts"])
+        for r in store.db.execute(
+            "SELECT feed, key, attempts FROM entry_articles WHERE link = ? AND status = 'pending'",
+            [link],
+        ).fetchall()
+    ]
+    if article.error is not None and article.transient:
+        for feed, key, attempts in pending:
+            tried = attempts + 1
+            if tried > len(retry_delays):
+                error = f"gave up after {tried} attempts: {article.error}"
+                _finish(store, feed, key, "failed", error=error, now=now)
+                continue
+            when = now + retry_delays[tried - 1]
+            if article.retry_at is not None:
+                when = max(when, article.retry_at)
+            store.db.execute(
+                "UPDATE entry_articles SET attempts = ?, next_try = ?, error = ? "
+                "WHERE feed = ? AND key = ?",
+                [tried, _ts(when), article.error, feed, key],
+            )
+        return None
+    row = {
+        "link": link,
+        "status": "failed" if article.error is not None else "ok",
+        "url": article.url,
+        "content": article.content,
+        "text_length": article.text_length,
+        "method": article.method or None,
+        "error": article.error,
+        "fetched_at": _ts(now),
+    }
+    store.db.execute(
+        "INSERT OR REPLACE INTO articles (link, status, url, content, text_length, method, "
+        "error, fetched_at) VALUES (:link, :status, :url, :content, :text_length, :method, "
+        ":error, :fetched_at)",
+        row,
+    )
+    changed = False
+    for feed, key, _ in pending:
+        changed |= _apply(store, feed, key, row, now)
+    return store.bump_generation() if changed else None
+
+
+def counts(store: Store, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+    """Per feed: how many of its entries' articles were extracted, failed, are pending."""
+    rows = store.db.execute(
+        "SELECT feed, status, count(*) AS n FROM entry_articles GROUP BY feed, status"
+    ).fetchall()
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if feeds is None or r["feed"] in feeds:
+            tally = out.setdefault(r["feed"], {"extracted": 0, "failed": 0, "pending": 0})
+            tally[r["status"]] = r["n"]
+    return out
+
+
+def entry_state(store: Store, feed: str, key: str) -> dict[str, Any] | None:
+    """One entry's extraction state (status, attempts, error, method, source), for tests
+    and tools."""
+    row = store.db.execute(
+        "SELECT * FROM entry_articles WHERE feed = ? AND key = ?", [feed, key]
+    ).fetchone()
+    return dict(row) if row is not None else None
