@@ -33,7 +33,7 @@ from .outputs.websub import HubNotifier
 from .runtime import Runtime, open_runtime
 from .server import OutputServer
 from .store.lock import DaemonLock
-from .store.sqlite import StoreThreads
+from .store.threads import StoreThreads
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0

@@ -18,7 +18,8 @@ from .errors import AggregatorError
 from .health import HEARTBEAT_EVERY, FeedBoard, Heartbeat
 from .ingest.resanitize import resanitize
 from .logs import PollTally
-from .store.sqlite import Store, StoreThreads
+from .store.sqlite import Store
+from .store.threads import StoreThreads
 
 log = logging.getLogger("aggregator.daemon")  # the lines operators know, under their logger
 PRUNE_EVERY = timedelta(days=1)

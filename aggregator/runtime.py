@@ -21,7 +21,7 @@ from .ingest.poll import PollContext
 from .ingest.workers import DeadlinePool
 from .metrics import Metrics, TimedFetcher
 from .models import FeedState
-from .store.sqlite import StoreThreads
+from .store.threads import StoreThreads
 
 PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
 

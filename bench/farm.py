@@ -55,7 +55,7 @@ from aggregator.ingest.parse import parse_feed
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import PollOutcome
 from aggregator.runtime import make_fetcher, make_parse_pool
-from aggregator.store.sqlite import StoreThreads
+from aggregator.store.threads import StoreThreads
 
 CHURN_FRACTION = 0.10
 CHURN_ENTRIES = 5
