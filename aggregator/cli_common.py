@@ -46,7 +46,7 @@ def exits_on_errors(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def _config_path(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def _config_path(ctx: click.Context, _param: click.Parameter, value: str) -> str:
     # Given after the command, it wins; else one given before it (`aggregator --config x.toml
     # feeds`); else $AGGREGATOR_CONFIG, else the default (`value` is then one of those).
     if ctx.get_parameter_source("config_path") is ParameterSource.COMMANDLINE:
