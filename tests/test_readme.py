@@ -10,7 +10,7 @@ import pytest
 from aggregator.cli import main
 from aggregator.config.schema import FeedConfig, OutputConfig, Settings
 from aggregator.server import Metrics, OutputServer
-from aggregator.store.sqlite import StoreThreads
+from aggregator.store.threads import StoreThreads
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
