@@ -281,7 +281,15 @@ class PostgresStore:
             # The row is locked until the commit: two writers of one feed take turns, and the
             # state written is the pure step from the state just read.
             states = self._feed_rows("WHERE f.name = %s", [rec.feed], False, lock=True)
-            state = state_after_poll(states[0] if states else None, rec)
+            if not states:
+                # No row to lock yet: make one (or meet the one another writer just made),
+                # or two first polls would both start from nothing and one be lost.
+                self.conn.execute(
+                    "INSERT INTO feeds (name, url) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    [rec.feed, rec.url],
+                )
+                states = self._feed_rows("WHERE f.name = %s", [rec.feed], False, lock=True)
+            state = state_after_poll(states[0], rec)
             self._write_state(state)
             now = _second(rec.now)
             cur = self.conn.cursor()
