@@ -38,7 +38,7 @@ from .models import FeedState, PollOutcome
 from .outputs.websub import HubNotifier
 from .server import OutputServer
 from .store.lock import DaemonLock
-from .store.sqlite import Store
+from .store.protocol import Store
 from .store.threads import StoreThreads
 
 log = logging.getLogger("aggregator.daemon")
