@@ -31,6 +31,7 @@ from .outputs.plan import (
     SERVED_FORMATS,
     Narrow,
     PageNotFound,
+    PlanCache,
     Rendered,
     ServedFormat,
     render_output,
@@ -104,6 +105,7 @@ class OutputServer:
         metrics: Metrics,
         reload_status: Callable[[], dict[str, Any] | None] = lambda: None,
         config_loaded: Callable[[], datetime | None] = lambda: None,
+        plans: PlanCache | None = None,
     ) -> None:
         self.config_loaded = config_loaded
         self.store = store
@@ -112,6 +114,8 @@ class OutputServer:
         self.generation = generation
         self.healthy = healthy
         self.metrics = metrics
+        # An output's plan, shared by the renders of its formats and pages (see plan.py).
+        self.plans = plans if plans is not None else PlanCache()
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
         # The render in flight per page, with the config it renders under.
         self._refreshing: dict[PageKey, tuple[Config, asyncio.Task[tuple[Rendered, Cached]]]] = {}
@@ -206,7 +210,7 @@ class OutputServer:
             since = self._config_since
 
             def render(store: Store) -> tuple[Rendered, Cached]:
-                fresh = render_output(store, config, name, fmt, page, per_page)
+                fresh = render_output(store, config, name, fmt, page, per_page, plans=self.plans)
                 # Compressed on the render thread too: gzip of a big body takes most of a
                 # second, which on the loop would stall every other request.
                 return fresh, make_cached(

@@ -26,13 +26,13 @@ from typing import Any
 from faultserver import FaultServer
 
 from aggregator.config.schema import DEFAULT_USER_AGENT, Config, parse_config
-from aggregator.daemon import make_gates
 from aggregator.ingest.decide import PollPolicy, backoff
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import origin
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.schedule import first_run
 from aggregator.models import FeedState
+from aggregator.runtime import make_gates
 from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 

@@ -23,13 +23,13 @@ import pytest
 from articlesite import STORIES, ArticleSite, Story
 
 from aggregator.config.schema import Config, parse_config
-from aggregator.daemon import make_gates
 from aggregator.ingest.articles import ArticleQueue
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import PollOutcome
 from aggregator.outputs.plan import render_output
+from aggregator.runtime import make_gates
 from aggregator.store import articles as article_store
 from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
