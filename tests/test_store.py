@@ -1,4 +1,5 @@
-"""Tests of aggregator.store.sqlite against real SQLite files in tmp_path."""
+"""Tests of the store against real SQLite files in tmp_path and, through the parametrised
+`store` fixture (conftest.py), the same behaviour against PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tests_support import in_transaction
 
 from aggregator.errors import StoreError
 from aggregator.ingest.identity import identify
@@ -56,15 +58,6 @@ def ok(feed: str, now: datetime = T0, **fields: object) -> PollRecord:
         PollRecord(feed, f"https://{feed}.example/feed.xml", now, "ok", now + timedelta(hours=1)),
         **fields,
     )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "x.db")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @contextlib.contextmanager
@@ -110,6 +103,7 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.sqlite_only("WAL is SQLite's journal mode")
 def test_wal_mode_is_on(store: Store, tmp_path: Path) -> None:
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with raw(tmp_path / "x.db") as conn:
@@ -147,7 +141,7 @@ def test_record_poll_is_all_or_nothing(store: Store) -> None:
     assert store.count_entries("a") == 1
     assert store.feed_state("a") == before
     assert store.generation() == generation
-    assert not store.db.conn.in_transaction
+    assert not in_transaction(store)
     # The connection is still usable after the rollback.
     store.record_poll(ok("a", T0 + timedelta(hours=2), new=(first,)))
     assert store.count_entries("a") == 2
@@ -294,6 +288,7 @@ def test_undated_entry_keeps_first_seen_date_on_update(store: Store) -> None:
     assert stored.last_changed == later
 
 
+@pytest.mark.sqlite_only("holds SQLite's write lock from a second connection to the file")
 def test_check_writable(store: Store, tmp_path: Path) -> None:
     store.check_writable()
 
@@ -576,6 +571,7 @@ def test_insert_statement_lists_the_row_columns_in_order() -> None:
     assert _INSERT_ENTRY.count("?") == len(columns)
 
 
+@pytest.mark.sqlite_only("reads the FTS5 index's own config table")
 def test_full_text_index_merges_in_large_steps(store: Store) -> None:
     config = dict(store.db.execute("SELECT k, v FROM entries_fts_config").fetchall())
     assert (config.get("automerge"), config.get("crisismerge")) == (16, 64)
