@@ -28,7 +28,7 @@ STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh, migrated store: SQLite in tmp_path, then PostgreSQL on the test server."""
     from aggregator.store.postgres import PostgresStore
-    from aggregator.store.sqlite import Store
+    from aggregator.store.sqlite import SqliteStore as Store
 
     if request.param == "sqlite":
         s: Any = Store(tmp_path / "x.db")

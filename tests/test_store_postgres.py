@@ -21,7 +21,7 @@ from aggregator.store.postgres import PostgresStore
 from aggregator.store.postgres_schema import INDEXED_CHARS, MIGRATIONS
 from aggregator.store.postgres_search import QueryError, to_tsquery
 from aggregator.store.search import to_fts
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 pytestmark = pytest.mark.postgres
 
