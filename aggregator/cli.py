@@ -20,7 +20,6 @@ from .cli_common import CONFIG_HELP, CONTEXT, command, fail, load, opened_store
 from .config.schema import CONFIG_ENV
 from .logs import setup_logging
 from .models import StoredEntry
-from .store import articles as article_store
 from .store.backup import backup_database
 from .store.lock import running_daemon
 
@@ -109,7 +108,7 @@ def feeds(config_path: str) -> None:
     config = load(config_path)
     with opened_store(config) as store:
         states = {s.name: s for s in store.feed_states()}
-        articles = article_store.counts(store)
+        articles = store.article_counts()
     rows = [
         (
             "NAME",

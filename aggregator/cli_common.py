@@ -16,7 +16,8 @@ from click.core import ParameterSource
 
 from .config.schema import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
 from .errors import AggregatorError, ConfigError
-from .store.sqlite import Store
+from .store.protocol import Store
+from .store.sqlite import SqliteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -92,7 +93,7 @@ def load(path: str, *, need_secrets: bool = False) -> Config:
 def opened_store(config: Config) -> Iterator[Store]:
     """The config's database, opened (and migrated) for the command, closed after it; a
     database that cannot be opened is a StoreError (exit 1)."""
-    store = Store(config.aggregator.database)
+    store: Store = SqliteStore(config.aggregator.database)
     try:
         yield store
     finally:

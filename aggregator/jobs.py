@@ -18,7 +18,7 @@ from .errors import AggregatorError
 from .health import HEARTBEAT_EVERY, FeedBoard, Heartbeat
 from .ingest.resanitize import resanitize
 from .logs import PollTally
-from .store.sqlite import Store
+from .store.protocol import Store
 from .store.threads import StoreThreads
 
 log = logging.getLogger("aggregator.daemon")  # the lines operators know, under their logger
@@ -71,6 +71,11 @@ async def resanitize_stored(
             log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
 
 
+def _prune(store: Store, now: datetime, retention_days: int, max_per_feed: int) -> int:
+    # Not functools.partial(Store.prune, ...): that is the protocol's own (empty) method.
+    return store.prune(now, retention_days, max_per_feed)
+
+
 async def prunes(store: StoreThreads, config: Callable[[], Config], sleep: Sleep) -> None:
     """Apply retention once a day; the last run is stored, so restarts do not skip it."""
     last = await store.read(lambda s: s.last_prune())
@@ -80,7 +85,7 @@ async def prunes(store: StoreThreads, config: Callable[[], Config], sleep: Sleep
         now = datetime.now(UTC)
         s = config().aggregator
         prune = functools.partial(
-            Store.prune,
+            _prune,
             now=now,
             retention_days=s.retention_days,
             max_per_feed=s.max_entries_per_feed,

@@ -18,7 +18,7 @@ from .metrics import Metrics
 from .outputs.httpcache import Cached, make_cached
 from .outputs.plan import PageNotFound, PlanCache, Rendered, ServedFormat, render_output
 from .outputs.publish import CONTENT_TYPES
-from .store.sqlite import Store
+from .store.protocol import Store
 from .store.threads import StoreThreads
 
 SERVED_TYPES: dict[ServedFormat, str] = {

@@ -36,9 +36,8 @@ from .outputs.plan import (
 )
 from .outputs.tokens import is_admin, may_read, presented, token_query, visible_outputs
 from .rendercache import RenderCache
-from .store import articles as article_store
+from .store.protocol import Store
 from .store.search import to_fts
-from .store.sqlite import Store
 from .store.threads import StoreThreads
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
@@ -227,7 +226,7 @@ class OutputServer:
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
         # Feeds with full_content: how many of their articles were extracted, failed, pending.
-        for name, tally in (await self.store.read(article_store.counts)).items():
+        for name, tally in (await self.store.read(lambda s: s.article_counts())).items():
             if name in feeds:
                 feeds[name]["articles"] = tally
         config = self.config()

@@ -29,7 +29,7 @@ from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
 from aggregator.ingest.poll import digest
 from aggregator.models import PollRecord
 from aggregator.outputs.plan import PlanCache, render_output
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 HEADERS = {"Content-Type": "application/xml"}
@@ -75,7 +75,7 @@ def main() -> None:
     names = list(hostile.HOSTILE)
     with tempfile.TemporaryDirectory() as tmp:
         database = Path(tmp) / "hostile.db"
-        store = Store(database)
+        store = SqliteStore(database)
         limit = args.digest_limit
         print(f"digest (parse, identify, sanitise) of each hostile document, limit {limit:.0f} s")
         for name in names:

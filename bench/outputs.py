@@ -33,7 +33,7 @@ from aiohttp import web
 from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
 from aggregator.models import OutputFormat
 from aggregator.outputs.plan import PlanCache, render_output
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore
 
 OUTPUT = "all"
 OUTPUT_LIMIT = 1000
@@ -55,9 +55,9 @@ def output_config(database: Path, feeds: Sequence[tuple[str, str]]) -> Config:
 
 
 def render_figures(database: Path, feeds: Sequence[tuple[str, str]]) -> None:
-    """Time render_output for each format on a plain Store, in this process (one core)."""
+    """Time render_output for each format on a plain SqliteStore, in this process (one core)."""
     config = output_config(database, feeds)
-    store = Store(database)
+    store = SqliteStore(database)
     plans = PlanCache()  # as the server's: the formats share the first render's plan
     print()
     print(

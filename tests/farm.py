@@ -33,7 +33,7 @@ from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.schedule import first_run
 from aggregator.models import FeedState
 from aggregator.runtime import make_gates
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC

@@ -31,7 +31,7 @@ from aggregator.models import PollOutcome
 from aggregator.outputs.plan import render_output
 from aggregator.runtime import make_gates
 from aggregator.store import articles as article_store
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")

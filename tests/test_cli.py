@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from aggregator.cli import main
 from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 COMMANDS: dict[str, click.Command] = main.commands  # type: ignore[attr-defined]
@@ -42,7 +42,7 @@ def _store_one_entry(path: Path, feed: str) -> None:
         published=now,
         updated=None,
     )
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         store.sync_feeds([(feed, f"https://{feed}.example/feed")])
         new = tuple(identify(feed, [entry], now))

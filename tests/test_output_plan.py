@@ -13,7 +13,7 @@ from aggregator.config.schema import Config, parse_config
 from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
 from aggregator.outputs.plan import PageNotFound, PlanCache, render_output
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 

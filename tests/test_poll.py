@@ -16,7 +16,7 @@ from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome, StoredEntry
 from aggregator.runtime import make_parse_pool
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")

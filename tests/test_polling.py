@@ -25,7 +25,7 @@ from aggregator.ingest.hosts import HostGates, HostLimit, origin
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome
 from aggregator.runtime import make_gates
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from aggregator.errors import StoreError
 from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, PollRecord
 from aggregator.store.backup import backup_database
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -47,7 +47,7 @@ def poll(feed: str, now: datetime, new: list[Entry], updated: list[Entry]) -> Po
 
 def diff(store: Store, feed: str, items: list[ParsedEntry], now: datetime) -> tuple[int, int]:
     """What poll.py decides for these entries: (new, updated), by the store's known hashes."""
-    known = store.known_hashes(feed)
+    known = {key: k.content_hash for key, k in store.known_entries(feed).items()}
     entries = identify(feed, items, now)
     new = [e for e in entries if e.key not in known]
     updated = [e for e in entries if e.key in known and known[e.key] != e.content_hash]

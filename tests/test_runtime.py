@@ -18,7 +18,7 @@ from aggregator.ingest.hosts import origin
 from aggregator.ingest.poll import poll_source
 from aggregator.metrics import Metrics, TimedFetcher
 from aggregator.runtime import open_runtime
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 
 def _feeds(feed_server: FeedServer) -> str:

@@ -19,7 +19,7 @@ from aggregator.errors import ConfigError
 from aggregator.models import PollRecord
 from aggregator.outputs.plan import plan_output
 from aggregator.store.search import check_query, to_fts
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from tests_support import in_transaction
 from aggregator.errors import StoreError
 from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, PollRecord, Validators
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
@@ -186,13 +186,15 @@ def test_feed_states_and_entry_counts(store: Store) -> None:
     assert store.feed_state("missing") is None
 
 
-def test_known_hashes(store: Store) -> None:
+def test_known_entries(store: Store) -> None:
     new = entries("a", parsed(1), parsed(2))
     store.record_poll(ok("a", new=new))
     store.record_poll(ok("b", new=entries("b", parsed(9))))
 
-    assert store.known_hashes("a") == {e.key: e.content_hash for e in new}
-    assert store.known_hashes("nobody") == {}
+    known = store.known_entries("a")
+    assert {key: k.content_hash for key, k in known.items()} == {e.key: e.content_hash for e in new}
+    assert {key: k.uid for key, k in known.items()} == {e.key: e.uid for e in new}
+    assert store.known_entries("nobody") == {}
 
 
 def test_sync_feeds_keeps_state_and_updates_url(store: Store) -> None:
@@ -310,7 +312,7 @@ WRITER = textwrap.dedent(
 
     from aggregator.ingest.identity import identify
     from aggregator.models import ParsedEntry, PollRecord
-    from aggregator.store.sqlite import Store
+    from aggregator.store.sqlite import SqliteStore as Store
 
     store = Store(sys.argv[1])
     store.sync_feeds([("crash", "https://crash.example/feed.xml")])

@@ -21,7 +21,7 @@ from aggregator.store.postgres import PostgresStore
 from aggregator.store.postgres_schema import INDEXED_CHARS, MIGRATIONS
 from aggregator.store.postgres_search import QueryError, to_tsquery
 from aggregator.store.search import to_fts
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 pytestmark = pytest.mark.postgres
 
@@ -133,10 +133,10 @@ def test_a_failing_read_is_a_store_error(pg: PostgresStore, pg_server: PgServer)
     name = pg.path.rsplit("/", 1)[1]
     with psycopg.connect(pg_server.admin_url(name), autocommit=True) as admin:
         admin.execute("ALTER TABLE feeds RENAME TO feeds_gone")
-    with pytest.raises(StoreError, match="reading feed states failed") as caught:
+    with pytest.raises(StoreError, match="feed states failed on postgresql:") as caught:
         pg.feed_states()
     assert isinstance(caught.value.__cause__, psycopg.Error)
-    with pytest.raises(StoreError, match="reading entries failed"):
+    with pytest.raises(StoreError, match="iter entries failed on postgresql:"):
         list(pg.iter_entries(["a"]))
 
 

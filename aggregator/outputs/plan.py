@@ -21,8 +21,8 @@ from ..outputs.opml import Subscription, render_opml
 from ..outputs.pages import SearchBox, render_output_page
 from ..outputs.publish import EPOCH, OutputMeta, entry_updated, render
 from ..outputs.tokens import token_query
+from ..store.protocol import Store
 from ..store.search import within
-from ..store.sqlite import Store
 
 # Everything an output is served as: the three feed formats, its HTML page, its sources' OPML.
 ServedFormat = Literal["atom", "rss", "json", "html", "opml"]
