@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import StoreError
-from ..ingest.identity import Known, uid_for, with_first_seen_date
-from ..models import FeedState, PollRecord, StoredEntry
+from ..ingest.identity import uid_for, with_first_seen_date
+from ..models import FeedState, Known, PollRecord, StoredEntry
 from . import articles, sanitized
 from .connection import SqliteBase, store_errors
 from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow
