@@ -2,11 +2,13 @@
 or a savepoint inside an open one), and every sqlite3 error turned into StoreError. I/O.
 
 Why not sqlite-utils' `Database.atomic()`: it opens with a plain (deferred) BEGIN. A deferred
-transaction takes the write lock only at its first write, and when another connection (a CLI run,
-a backup, a second process) holds it then, SQLite fails the write at once with SQLITE_BUSY
-instead of waiting out busy_timeout: a reader cannot be upgraded to a writer while another
-writer may have changed what it read. BEGIN IMMEDIATE takes the write lock up front, where
-busy_timeout does apply, so a unit of work either waits its turn or never starts.
+transaction starts as a reader and asks for the write lock at its first write; if another
+connection (a CLI run, a second process) committed since its first read, that upgrade fails at
+once with SQLITE_BUSY (BUSY_SNAPSHOT in WAL mode), and busy_timeout cannot help: waiting would
+not make what it read current. Several of ours read before they write (prune picks its
+victims, an article's record reads the entries pending on it), so they would fail under load.
+BEGIN IMMEDIATE takes the write lock up front, where busy_timeout does apply: a unit of work
+waits its turn, then sees the latest commit.
 """
 
 from __future__ import annotations
