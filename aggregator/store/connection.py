@@ -87,7 +87,7 @@ class Atomic:
             else:
                 conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise StoreError(f"cannot start a transaction: {e}") from e
+            raise StoreError(f"cannot start a transaction: {redact(str(e))}") from e
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
@@ -99,20 +99,20 @@ class Atomic:
             if conn.in_transaction:
                 conn.execute("RELEASE unit")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"write failed: {exc}") from exc
+                raise StoreError(f"write failed: {redact(str(exc))}") from exc
             return
         if exc_type is not None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"write failed: {exc}") from exc
+                raise StoreError(f"write failed: {redact(str(exc))}") from exc
             return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise StoreError(f"commit failed: {e}") from e
+            raise StoreError(f"commit failed: {redact(str(e))}") from e
 
 
 @store_errors
@@ -126,7 +126,7 @@ class SqliteBase:
         try:
             self.db = open_database(self.path)
         except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open database {self.path}: {e}") from e
+            raise StoreError(f"cannot open database {self.path}: {redact(str(e))}") from e
 
     def close(self) -> None:
         self.db.close()
@@ -162,6 +162,6 @@ class SqliteBase:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("ROLLBACK")
         except sqlite3.Error as e:
-            raise StoreError(f"database is not writable: {e}") from e
+            raise StoreError(f"database is not writable: {redact(str(e))}") from e
         finally:
             self.db.execute("PRAGMA busy_timeout = 30000")
