@@ -21,7 +21,7 @@ from aiohttp import web
 from .config.schema import Config, OutputConfig
 from .health import FAILING, health_doc
 from .metrics import Metrics
-from .models import FeedState, OutputFormat
+from .models import FeedStatus, OutputFormat
 from .outputs.httpcache import Cached, make_cached, respond
 from .outputs.pages import OutputLink, OutputStatus, render_index, render_status_page
 from .outputs.plan import (
@@ -54,7 +54,7 @@ def _token(request: web.Request) -> str | None:
     return presented(request.query, request.headers)
 
 
-def _feed_json(state: FeedState) -> dict[str, Any]:
+def _feed_json(state: FeedStatus) -> dict[str, Any]:
     def ts(d: datetime | None) -> str | None:
         return d.isoformat() if d else None
 
@@ -200,7 +200,7 @@ class OutputServer:
         self._headers[key] = (config, cache_control, headers)
         return cache_control, headers
 
-    async def _feed_states(self) -> list[FeedState]:
+    async def _feed_states(self) -> list[FeedStatus]:
         names = [f.name for f in self.config().feeds]
         return await self.store.read(lambda s: s.feed_states(names))
 
