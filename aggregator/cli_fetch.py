@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from .cli_common import command, fail, load
-from .config.schema import Config, FeedConfig, parse_duration
-from .ingest.poll import PollContext, poll_source
+from .config.schema import Config, parse_duration
+from .ingest.poll import Feed, PollContext, poll_source
 from .logs import setup_logging
 from .models import PollOutcome
 from .runtime import open_runtime
@@ -35,25 +35,23 @@ async def _fetch_all(
     the article pages of their new entries that want full content."""
     async with open_runtime(config) as runtime:
 
-        async def one(feed: FeedConfig) -> PollOutcome:
-            outcome = await _poll_politely(runtime.ctx, config, feed, deadline)
+        async def one(feed: Feed) -> PollOutcome:
+            outcome = await _poll_politely(runtime.ctx, feed, deadline)
             progress(outcome)
             return outcome
 
-        outcomes = await asyncio.gather(*(one(config.feed(n)) for n in names))
+        outcomes = await asyncio.gather(*(one(runtime.feed(n)) for n in names))
         # The pages of the new entries of full_content feeds, at the hosts' pace.
         await runtime.articles.run(until_idle=True)
         return outcomes
 
 
-async def _poll_politely(
-    ctx: PollContext, config: Config, feed: FeedConfig, deadline: datetime | None
-) -> PollOutcome:
+async def _poll_politely(ctx: PollContext, feed: Feed, deadline: datetime | None) -> PollOutcome:
     """One poll, waiting for the feed's host turn or Retry-After when it comes before the
     deadline; a deferral past it is returned with why."""
     while True:
         now = datetime.now(UTC)
-        outcome = await poll_source(ctx, feed.name, feed.url, now, policy=config.policy_of(feed))
+        outcome = await poll_source(ctx, feed, now)
         when = outcome.next_poll
         if outcome.status != "deferred" or when is None:
             return outcome

@@ -26,7 +26,7 @@ from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .config.schema import Config, FeedConfig, load_config
 from .errors import AggregatorError, ConfigError
 from .ingest.poll import poll_source
-from .ingest.schedule import FeedScheduler, first_run, jitter
+from .ingest.schedule import FeedScheduler, first_poll
 from .logs import PollTally, setup_logging
 from .metrics import Metrics, record_outcome
 from .models import FeedState, PollOutcome
@@ -79,11 +79,9 @@ class Daemon:
         self._in_flight.add(task)
         next_run: datetime | None = None
         try:
-            feed = self.config.feed(name)
+            feed = self._runtime.feed(name)
             now = datetime.now(UTC)
-            outcome: PollOutcome = await poll_source(
-                self._runtime.ctx, feed.name, feed.url, now, policy=self.config.policy_of(feed)
-            )
+            outcome: PollOutcome = await poll_source(self._runtime.ctx, feed, now)
             next_run = outcome.next_poll
             record_outcome(self.metrics, outcome, now)
             self.tally.add(outcome)
@@ -115,27 +113,12 @@ class Daemon:
     def _schedule(
         self, feed: FeedConfig, state: FeedState | None, now: datetime, added: bool = False
     ) -> None:
-        """Arm a feed's first poll after a start from its stored decision; a gone feed waits
-        for its URL to change in the config. A feed `added` by a reload that was never polled
-        is polled now (its host's limits permitting): only a cold start spreads first polls."""
-        if state is not None and state.gone:
+        """Arm a feed's first poll after a start from its stored decision (schedule.first_poll);
+        a gone feed waits for its URL to change in the config."""
+        start = first_poll(state, now, self.config.policy_of(feed), self._rng, added)
+        if start is None:
             log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
             return
-        if added and (state is None or state.last_poll is None):
-            self.scheduler.add(feed.name, now, self._poll)
-            return
-        policy = self.config.policy_of(feed)
-        reason = (state.next_reason or "") if state is not None else ""
-        if not reason or reason.startswith("interval "):
-            # No decision yet, or a plain interval one: a shortened interval applies at once.
-            cap = policy.interval + jitter(policy.interval)
-        elif state is not None and (state.backoff_level > 0 or reason.startswith("Retry-After")):
-            # A feed in backoff or Retry-After keeps its longer wait across a restart.
-            cap = max(policy.max_backoff, policy.max_interval)
-        else:
-            cap = policy.max_interval
-        stored_next = state.next_poll if state is not None else None
-        start = first_run(stored_next, now, policy.interval, self._rng, cap)
         self.scheduler.add(feed.name, start, self._poll)
 
     async def run(self) -> None:

@@ -13,14 +13,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from .config.schema import Config, FeedConfig
+from .config.schema import Config
 from .ingest.articles import ArticleQueue
 from .ingest.fetch import Fetcher
 from .ingest.hosts import HostGates, HostLimit, origin
-from .ingest.poll import PollContext
+from .ingest.poll import Feed, PollContext, feed_of
+from .ingest.schedule import stored_block
 from .ingest.workers import DeadlinePool
 from .metrics import Metrics, TimedFetcher
-from .models import FeedState
+from .models import FeedState, FeedStatus
 from .store.threads import StoreThreads
 
 PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
@@ -62,15 +63,8 @@ def make_gates(
         for url in (feed.url, state.redirect_url if state is not None else None):
             if url:
                 gates.configure(origin(url), limit)
-        if (
-            now is not None
-            and state is not None
-            and state.url == feed.url
-            and state.next_poll is not None
-            and state.next_poll > now
-            and (state.next_reason or "").startswith("Retry-After ")
-        ):
-            gates.block(origin(state.redirect_url or feed.url), state.next_poll)
+        if now is not None and (block := stored_block(state, feed.url, now)) is not None:
+            gates.block(*block)
     return gates
 
 
@@ -85,20 +79,22 @@ class Runtime:
     fetcher: Fetcher
     ctx: PollContext
     articles: ArticleQueue
-    states: dict[str, FeedState]  # as stored when opened (or at the last `follow`)
+    states: dict[str, FeedStatus]  # as stored when opened (or at the last `follow`)
     generation: int  # the store's, when opened
-    _feeds: dict[str, FeedConfig] = field(default_factory=dict)
+    _feeds: dict[str, Feed] = field(default_factory=dict)
     _feeds_of: Config | None = None
 
-    def feed_config(self, name: str) -> FeedConfig | None:
-        """A feed's current settings. Every poll asks (for its credentials and filters): by
-        name from a dict made once per config, not a scan of the feeds."""
+    def feed(self, name: str) -> Feed:
+        """A feed as its polls need it, from the current config (KeyError: not configured).
+        Every poll asks: by name from a dict made once per config (the feeds' rules compiled
+        then), not a scan of the feeds."""
         if self._feeds_of is not self.config:
-            self._feeds = {f.name: f for f in self.config.feeds}
-            self._feeds_of = self.config
-        return self._feeds.get(name)
+            config = self.config
+            self._feeds = {f.name: feed_of(f, config.policy_of(f)) for f in config.feeds}
+            self._feeds_of = config
+        return self._feeds[name]
 
-    def follow(self, config: Config, states: Mapping[str, FeedState], now: datetime) -> None:
+    def follow(self, config: Config, states: Mapping[str, FeedStatus], now: datetime) -> None:
         """Apply a reloaded config: host limits, sanitiser and parse limits, parse deadline.
         `states` are the feeds' stored states as of now (after the config's feeds synced)."""
         self.config = config
@@ -158,7 +154,6 @@ async def open_runtime(
                     store,
                     pool,
                     on_write,
-                    lambda name: rt.feed_config(name),
                     hosts=make_gates(config, states, datetime.now(UTC)),
                     work=asyncio.Semaphore(s.max_concurrency),
                     embed_hosts=frozenset(s.embed_hosts),

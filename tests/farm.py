@@ -29,7 +29,7 @@ from aggregator.config.schema import DEFAULT_USER_AGENT, Config, parse_config
 from aggregator.ingest.decide import PollPolicy, backoff
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import origin
-from aggregator.ingest.poll import PollContext, poll_source
+from aggregator.ingest.poll import PollContext, feed_of, poll_source
 from aggregator.ingest.schedule import first_run
 from aggregator.models import FeedState
 from aggregator.runtime import make_gates
@@ -191,17 +191,16 @@ def simulate(farm: Farm, db: Path, duration: timedelta = HOUR, seed: int = 1) ->
                 ctx = PollContext(
                     fetcher, store, None, hosts=make_gates(farm.config), rng=random.Random(seed)
                 )
-                feeds = {f.name: f for f in farm.config.feeds}
-                policies = {n: farm.config.policy_of(f) for n, f in feeds.items()}
+                feeds = {f.name: feed_of(f, farm.config.policy_of(f)) for f in farm.config.feeds}
                 due: dict[str, datetime | None] = {
-                    n: first_run(None, T0, p.interval, rng) for n, p in policies.items()
+                    n: first_run(None, T0, f.policy.interval, rng) for n, f in feeds.items()
                 }
                 end = T0 + duration
                 while farm.clock.now < end:
                     now = farm.clock.now
                     ready = [n for n, when in due.items() if when is not None and when <= now]
                     results = await asyncio.gather(
-                        *(poll_source(ctx, n, feeds[n].url, now, policy=policies[n]) for n in ready)
+                        *(poll_source(ctx, feeds[n], now) for n in ready)
                     )
                     for n, outcome in zip(ready, results, strict=True):
                         due[n] = outcome.next_poll

@@ -25,7 +25,7 @@ from articlesite import STORIES, ArticleSite, Story
 from aggregator.config.schema import Config, parse_config
 from aggregator.ingest.articles import ArticleQueue
 from aggregator.ingest.fetch import Fetcher
-from aggregator.ingest.poll import PollContext, poll_source
+from aggregator.ingest.poll import PollContext, feed_of, poll_source
 from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import PollOutcome
 from aggregator.outputs.plan import render_output
@@ -72,12 +72,10 @@ class Harness:
     store: StoreThreads
 
     async def poll(self, name: str) -> PollOutcome:
-        feed = self.config.feed(name)
+        feed = feed_of(self.config.feed(name), self.config.policy_of(self.config.feed(name)))
         while True:
             now = datetime.now(UTC)
-            outcome = await poll_source(
-                self.ctx, name, feed.url, now, policy=self.config.policy_of(feed)
-            )
+            outcome = await poll_source(self.ctx, feed, now)
             if outcome.status != "deferred" or outcome.next_poll is None:
                 return outcome
             await asyncio.sleep(max(0.0, (outcome.next_poll - now).total_seconds()))
@@ -126,7 +124,6 @@ def run(
                     fetcher,
                     store,
                     pool,
-                    feed_config=lambda n: config.feed(n),
                     hosts=gates,
                     articles=queue,
                 )

@@ -3,6 +3,7 @@ unusable guids, a mass guid change, volatile-only edits, update_policy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,8 +12,9 @@ from feedserver import FeedServer
 from test_poll import T0, entries_of, poll, run_polls, state_of
 
 from aggregator.config.schema import FeedConfig
+from aggregator.ingest.decide import PollPolicy
 from aggregator.ingest.identity import guids_unusable, stable_hash
-from aggregator.ingest.poll import PollContext
+from aggregator.ingest.poll import PollContext, feed_of, poll_source
 from aggregator.models import ParsedEntry
 
 
@@ -53,12 +55,15 @@ def _polls(
     url = feed_server.url("/f.xml")
 
     async def go(ctx: PollContext) -> list[tuple[int, int]]:
-        if feed is not None:
-            ctx = PollContext(ctx.fetcher, ctx.store, ctx.parse_pool, feed_config=lambda n: feed)
         out = []
         for i, doc in enumerate(docs):
             feed_server.serve_bytes("/f.xml", doc, etag=False, last_modified=False)
-            o = await poll(ctx, "f", url, T0 + timedelta(hours=i))
+            now = T0 + timedelta(hours=i)
+            if feed is None:
+                o = await poll(ctx, "f", url, now)
+            else:
+                policy = PollPolicy(timedelta(hours=1), jitter=False)
+                o = await poll_source(ctx, replace(feed_of(feed, policy), url=url), now)
             assert o.status == "ok", o.error
             out.append((o.new, o.updated))
         return out

@@ -56,10 +56,7 @@ def test_a_runtime_polls_through_its_context_and_commits_at_close(
             assert isinstance(rt.fetcher, TimedFetcher)
             now = datetime.now(UTC)
             outcomes = await asyncio.gather(
-                *(
-                    poll_source(rt.ctx, f.name, f.url, now, policy=config.policy_of(f))
-                    for f in config.feeds
-                )
+                *(poll_source(rt.ctx, rt.feed(f.name), now) for f in config.feeds)
             )
             return [o.status for o in outcomes]
 
@@ -85,7 +82,7 @@ def test_a_failure_inside_the_runtime_still_closes_it_in_order(
     async def scenario() -> None:
         async with open_runtime(config) as rt:
             f = config.feed("one")
-            await poll_source(rt.ctx, f.name, f.url, datetime.now(UTC), policy=config.policy_of(f))
+            await poll_source(rt.ctx, rt.feed(f.name), datetime.now(UTC))
             raise RuntimeError("the caller's own failure")
 
     with pytest.raises(RuntimeError, match="the caller's own failure"):
@@ -111,10 +108,11 @@ def test_follow_swaps_the_context_and_leaves_polls_under_way_theirs(
     async def scenario() -> None:
         async with open_runtime(config) as rt:
             before = rt.ctx
-            assert rt.feed_config("one") is config.feed("one")
+            assert rt.feed("one").policy == config.policy_of(config.feed("one"))
             rt.follow(reloaded, rt.states, datetime.now(UTC))
             assert rt.ctx is not before and rt.ctx.store is before.store
-            assert rt.config is reloaded and rt.feed_config("one") is reloaded.feed("one")
+            assert rt.config is reloaded
+            assert rt.feed("one").policy == reloaded.policy_of(reloaded.feed("one"))
             host = origin(reloaded.feed("one").url)
             assert rt.ctx.hosts.limit(host).delay == timedelta(seconds=7)
             assert before.hosts.limit(host).delay != timedelta(seconds=7)
