@@ -92,7 +92,7 @@ def render(config_path: str, output: str, fmt: str, page: int | None) -> None:
     from .outputs.plan import PageNotFound, render_output
 
     config = _load(config_path, need_secrets=True)
-    if not any(o.name == output for o in config.outputs):
+    if output not in config.outputs:
         click.echo(f"error: no output named {output!r} in {config_path}", err=True)
         sys.exit(2)
     store = _open_store(config)
@@ -143,7 +143,7 @@ def feeds(config_path: str) -> None:
         )
     ]
     notes = []
-    for f in config.feeds:
+    for f in config.feeds.values():
         s = states.get(f.name)
         if s is None:
             rows.append((f.name, "pending", "-", "-", "", "0", "-", "0", ""))
@@ -191,9 +191,9 @@ def extract(
 
     config = _load(config_path)
     if feed_name is not None:
-        if not any(f.name == feed_name for f in config.feeds):
+        feed = config.feeds.get(feed_name)
+        if feed is None:
             _fail(f"no feed named {feed_name!r} in {config_path}", 2)
-        feed = config.feed(feed_name)
         selector = selector or feed.content_selector
         remove = remove or feed.remove_selectors
     try:
@@ -247,7 +247,7 @@ def preview(config_path: str, output: str) -> None:
     from .outputs.plan import plan_output
 
     config = _load(config_path)
-    if not any(o.name == output for o in config.outputs):
+    if output not in config.outputs:
         click.echo(f"error: no output named {output!r} in {config_path}", err=True)
         sys.exit(2)
     store = _open_store(config)
@@ -360,8 +360,8 @@ def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
     try:
         result = parse_opml(
             opml_file.read_bytes(),
-            known_urls=[f.url for f in config.feeds],
-            known_names=[f.name for f in config.feeds],
+            known_urls=[f.url for f in config.feeds.values()],
+            known_names=list(config.feeds),
         )
     except (OSError, ValueError) as e:
         _fail(f"{opml_file}: {e}", 2)
@@ -397,7 +397,7 @@ def export_opml(config_path: str, title: str) -> None:
         finally:
             store.close()
     subs = []
-    for f in config.feeds:
+    for f in config.feeds.values():
         state = states.get(f.name)
         subs.append(
             Subscription(

@@ -8,7 +8,8 @@ from typing import NoReturn
 
 import click
 
-from .config.schema import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
+from .config.load import CONFIG_ENV, DEFAULT_CONFIG, load_config
+from .config.resolved import Config
 from .errors import AggregatorError, ConfigError
 from .store.sqlite import Store
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .config.schema import Config
+from .config.resolved import Config
 from .daemon import make_fetcher
 from .errors import FetchError
 from .ingest.articles import ACCEPT_HTML

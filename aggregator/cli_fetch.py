@@ -16,7 +16,8 @@ import click
 
 from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
-from .config.schema import Config, FeedConfig, parse_duration
+from .config.resolved import Config, Feed
+from .config.values import parse_duration
 from .daemon import make_fetcher, make_gates, make_parse_pool
 from .errors import AggregatorError
 from .ingest.articles import ArticleQueue
@@ -40,8 +41,9 @@ async def _fetch_all(
         config.aggregator.parse_workers, config.aggregator.parse_timeout.total_seconds()
     )
     try:
-        feeds = [config.feed(n) for n in names]
-        await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
+        feeds = [config.feeds[n] for n in names]
+        rows = [(f.name, f.url) for f in config.feeds.values()]
+        await store.write(lambda s: s.sync_feeds(rows))
         states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
         async with make_fetcher(config) as fetcher:
             gates = make_gates(config, states, datetime.now(UTC))
@@ -50,20 +52,18 @@ async def _fetch_all(
                 fetcher,
                 store,
                 pool,
-                feed_config=lambda n: config.feed(n),
+                feed_config=config.feeds.get,
                 hosts=gates,
                 work=asyncio.Semaphore(config.aggregator.max_concurrency),
                 embed_hosts=frozenset(config.aggregator.embed_hosts),
                 articles=articles,
-                limits=config.aggregator.limits(),
+                limits=config.aggregator.limits,
             )
 
-            async def one(feed: FeedConfig) -> PollOutcome:
+            async def one(feed: Feed) -> PollOutcome:
                 while True:
                     now = datetime.now(UTC)
-                    outcome = await poll_source(
-                        ctx, feed.name, feed.url, now, policy=config.policy_of(feed)
-                    )
+                    outcome = await poll_source(ctx, feed.name, feed.url, now, policy=feed.policy)
                     when = outcome.next_poll
                     if outcome.status != "deferred" or when is None:
                         break
@@ -108,12 +108,11 @@ def fetch(config_path: str, feed_names: tuple[str, ...], max_wait: str) -> None:
         _fail(f"--max-wait: {e}", 2)
     fmt = config.aggregator.log_format
     handler = setup_logging("warning", fmt)
-    known = {f.name for f in config.feeds}
     for name in feed_names:
-        if name not in known:
+        if name not in config.feeds:
             click.echo(f"error: no feed named {name!r} in {config_path}", err=True)
             sys.exit(2)
-    names = list(feed_names) or [f.name for f in config.feeds]
+    names = list(feed_names) or list(config.feeds)
     started = datetime.now(UTC)
     # No bar between JSON log lines: they are for a machine, and the bar would break them.
     bar_file = open(os.devnull, "w") if fmt == "json" else sys.stderr  # noqa: SIM115

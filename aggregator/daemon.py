@@ -21,8 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .config.load import load_config
 from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
-from .config.schema import Config, FeedConfig, load_config
+from .config.resolved import Config, Feed
 from .errors import AggregatorError, ConfigError
 from .health import HEARTBEAT_EVERY, Heartbeat
 from .ingest.articles import ArticleQueue
@@ -84,9 +85,8 @@ def make_gates(
     """
     s = config.aggregator
     gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
-    for feed in config.feeds:
-        policy = config.policy_of(feed)
-        limit = HostLimit(policy.host_concurrency, policy.host_delay)
+    for feed in config.feeds.values():
+        limit = HostLimit(feed.policy.host_concurrency, feed.policy.host_delay)
         state = (states or {}).get(feed.name)
         for url in (feed.url, state.redirect_url if state is not None else None):
             if url:
@@ -147,8 +147,6 @@ class Daemon:
         self._ctx: PollContext | None = None
         self._rng = random.Random()
         self._notifier: HubNotifier | None = None
-        self._feeds: dict[str, FeedConfig] = {}
-        self._feeds_of: Config | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -164,10 +162,10 @@ class Daemon:
         self._in_flight.add(task)
         next_run: datetime | None = None
         try:
-            feed = self.config.feed(name)
+            feed = self.config.feeds[name]
             now = datetime.now(UTC)
             outcome: PollOutcome = await poll_source(
-                self._ctx, feed.name, feed.url, now, policy=self.config.policy_of(feed)
+                self._ctx, feed.name, feed.url, now, policy=feed.policy
             )
             next_run = outcome.next_poll
             record_outcome(self.metrics, outcome, now)
@@ -198,7 +196,7 @@ class Daemon:
             self.scheduler.add(name, max(next_run, soonest), self._poll)
 
     def _schedule(
-        self, feed: FeedConfig, state: FeedState | None, now: datetime, added: bool = False
+        self, feed: Feed, state: FeedState | None, now: datetime, added: bool = False
     ) -> None:
         """Arm a feed's first poll after a start from its stored decision; a gone feed waits
         for its URL to change in the config. A feed `added` by a reload that was never polled
@@ -209,7 +207,7 @@ class Daemon:
         if added and (state is None or state.last_poll is None):
             self.scheduler.add(feed.name, now, self._poll)
             return
-        policy = self.config.policy_of(feed)
+        policy = feed.policy
         reason = (state.next_reason or "") if state is not None else ""
         if not reason or reason.startswith("interval "):
             # No decision yet, or a plain interval one: a shortened interval applies at once.
@@ -223,13 +221,9 @@ class Daemon:
         start = first_run(stored_next, now, policy.interval, self._rng, cap)
         self.scheduler.add(feed.name, start, self._poll)
 
-    def _feed_config(self, name: str) -> FeedConfig | None:
-        # Read through self.config on every poll, so a reloaded config applies at once; by
-        # name from a dict made once per config, as every poll asks (for its credentials).
-        if self._feeds_of is not self.config:
-            self._feeds = {f.name: f for f in self.config.feeds}
-            self._feeds_of = self.config
-        return self._feeds.get(name)
+    def _feed_config(self, name: str) -> Feed | None:
+        # Read through self.config on every poll, so a reloaded config applies at once.
+        return self.config.feeds.get(name)
 
     async def run(self) -> None:
         settings = self.config.aggregator
@@ -251,11 +245,11 @@ class Daemon:
         pool = make_parse_pool(settings.parse_workers, settings.parse_timeout.total_seconds())
         runner: web.AppRunner | None = None
         try:
-            feeds = [(f.name, f.url) for f in self.config.feeds]
+            feeds = [(f.name, f.url) for f in self.config.feeds.values()]
             await store.write(lambda s: s.sync_feeds(feeds))
             self.generation = await store.read(lambda s: s.generation())
             states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
-            self.metrics.board.reset([f.name for f in self.config.feeds], states)
+            self.metrics.board.reset(list(self.config.feeds), states)
             async with make_fetcher(self.config, self.metrics) as fetcher:
                 now = datetime.now(UTC)
                 articles = make_article_queue(self, store, fetcher, pool)
@@ -269,7 +263,7 @@ class Daemon:
                     work=asyncio.Semaphore(self.config.aggregator.max_concurrency),
                     embed_hosts=frozenset(self.config.aggregator.embed_hosts),
                     articles=articles,
-                    limits=self.config.aggregator.limits(),
+                    limits=self.config.aggregator.limits,
                 )
                 server = OutputServer(
                     store,
@@ -282,7 +276,7 @@ class Daemon:
                 )
                 notifier_task = await self._start_notifier(server)
                 now = datetime.now(UTC)
-                for feed in self.config.feeds:
+                for feed in self.config.feeds.values():
                     self._schedule(feed, states.get(feed.name), now)
                 self.scheduler.start()
                 runner = web.AppRunner(server.app(), access_log=None)
@@ -416,7 +410,7 @@ class Daemon:
         plan = plan_reload(old, new)
         assert self._store is not None
         # Rows first: a feed is in the database before its first poll can fire.
-        feeds = [(f.name, f.url) for f in new.feeds]
+        feeds = [(f.name, f.url) for f in new.feeds.values()]
         await self._store.write(lambda s: s.sync_feeds(feeds))
         if self._ctx is not None:
             # sync_feeds drops a changed URL's validators and state: read them afresh.
@@ -425,7 +419,7 @@ class Daemon:
         # Swapped whole: the server drops its render cache when the Config object changes,
         # and every poll reads its feed's url from the current config.
         self.config = new
-        self.metrics.board.reset([f.name for f in new.feeds], states)
+        self.metrics.board.reset(list(new.feeds), states)
         for name in plan.removed:
             self.scheduler.remove(name)
         if self._ctx is not None:
@@ -434,7 +428,7 @@ class Daemon:
                 self._ctx,
                 hosts=make_gates(new, states, now),
                 embed_hosts=frozenset(new.aggregator.embed_hosts),
-                limits=new.aggregator.limits(),
+                limits=new.aggregator.limits,
             )
             if isinstance(self._ctx.parse_pool, DeadlinePool):
                 self._ctx.parse_pool.deadline = new.aggregator.parse_timeout.total_seconds()
@@ -490,7 +484,7 @@ class Daemon:
                     self._store,
                     self._ctx.parse_pool,
                     frozenset(s.embed_hosts),
-                    s.limits(),
+                    s.limits,
                     self._on_write,
                 )
             except AggregatorError as e:
