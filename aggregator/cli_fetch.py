@@ -24,7 +24,7 @@ from .ingest.articles import ArticleQueue
 from .ingest.poll import PollContext, poll_source
 from .logs import setup_logging
 from .models import PollOutcome
-from .store.sqlite import StoreThreads
+from .store.threads import StoreThreads
 
 MAX_CLI_WAIT = timedelta(minutes=2)  # a deferral's longest wait when no deadline is given
 STATUSES = ("ok", "not_modified", "unchanged", "error", "gone")

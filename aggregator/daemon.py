@@ -39,7 +39,8 @@ from .models import FeedState, PollOutcome
 from .outputs.websub import HubNotifier
 from .server import OutputServer
 from .store.lock import DaemonLock
-from .store.sqlite import Store, StoreThreads
+from .store.sqlite import Store
+from .store.threads import StoreThreads
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0

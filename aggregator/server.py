@@ -39,7 +39,8 @@ from .outputs.publish import CONTENT_TYPES
 from .outputs.tokens import is_admin, may_read, presented, token_query, visible_outputs
 from .store import articles as article_store
 from .store.search import to_fts
-from .store.sqlite import Store, StoreThreads
+from .store.sqlite import Store
+from .store.threads import StoreThreads
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
 SERVED_TYPES: dict[ServedFormat, str] = {

@@ -54,7 +54,7 @@ from aggregator.ingest.hosts import HostGates, HostLimit
 from aggregator.ingest.parse import parse_feed
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import PollOutcome
-from aggregator.store.sqlite import StoreThreads
+from aggregator.store.threads import StoreThreads
 
 CHURN_FRACTION = 0.10
 CHURN_ENTRIES = 5

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 from feedserver import DATA_DIR, FeedServer, feed_server
+from pgserver import describe as describe_pg
+from pgserver import pg_server, pg_url
 
-__all__ = ["DATA_DIR", "FeedServer", "feed_server"]
+__all__ = ["DATA_DIR", "FeedServer", "feed_server", "pg_server", "pg_url"]
+
+
+def pytest_report_header() -> str:
+    # One line up front: whether the PostgreSQL store's tests run here, and if not, why.
+    return describe_pg()
 
 
 def free_port() -> int:

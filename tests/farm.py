@@ -35,7 +35,8 @@ from aggregator.ingest.hosts import origin
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.schedule import first_run
 from aggregator.models import FeedState
-from aggregator.store.sqlite import Store, StoreThreads
+from aggregator.store.sqlite import Store
+from aggregator.store.threads import StoreThreads
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
 HOUR = timedelta(hours=1)

@@ -32,7 +32,8 @@ from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import PollOutcome
 from aggregator.outputs.plan import render_output
 from aggregator.store import articles as article_store
-from aggregator.store.sqlite import Store, StoreThreads
+from aggregator.store.sqlite import Store
+from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")
 QUICK = (timedelta(seconds=0.2), timedelta(seconds=0.2), timedelta(seconds=0.2))

@@ -16,7 +16,8 @@ from aggregator.daemon import make_parse_pool
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome, StoredEntry
-from aggregator.store.sqlite import Store, StoreThreads
+from aggregator.store.sqlite import Store
+from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

@@ -26,7 +26,8 @@ from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import HostGates, HostLimit, origin
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome
-from aggregator.store.sqlite import Store, StoreThreads
+from aggregator.store.sqlite import Store
+from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

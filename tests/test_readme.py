@@ -11,7 +11,7 @@ from aggregator.cli import main
 from aggregator.config.schema import FeedTable, OutputTable
 from aggregator.config.settings import AggregatorTable
 from aggregator.server import Metrics, OutputServer
-from aggregator.store.sqlite import StoreThreads
+from aggregator.store.threads import StoreThreads
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

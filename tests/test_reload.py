@@ -12,7 +12,7 @@ from pathlib import Path
 from aggregator.config.load import load_config, parse_config
 from aggregator.config.reload import ConfigWatcher, plan_reload
 from aggregator.daemon import Daemon
-from aggregator.store.sqlite import StoreThreads
+from aggregator.store.threads import StoreThreads
 
 FEEDS = """
 [[feeds]]

@@ -14,7 +14,8 @@ from aggregator.ingest.limits import DEFAULT_LIMITS
 from aggregator.ingest.resanitize import BATCH_ROWS, policy_of, resanitize
 from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import ParsedEntry
-from aggregator.store.sqlite import Store, StoreThreads
+from aggregator.store.sqlite import Store
+from aggregator.store.threads import StoreThreads
 
 PLAYER = '<iframe src="https://www.youtube.com/embed/abc"></iframe>'
 DEEP = "<div>" * 100_000 + "deep" + "</div>" * 100_000

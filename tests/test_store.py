@@ -420,7 +420,7 @@ def test_batched_writes_commit_each_poll_whole_and_alone(tmp_path: Path) -> None
     sees the error."""
     import asyncio
 
-    from aggregator.store.sqlite import StoreThreads
+    from aggregator.store.threads import StoreThreads
 
     good = [ok(f"f{i}", new=entries(f"f{i}", parsed(1), parsed(2))) for i in range(5)]
     twice = entries("bad", parsed(1))
@@ -450,7 +450,7 @@ def test_batched_writes_commit_each_poll_whole_and_alone(tmp_path: Path) -> None
 def test_batched_reads_return_each_callers_result(tmp_path: Path) -> None:
     import asyncio
 
-    from aggregator.store.sqlite import StoreThreads
+    from aggregator.store.threads import StoreThreads
 
     async def scenario() -> list[object]:
         threads = StoreThreads(tmp_path / "x.db")
@@ -479,7 +479,7 @@ def test_batched_calls_free_what_they_carried_without_the_cyclic_collector(
     import gc
     import weakref
 
-    from aggregator.store.sqlite import StoreThreads
+    from aggregator.store.threads import StoreThreads
 
     class Payload:
         pass
@@ -564,7 +564,7 @@ def test_state_after_poll_is_what_record_poll_stores(store: Store) -> None:
 def test_insert_statement_lists_the_row_columns_in_order() -> None:
     import re
 
-    from aggregator.store.sqlite import _INSERT_ENTRY, _entry_row
+    from aggregator.store.rows import _INSERT_ENTRY, _entry_row
 
     [e] = entries("f", parsed(1))
     named = re.search(r"\(([^)]*)\) VALUES", _INSERT_ENTRY)
@@ -608,7 +608,7 @@ def test_closing_commits_lingering_writes_and_refuses_later_ones(tmp_path: Path)
     fails with StoreError instead of a traceback in the event loop."""
     import asyncio
 
-    from aggregator.store.sqlite import StoreThreads
+    from aggregator.store.threads import StoreThreads
 
     rec = ok("a", new=entries("a", parsed(1)))
 

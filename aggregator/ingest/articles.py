@@ -31,7 +31,8 @@ from ..ingest.workers import WorkTimeout
 from ..models import Fetched, PollRecord
 from ..store import articles as article_store
 from ..store.articles import Article, Due
-from ..store.sqlite import Store, StoreThreads
+from ..store.sqlite import Store
+from ..store.threads import StoreThreads
 
 ACCEPT_HTML = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
 # Seconds one page's extraction may take, on top of the parse workers' parse_timeout (which

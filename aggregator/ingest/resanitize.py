@@ -14,7 +14,8 @@ from ..ingest.identity import clean_text
 from ..ingest.limits import Limits, Tally, cut_html
 from ..ingest.sanitize import SANITIZER_POLICY, sanitize_html
 from ..ingest.workers import WorkerDied, WorkTimeout
-from ..store.sqlite import Store, StoreThreads
+from ..store.sqlite import Store
+from ..store.threads import StoreThreads
 
 # Why: content is sanitised at ingest and stored sanitised, and renders never sanitise again (an
 # entry of HTML nested 100,000 deep cost every render 33 s when they did). So a change of policy

@@ -1,7 +1,7 @@
 """The article tables: per-entry extraction state and the article cache by canonical link. I/O.
 
 Functions over a `Store` (run on the store threads like every other query). Two tables, made
-by migration m008:
+by migration m008 (see schema.py):
 
 - `entry_articles` (feed, key): what became of one entry's article: `pending` (with its
   attempts and next try), `extracted` (its content came from the page: `method`, `source`)
@@ -22,7 +22,8 @@ from typing import Any
 from ..ingest.extract import normalised_text
 from ..models import Entry, PollRecord
 from ..outputs.dedupe import match_key
-from ..store.sqlite import Store, _dt, _ts
+from .rows import _dt, _ts
+from .sqlite import Store
 
 # Delays before the 2nd, 3rd, ... attempt of a page that failed for a reason that may pass
 # (a timeout, a 5xx, a 429); after the last one the entry is left alone, marked failed.
@@ -53,48 +54,6 @@ class Article:
     error: str | None = None
     transient: bool = False
     retry_at: datetime | None = None
-
-
-def create_tables(db: Any) -> None:
-    """The schema of migration m008."""
-    db.execute(
-        """
-        CREATE TABLE articles (
-            link TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            url TEXT NOT NULL,
-            content TEXT NOT NULL,
-            text_length INTEGER NOT NULL,
-            method TEXT,
-            error TEXT,
-            fetched_at TEXT NOT NULL
-        )
-        """
-    )
-    db.execute(
-        """
-        CREATE TABLE entry_articles (
-            feed TEXT NOT NULL,
-            key TEXT NOT NULL,
-            link TEXT NOT NULL,
-            status TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            next_try TEXT,
-            error TEXT,
-            method TEXT,
-            source TEXT,
-            done_at TEXT,
-            PRIMARY KEY (feed, key)
-        )
-        """
-    )
-    db.execute("CREATE INDEX entry_articles_due ON entry_articles (status, next_try)")
-    db.execute("CREATE INDEX entry_articles_link ON entry_articles (link)")
-    # A pruned entry takes its extraction state with it.
-    db.execute(
-        "CREATE TRIGGER entry_articles_ad AFTER DELETE ON entries BEGIN "
-        "DELETE FROM entry_articles WHERE feed = old.feed AND key = old.key; END"
-    )
 
 
 def _cached(store: Store, link: str) -> dict[str, Any] | None:

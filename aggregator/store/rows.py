@@ -1,0 +1,157 @@
+"""Rows ↔ models: how entries, feed state, hints and timestamps are written in SQLite and read
+back. Pure (no I/O): dicts and rows in, models out.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from ..ingest.identity import clean_text
+from ..ingest.media import authors_from_json, authors_json, media_from_json, media_json
+from ..models import Entry, FeedHints, FeedState, StoredEntry, Validators
+
+
+def _ts(when: datetime | None) -> str | None:
+    """Timestamps are stored as fixed-width UTC ISO 8601 text, so they sort as strings."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _second(when: datetime) -> datetime:
+    """`when` as a stored timestamp reads back: UTC, whole seconds (what _dt(_ts(when)) gives)."""
+    return when.astimezone(UTC).replace(microsecond=0)
+
+
+def _hints_json(hints: FeedHints) -> str:
+    return json.dumps(
+        {
+            "ttl_minutes": hints.ttl_minutes,
+            "update_minutes": hints.update_minutes,
+            "skip_hours": list(hints.skip_hours),
+            "skip_days": list(hints.skip_days),
+        }
+    )
+
+
+def _hints_from(text: str | None) -> FeedHints:
+    if not text:
+        return FeedHints()
+    d = json.loads(text)
+    return FeedHints(
+        ttl_minutes=d.get("ttl_minutes"),
+        update_minutes=d.get("update_minutes"),
+        skip_hours=tuple(d.get("skip_hours") or ()),
+        skip_days=tuple(d.get("skip_days") or ()),
+    )
+
+
+def _entry_row(entry: Entry) -> dict[str, Any]:
+    return {
+        "feed": entry.feed,
+        "key": entry.key,
+        "key_kind": entry.key_kind,
+        "uid": entry.uid,
+        "guid": entry.guid,
+        "link": entry.link,
+        "title": entry.title,
+        "summary": entry.summary,
+        "content": entry.content,
+        "author": entry.author,
+        "categories": json.dumps(list(entry.categories), ensure_ascii=False),
+        "published": _ts(entry.published),
+        "updated": _ts(entry.updated),
+        "date_known": int(entry.date_known),
+        "content_hash": entry.content_hash,
+        "stable_hash": entry.stable_hash or None,
+        "media": media_json(entry.media),
+        "authors": authors_json(entry.authors),
+    }
+
+
+_INSERT_ENTRY = (
+    "INSERT INTO entries (feed, key, key_kind, uid, guid, link, title, summary, content, author, "
+    "categories, published, updated, date_known, content_hash, stable_hash, media, authors, "
+    "first_seen, last_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _entry_from_row(row: sqlite3.Row | dict[str, Any]) -> Entry:
+    # Text is cleaned on the way in; cleaning again on the way out means that a row written by
+    # an older version with a character XML forbids cannot break a whole output.
+    published = _dt(row["published"])
+    updated = _dt(row["updated"])
+    assert published is not None and updated is not None
+    return Entry(
+        feed=row["feed"],
+        key=row["key"],
+        key_kind=row["key_kind"],
+        uid=row["uid"],
+        guid=row["guid"],
+        link=row["link"],
+        title=clean_text(row["title"]),
+        summary=clean_text(row["summary"]),
+        content=clean_text(row["content"]),
+        author=clean_text(row["author"]),
+        categories=tuple(clean_text(c) for c in json.loads(row["categories"])),
+        published=published,
+        updated=updated,
+        date_known=bool(row["date_known"]),
+        content_hash=row["content_hash"],
+        stable_hash=row["stable_hash"] or "",
+        media=media_from_json(row["media"]),
+        authors=authors_from_json(row["authors"]),
+    )
+
+
+def _stored_from_row(r: sqlite3.Row) -> StoredEntry:
+    """An entry row joined with its feed's title, url and link (as feed_title, feed_url,
+    feed_link)."""
+    first_seen = _dt(r["first_seen"])
+    last_changed = _dt(r["last_changed"])
+    assert first_seen is not None and last_changed is not None
+    return StoredEntry(
+        entry=_entry_from_row(r),
+        first_seen=first_seen,
+        last_changed=last_changed,
+        feed_title=r["feed_title"] or r["feed"],
+        feed_url=r["feed_url"],
+        feed_link=r["feed_link"],
+    )
+
+
+def _feed_state_from_row(r: sqlite3.Row) -> FeedState:
+    """A feeds row, with its entry_count column (0 when not counted)."""
+    return FeedState(
+        name=r["name"],
+        url=r["url"],
+        title=r["title"],
+        link=r["link"],
+        validators=Validators(r["etag"], r["last_modified"]),
+        body_hash=r["body_hash"],
+        last_poll=_dt(r["last_poll"]),
+        last_ok=_dt(r["last_ok"]),
+        last_status=r["last_status"],
+        http_status=r["http_status"],
+        error_count=r["error_count"],
+        last_error=r["last_error"],
+        next_poll=_dt(r["next_poll"]),
+        warning=r["warning"],
+        entry_count=r["entry_count"],
+        language=r["language"],
+        key_mode=r["key_mode"],
+        next_reason=r["next_reason"],
+        backoff_level=r["backoff_level"],
+        failing_since=_dt(r["failing_since"]),
+        redirect_url=r["redirect_url"],
+        redirect_count=r["redirect_count"],
+        gone=bool(r["gone"]),
+        hints=_hints_from(r["hints"]),
+    )
