@@ -24,10 +24,9 @@ from .cli_common import open_store_or_exit as _open_store
 from .errors import AggregatorError, ConfigError
 from .logs import setup_logging
 from .models import StoredEntry
-from .store import articles as article_store
 from .store.backup import backup_database
 from .store.lock import running_daemon
-from .store.sqlite import Store
+from .store.sqlite import SqliteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,7 +125,7 @@ def feeds(config_path: str) -> None:
     store = _open_store(config)
     try:
         states = {s.name: s for s in store.feed_states()}
-        articles = article_store.counts(store)
+        articles = store.article_counts()
     finally:
         store.close()
     rows = [
@@ -306,7 +305,7 @@ def prune(config_path: str, vacuum: bool) -> None:
     config = _load(config_path)
     s = config.aggregator
     try:
-        store = Store(s.database)
+        store = SqliteStore(s.database)
     except AggregatorError as e:
         _fail(str(e))
     try:

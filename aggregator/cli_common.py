@@ -11,7 +11,8 @@ import click
 from .config.load import CONFIG_ENV, DEFAULT_CONFIG, load_config
 from .config.resolved import Config
 from .errors import AggregatorError, ConfigError
-from .store.sqlite import Store
+from .store.protocol import Store
+from .store.sqlite import SqliteStore
 
 
 def config_option(fn: click.decorators.FC) -> click.decorators.FC:
@@ -45,6 +46,6 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def open_store_or_exit(config: Config) -> Store:
     """The config's database, opened (and migrated), or exit 1 with why it could not be."""
     try:
-        return Store(config.aggregator.database)
+        return SqliteStore(config.aggregator.database)
     except AggregatorError as e:
         fail(str(e))

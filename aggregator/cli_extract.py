@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .config.resolved import Config
-from .daemon import make_fetcher
 from .errors import FetchError
 from .ingest.articles import ACCEPT_HTML
 from .ingest.extract import Extraction, extract_article, headers_content_type
 from .ingest.hosts import origin
 from .ingest.robots import rules_from
 from .models import Fetched
+from .runtime import make_fetcher
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,11 @@ from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
 from .config.resolved import Config, Feed
 from .config.values import parse_duration
-from .daemon import make_fetcher, make_gates, make_parse_pool
 from .errors import AggregatorError
-from .ingest.articles import ArticleQueue
 from .ingest.poll import PollContext, poll_source
 from .logs import setup_logging
 from .models import PollOutcome
-from .store.threads import StoreThreads
+from .runtime import open_runtime
 
 MAX_CLI_WAIT = timedelta(minutes=2)  # a deferral's longest wait when no deadline is given
 STATUSES = ("ok", "not_modified", "unchanged", "error", "gone")
@@ -36,58 +34,39 @@ async def _fetch_all(
     progress: Callable[[PollOutcome], None],
     deadline: datetime | None = None,
 ) -> list[PollOutcome]:
-    store = StoreThreads(config.aggregator.database)
-    pool = make_parse_pool(
-        config.aggregator.parse_workers, config.aggregator.parse_timeout.total_seconds()
-    )
-    try:
-        feeds = [config.feeds[n] for n in names]
-        rows = [(f.name, f.url) for f in config.feeds.values()]
-        await store.write(lambda s: s.sync_feeds(rows))
-        states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
-        async with make_fetcher(config) as fetcher:
-            gates = make_gates(config, states, datetime.now(UTC))
-            articles = ArticleQueue(store, fetcher, pool, lambda: config, lambda: gates)
-            ctx = PollContext(
-                fetcher,
-                store,
-                pool,
-                feed_config=config.feeds.get,
-                hosts=gates,
-                work=asyncio.Semaphore(config.aggregator.max_concurrency),
-                embed_hosts=frozenset(config.aggregator.embed_hosts),
-                articles=articles,
-                limits=config.aggregator.limits,
+    """Poll the named feeds once each, on the daemon's wiring (see runtime.py), then fetch
+    the article pages of their new entries that want full content."""
+    async with open_runtime(config) as runtime:
+
+        async def one(feed: Feed) -> PollOutcome:
+            outcome = await _poll_politely(runtime.ctx, feed, deadline)
+            progress(outcome)
+            return outcome
+
+        outcomes = await asyncio.gather(*(one(config.feeds[n]) for n in names))
+        # The pages of the new entries of full_content feeds, at the hosts' pace.
+        await runtime.articles.run(until_idle=True)
+        return outcomes
+
+
+async def _poll_politely(ctx: PollContext, feed: Feed, deadline: datetime | None) -> PollOutcome:
+    """One poll, waiting for the feed's host turn or Retry-After when it comes before the
+    deadline; a deferral past it is returned with why."""
+    while True:
+        now = datetime.now(UTC)
+        outcome = await poll_source(ctx, feed.name, feed.url, now, policy=feed.policy)
+        when = outcome.next_poll
+        if outcome.status != "deferred" or when is None:
+            return outcome
+        if when > (deadline or now + MAX_CLI_WAIT):
+            # Its turn (host_delay) or the host's Retry-After comes after the deadline:
+            # counted and said, never skipped silently.
+            return replace(
+                outcome,
+                error=f"{outcome.reason}: its turn comes at {when:%H:%M:%S} UTC, after --max-wait",
             )
-
-            async def one(feed: Feed) -> PollOutcome:
-                while True:
-                    now = datetime.now(UTC)
-                    outcome = await poll_source(ctx, feed.name, feed.url, now, policy=feed.policy)
-                    when = outcome.next_poll
-                    if outcome.status != "deferred" or when is None:
-                        break
-                    if when > (deadline or now + MAX_CLI_WAIT):
-                        # Its turn (host_delay) or the host's Retry-After comes after the
-                        # deadline: counted and said, never skipped silently.
-                        outcome = replace(
-                            outcome,
-                            error=f"{outcome.reason}: its turn comes at {when:%H:%M:%S} UTC, "
-                            "after --max-wait",
-                        )
-                        break
-                    # Politeness (host_delay, Retry-After) holds for one-off polls too: wait.
-                    await asyncio.sleep((when - now).total_seconds())
-                progress(outcome)
-                return outcome
-
-            outcomes = await asyncio.gather(*(one(f) for f in feeds))
-            # The pages of the new entries of full_content feeds, at the hosts' pace.
-            await articles.run(until_idle=True)
-            return outcomes
-    finally:
-        pool.shutdown(wait=True)
-        await store.aclose()
+        # Politeness (host_delay, Retry-After) holds for one-off polls too: wait.
+        await asyncio.sleep((when - now).total_seconds())
 
 
 @click.command()

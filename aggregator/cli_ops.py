@@ -25,12 +25,12 @@ from .cli_common import config_option, load_or_exit
 from .cli_common import fail as _fail
 from .config.edit import append_feeds, remove_feed
 from .config.resolved import Config
-from .daemon import make_fetcher, make_parse_pool
 from .errors import AggregatorError, ConfigError
 from .ingest.discover import Discovery, describe, discover, probe
 from .ingest.feedlinks import FeedLink
 from .ingest.workers import DeadlinePool
 from .outputs.opml import Subscription, slugify
+from .runtime import make_fetcher, make_parse_pool
 from .store.lock import running_daemon
 
 HEALTH_TIMEOUT = 5.0  # seconds; a HEALTHCHECK gives the command little more

@@ -8,12 +8,11 @@ without a restart (see reload.py). A lock next to the database keeps it to one d
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import random
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,108 +20,25 @@ from typing import Any
 
 from aiohttp import web
 
+from . import jobs
 from .config.load import load_config
 from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .config.resolved import Config, Feed
 from .errors import AggregatorError, ConfigError
-from .health import HEARTBEAT_EVERY, Heartbeat
-from .ingest.articles import ArticleQueue
-from .ingest.fetch import Fetcher
-from .ingest.hosts import HostGates, HostLimit, origin
-from .ingest.poll import PollContext, poll_source
-from .ingest.resanitize import resanitize
+from .ingest.poll import poll_source
 from .ingest.schedule import FeedScheduler, first_run, jitter
-from .ingest.workers import DeadlinePool
 from .logs import PollTally, setup_logging
-from .metrics import Metrics, TimedFetcher, record_outcome
+from .metrics import Metrics, record_outcome
 from .models import FeedState, PollOutcome
 from .outputs.websub import HubNotifier
+from .runtime import Runtime, open_runtime
 from .server import OutputServer
 from .store.lock import DaemonLock
-from .store.sqlite import Store
 from .store.threads import StoreThreads
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
-PRUNE_EVERY = timedelta(days=1)
-FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
 MIN_REARM = timedelta(seconds=1)
-PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
-
-
-def make_parse_pool(workers: int, deadline: float = PARSE_TIMEOUT) -> DeadlinePool:
-    """A process pool for parsing, one worker per core unless configured; a parse that runs
-    past `deadline` seconds has its worker replaced (see workers.py)."""
-    count = workers or os.cpu_count() or 1
-    return DeadlinePool(count, deadline, preload=("aggregator.ingest.poll",))
-
-
-def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
-    """The fetcher the config asks for; with `metrics`, one that times every fetch."""
-    s = config.aggregator
-    if metrics is not None:
-        return TimedFetcher(
-            user_agent=s.user_agent,
-            timeout=s.timeout.total_seconds(),
-            max_body_size=s.max_body_size,
-            max_concurrency=s.max_concurrency,
-            metrics=metrics,
-        )
-    return Fetcher(
-        user_agent=s.user_agent,
-        timeout=s.timeout.total_seconds(),
-        max_body_size=s.max_body_size,
-        max_concurrency=s.max_concurrency,
-    )
-
-
-def make_gates(
-    config: Config, states: Mapping[str, FeedState] | None = None, now: datetime | None = None
-) -> HostGates:
-    """Per-host limits from every feed's settings (and the host it was redirected to).
-
-    With `now`, a stored Retry-After that is still ahead blocks its host again, so a restart
-    does not let the other feeds of a host that asked us to wait fetch at once.
-    """
-    s = config.aggregator
-    gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
-    for feed in config.feeds.values():
-        limit = HostLimit(feed.policy.host_concurrency, feed.policy.host_delay)
-        state = (states or {}).get(feed.name)
-        for url in (feed.url, state.redirect_url if state is not None else None):
-            if url:
-                gates.configure(origin(url), limit)
-        if (
-            now is not None
-            and state is not None
-            and state.url == feed.url
-            and state.next_poll is not None
-            and state.next_poll > now
-            and (state.next_reason or "").startswith("Retry-After ")
-        ):
-            gates.block(origin(state.redirect_url or feed.url), state.next_poll)
-    return gates
-
-
-def make_article_queue(
-    daemon: Daemon, store: StoreThreads, fetcher: Fetcher, pool: DeadlinePool
-) -> ArticleQueue:
-    """The daemon's article queue: it follows reloads (settings, and the gates a reload
-    rebuilds) and tells the outputs when an entry's content changed."""
-
-    def hosts() -> HostGates:
-        assert daemon._ctx is not None
-        return daemon._ctx.hosts
-
-    return ArticleQueue(
-        store,
-        fetcher,
-        pool,
-        lambda: daemon.config,
-        hosts,
-        daemon._on_write,
-        on_result=lambda result: daemon.metrics.articles.labels(result).inc(),
-    )
 
 
 class Daemon:
@@ -145,7 +61,7 @@ class Daemon:
         self.scheduler = FeedScheduler()
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[object]] = set()
-        self._ctx: PollContext | None = None
+        self._runtime: Runtime | None = None
         self._rng = random.Random()
         self._notifier: HubNotifier | None = None
 
@@ -159,14 +75,14 @@ class Daemon:
 
     async def _poll(self, name: str) -> None:
         task = asyncio.current_task()
-        assert task is not None and self._ctx is not None
+        assert task is not None and self._runtime is not None
         self._in_flight.add(task)
         next_run: datetime | None = None
         try:
             feed = self.config.feeds[name]
             now = datetime.now(UTC)
             outcome: PollOutcome = await poll_source(
-                self._ctx, feed.name, feed.url, now, policy=feed.policy
+                self._runtime.ctx, feed.name, feed.url, now, policy=feed.policy
             )
             next_run = outcome.next_poll
             record_outcome(self.metrics, outcome, now)
@@ -222,10 +138,6 @@ class Daemon:
         start = first_run(stored_next, now, policy.interval, self._rng, cap)
         self.scheduler.add(feed.name, start, self._poll)
 
-    def _feed_config(self, name: str) -> Feed | None:
-        # Read through self.config on every poll, so a reloaded config applies at once.
-        return self.config.feeds.get(name)
-
     async def run(self) -> None:
         settings = self.config.aggregator
         loop = asyncio.get_running_loop()
@@ -241,69 +153,59 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload("SIGHUP")))
-        store = StoreThreads(settings.database)
-        self._store = store
-        pool = make_parse_pool(settings.parse_workers, settings.parse_timeout.total_seconds())
+        try:
+            async with open_runtime(
+                self.config, metrics=self.metrics, on_write=self._on_write
+            ) as runtime:
+                self._runtime, self._store = runtime, runtime.store
+                self.generation = runtime.generation
+                self.metrics.board.reset(list(self.config.feeds), runtime.states)
+                await self._serve(runtime, settings.host, settings.port)
+        finally:
+            log.info("stopped")
+
+    async def _serve(self, runtime: Runtime, host: str, port: int) -> None:
+        """Schedule every feed, serve the outputs and run the background jobs until a stop
+        signal; then stop scheduling, drain the polls, cancel the jobs and close the server
+        (the runtime closes after: fetcher, pool, store)."""
+        server = OutputServer(
+            runtime.store,
+            lambda: self.config,
+            lambda: self.generation,
+            lambda: self.scheduler.running,
+            self.metrics,
+            reload_status=lambda: self.reload_status,
+            config_loaded=lambda: self.config_loaded,
+        )
         runner: web.AppRunner | None = None
         try:
-            feeds = [(f.name, f.url) for f in self.config.feeds.values()]
-            await store.write(lambda s: s.sync_feeds(feeds))
-            self.generation = await store.read(lambda s: s.generation())
-            states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
-            self.metrics.board.reset(list(self.config.feeds), states)
-            async with make_fetcher(self.config, self.metrics) as fetcher:
-                now = datetime.now(UTC)
-                articles = make_article_queue(self, store, fetcher, pool)
-                self._ctx = PollContext(
-                    fetcher,
-                    store,
-                    pool,
-                    self._on_write,
-                    self._feed_config,
-                    hosts=make_gates(self.config, states, now),
-                    work=asyncio.Semaphore(self.config.aggregator.max_concurrency),
-                    embed_hosts=frozenset(self.config.aggregator.embed_hosts),
-                    articles=articles,
-                    limits=self.config.aggregator.limits,
-                )
-                server = OutputServer(
-                    store,
-                    lambda: self.config,
-                    lambda: self.generation,
-                    lambda: self.scheduler.running,
-                    self.metrics,
-                    reload_status=lambda: self.reload_status,
-                    config_loaded=lambda: self.config_loaded,
-                )
-                notifier_task = await self._start_notifier(server)
-                now = datetime.now(UTC)
-                for feed in self.config.feeds.values():
-                    self._schedule(feed, states.get(feed.name), now)
-                self.scheduler.start()
-                runner = web.AppRunner(server.app(), access_log=None)
-                await runner.setup()
-                site = web.TCPSite(runner, settings.host, settings.port)
-                await site.start()
-                log.info(
-                    "serving %d output(s) of %d feed(s) on http://%s (public URL %s)",
-                    len(self.config.outputs),
-                    len(self.config.feeds),
-                    settings.listen,
-                    settings.base_url,
-                )
-                self._spawn(articles.run())
-                self._spawn(self._summaries())
-                self._spawn(self._prunes())
-                self._spawn(self._heartbeats())
-                self._spawn(self._resanitize())
-                if self._watcher is not None:
-                    self._spawn(self._watch(self._watcher))
-                await self._stop.wait()
-                log.info("stopping")
-                self.scheduler.shutdown()
-                await self._drain()
-                if notifier_task is not None:
-                    notifier_task.cancel()
+            await self._start_notifier(server)
+            now = datetime.now(UTC)
+            for feed in self.config.feeds.values():
+                self._schedule(feed, runtime.states.get(feed.name), now)
+            self.scheduler.start()
+            runner = web.AppRunner(server.app(), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            log.info(
+                "serving %d output(s) of %d feed(s) on http://%s (public URL %s)",
+                len(self.config.outputs),
+                len(self.config.feeds),
+                self.config.aggregator.listen,
+                self.config.aggregator.base_url,
+            )
+            store, current = runtime.store, lambda: self.config
+            self._spawn(runtime.articles.run())
+            self._spawn(jobs.summaries(current, self._take_tally, self._sleep))
+            self._spawn(jobs.prunes(store, current, self._sleep))
+            self._spawn(jobs.heartbeats(store, self.metrics.board, self._sleep))
+            self._spawn(self._resanitize())
+            if self._watcher is not None:
+                self._spawn(self._watch(self._watcher))
+            await self._stop.wait()
+            log.info("stopping")
+            self.scheduler.shutdown()
+            await self._drain()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -312,17 +214,26 @@ class Daemon:
             self.scheduler.shutdown()
             if runner is not None:
                 await runner.cleanup()
-            # In a thread: the slots take up to POLL_STEP to notice, and the loop must not block.
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-            # Waits for queued writes: a poll that reached the writer is committed whole.
-            await store.aclose()
-            log.info("stopped")
 
-    async def _start_notifier(self, server: OutputServer) -> asyncio.Task[None] | None:
+    def _take_tally(self) -> PollTally:
+        tally, self.tally = self.tally, PollTally()
+        return tally
+
+    def _resanitize(self) -> Coroutine[Any, Any, None]:
+        assert self._runtime is not None
+        return jobs.resanitize_stored(
+            self._runtime.store,
+            self._runtime.pool,
+            lambda: self.config,
+            self._on_write,
+            self._resanitize_lock,
+        )
+
+    async def _start_notifier(self, server: OutputServer) -> None:
         """With a WebSub hub configured, ping it whenever an output changes. Seeded before
         the first poll, so only changes made by this run are announced."""
         if self.config.aggregator.hub is None:
-            return None
+            return
 
         async def etag_of(name: str) -> str:
             return (await server.rendered(name, "atom")).etag
@@ -332,7 +243,7 @@ class Daemon:
         )
         await notifier.seed()
         self._notifier = notifier
-        return asyncio.create_task(notifier.run())
+        self._spawn(notifier.run())
 
     async def _drain(self) -> None:
         """Let in-flight polls finish for a moment, then cancel the rest (their fetches)."""
@@ -413,9 +324,9 @@ class Daemon:
         # Rows first: a feed is in the database before its first poll can fire.
         feeds = [(f.name, f.url) for f in new.feeds.values()]
         await self._store.write(lambda s: s.sync_feeds(feeds))
-        if self._ctx is not None:
+        if self._runtime is not None:
             # sync_feeds drops a changed URL's validators and state: read them afresh.
-            self._ctx.states.clear()
+            self._runtime.ctx.states.clear()
         states = {s.name: s for s in await self._store.read(lambda s: s.feed_states())}
         # Swapped whole: the server drops its render cache when the Config object changes,
         # and every poll reads its feed's url from the current config.
@@ -423,16 +334,9 @@ class Daemon:
         self.metrics.board.reset(list(new.feeds), states)
         for name in plan.removed:
             self.scheduler.remove(name)
-        if self._ctx is not None:
+        if self._runtime is not None:
             # Host limits may have changed; polls under way finish with the gates they hold.
-            self._ctx = replace(
-                self._ctx,
-                hosts=make_gates(new, states, now),
-                embed_hosts=frozenset(new.aggregator.embed_hosts),
-                limits=new.aggregator.limits,
-            )
-            if isinstance(self._ctx.parse_pool, DeadlinePool):
-                self._ctx.parse_pool.deadline = new.aggregator.parse_timeout.total_seconds()
+            self._runtime.follow(new, states, now)
         for feed in plan.added:
             self._schedule(feed, states.get(feed.name), now, added=True)
         for feed in plan.rescheduled:
@@ -449,70 +353,6 @@ class Daemon:
         for key in plan.needs_restart:
             log.warning("reload: %s changed; it takes effect at the next restart", key)
         return plan.summary()
-
-    # --- periodic work -----------------------------------------------------------------------
-
-    async def _summaries(self) -> None:
-        """A summary line of the polls every `summary_interval`, when there were any."""
-        while not await self._sleep(self.config.aggregator.summary_interval.total_seconds()):
-            tally, self.tally = self.tally, PollTally()
-            if sum(tally.statuses.values()):
-                feeds = len(self.config.feeds)
-                log.info("%s", tally.line(feeds), extra=tally.fields(feeds))
-
-    async def _heartbeats(self) -> None:
-        """Probe the write lock through the writer thread every few seconds, for /healthz:
-        a health check must not write, and a stuck writer shows as a stale heartbeat."""
-        assert self._store is not None
-        store = self._store
-        while True:
-            try:
-                await store.write_batched(lambda s: s.check_writable())
-                beat = Heartbeat(datetime.now(UTC))
-            except AggregatorError as e:
-                beat = Heartbeat(datetime.now(UTC), str(e))
-            self.metrics.board.heartbeat = beat
-            if await self._sleep(HEARTBEAT_EVERY.total_seconds()):
-                return
-
-    async def _resanitize(self) -> None:
-        """Bring stored content to the current sanitiser policy (once after it changed)."""
-        assert self._store is not None and self._ctx is not None
-        async with self._resanitize_lock:  # a reload while a pass runs: the next one follows
-            s = self.config.aggregator
-            try:
-                await resanitize(
-                    self._store,
-                    self._ctx.parse_pool,
-                    frozenset(s.embed_hosts),
-                    s.limits,
-                    self._on_write,
-                )
-            except AggregatorError as e:
-                log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
-
-    async def _prunes(self) -> None:
-        """Apply retention once a day; the last run is stored, so restarts do not skip it."""
-        assert self._store is not None
-        store = self._store
-        last = await store.read(lambda s: s.last_prune())
-        now = datetime.now(UTC)
-        due = last + PRUNE_EVERY if last is not None else now + FIRST_PRUNE_DELAY
-        while not await self._sleep((due - datetime.now(UTC)).total_seconds()):
-            now = datetime.now(UTC)
-            s = self.config.aggregator
-            prune = functools.partial(
-                Store.prune,
-                now=now,
-                retention_days=s.retention_days,
-                max_per_feed=s.max_entries_per_feed,
-            )
-            try:
-                pruned = await store.write(prune)
-                log.info("prune: %d entries deleted", pruned)
-            except AggregatorError as e:
-                log.error("prune failed: %s", e)
-            due = now + PRUNE_EVERY
 
 
 def run_daemon(config: Config, config_path: str | os.PathLike[str] | None = None) -> None:

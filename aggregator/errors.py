@@ -5,7 +5,7 @@ AggregatorError
 ├── FeedError            something went wrong with one feed; carries the feed's name
 │   ├── FetchError       HTTP status, timeout, DNS, connection, body too large
 │   └── ParseError       not a feed at all (no entries and not recognisable)
-├── StoreError           the database could not be opened, migrated or written
+├── StoreError           the database could not be opened, migrated, read or written
 └── LockError            another daemon holds the database (or none does, for `reload`)
 """
 
@@ -63,7 +63,7 @@ class ParseError(FeedError):
 
 
 class StoreError(AggregatorError):
-    """The database failed: cannot open, migrate or commit."""
+    """The database failed: cannot open, migrate, read or commit. The cause is chained."""
 
 
 class LockError(AggregatorError):

@@ -31,15 +31,15 @@ from .outputs.plan import (
     SERVED_FORMATS,
     Narrow,
     PageNotFound,
+    PlanCache,
     Rendered,
     ServedFormat,
     render_output,
 )
 from .outputs.publish import CONTENT_TYPES
 from .outputs.tokens import is_admin, may_read, presented, token_query, visible_outputs
-from .store import articles as article_store
+from .store.protocol import Store
 from .store.search import to_fts
-from .store.sqlite import Store
 from .store.threads import StoreThreads
 
 FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
@@ -105,6 +105,7 @@ class OutputServer:
         metrics: Metrics,
         reload_status: Callable[[], dict[str, Any] | None] = lambda: None,
         config_loaded: Callable[[], datetime | None] = lambda: None,
+        plans: PlanCache | None = None,
     ) -> None:
         self.config_loaded = config_loaded
         self.store = store
@@ -113,6 +114,8 @@ class OutputServer:
         self.generation = generation
         self.healthy = healthy
         self.metrics = metrics
+        # An output's plan, shared by the renders of its formats and pages (see plan.py).
+        self.plans = plans if plans is not None else PlanCache()
         self._cache: dict[PageKey, tuple[Rendered, Cached]] = {}
         # The render in flight per page, with the config it renders under.
         self._refreshing: dict[PageKey, tuple[Config, asyncio.Task[tuple[Rendered, Cached]]]] = {}
@@ -206,7 +209,7 @@ class OutputServer:
             since = self._config_since
 
             def render(store: Store) -> tuple[Rendered, Cached]:
-                fresh = render_output(store, config, name, fmt, page, per_page)
+                fresh = render_output(store, config, name, fmt, page, per_page, plans=self.plans)
                 # Compressed on the render thread too: gzip of a big body takes most of a
                 # second, which on the loop would stall every other request.
                 return fresh, make_cached(
@@ -312,7 +315,7 @@ class OutputServer:
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
         feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
         # Feeds with full_content: how many of their articles were extracted, failed, pending.
-        for name, tally in (await self.store.read(article_store.counts)).items():
+        for name, tally in (await self.store.read(lambda s: s.article_counts())).items():
             if name in feeds:
                 feeds[name]["articles"] = tally
         config = self.config()

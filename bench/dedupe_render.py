@@ -24,12 +24,12 @@ from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
 from aggregator.outputs import dedupe
 from aggregator.outputs.plan import render_output
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore
 
 NOW = datetime(2024, 5, 10, tzinfo=UTC)
 
 
-def build(store: Store, feeds: list[str], per: int, rnd: random.Random) -> None:
+def build(store: SqliteStore, feeds: list[str], per: int, rnd: random.Random) -> None:
     kinds = sorted(KINDS)
     for f in feeds:
         items = []
@@ -53,7 +53,7 @@ def main() -> None:
     feeds = [f"f{i}" for i in range(n_feeds)]
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "db.sqlite"
-        store = Store(db)
+        store = SqliteStore(db)
         try:
             build(store, feeds, per, random.Random(1))
             print(f"{n_feeds} feeds x {per} entries, output limit {limit}, atom")

@@ -42,7 +42,7 @@ from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
 from aggregator.store import articles as article_store
 from aggregator.store.articles import Article
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -326,7 +326,7 @@ class Pipeline:
     back as text."""
 
     def __init__(self, db: Path, use_selectors: bool) -> None:
-        self.store = Store(db)
+        self.store = SqliteStore(db)
         self.use_selectors = use_selectors
         self.n = 0
 

@@ -3,7 +3,8 @@
 The farm (aiohttp.web on 127.0.0.1) runs in its own process so that serving does not compete
 with the poller's event loop for the GIL. First a reference: feedparser alone on one core, on
 the farm's bodies. The poller is the daemon's own machinery: StoreThreads on a temporary
-database, make_parse_pool, make_fetcher and poll_source for every feed at once. Timed rounds:
+database, make_parse_pool, make_fetcher (of aggregator.runtime) and poll_source for every feed
+at once. Timed rounds:
 cold (every feed new), warm (every feed answers 304), unchanged (200 with the same bytes and no
 validators), relearn (validators back) and churn (10% of the feeds gained entries; K times).
 Then outputs.py renders a 1,000-entry output from that database and serves it from the real
@@ -49,11 +50,11 @@ from aiohttp import web
 from outputs import render_figures, rss_now_mb, rss_peak_mb, serve_figures
 
 from aggregator.config.load import parse_config
-from aggregator.daemon import make_fetcher, make_parse_pool
 from aggregator.ingest.hosts import HostGates, HostLimit
 from aggregator.ingest.parse import parse_feed
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import PollOutcome
+from aggregator.runtime import make_fetcher, make_parse_pool
 from aggregator.store.threads import StoreThreads
 
 CHURN_FRACTION = 0.10

@@ -3,7 +3,7 @@
     .venv/bin/python bench/retention.py [--feeds 20] [--entries 2500]
 
 Builds a database in a temporary directory through the real Store (one poll per feed), then
-times `prune` (per-feed cap at half), `known_hashes` of a feed before and after (the tombstones
+times `prune` (per-feed cap at half), `known_entries` of a feed before and after (the tombstones
 make it read two tables), `backup_database`, and `vacuum`, with file sizes.
 """
 
@@ -20,7 +20,7 @@ from typing import TypeVar
 from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
 from aggregator.store.backup import backup_database
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
-        store = Store(path)
+        store = SqliteStore(path)
 
         def fill() -> None:
             for f in range(args.feeds):
@@ -74,13 +74,13 @@ def main() -> None:
         total = args.feeds * args.entries
         timed(f"fill {total} entries", fill)
         print(f"{'database size':<40} {mib(path):>10}")
-        timed("known_hashes(f0), no tombstones", lambda: store.known_hashes("f0"))
+        timed("known_entries(f0), no tombstones", lambda: store.known_entries("f0"))
         pruned = timed(
             "prune to half (per-feed cap)",
             lambda: store.prune(NOW, 0, args.entries // 2),
         )
         print(f"{'entries pruned':<40} {pruned:>10}")
-        timed("known_hashes(f0), half tombstones", lambda: store.known_hashes("f0"))
+        timed("known_entries(f0), half tombstones", lambda: store.known_entries("f0"))
         timed("prune again (nothing to do)", lambda: store.prune(NOW, 0, args.entries // 2))
         copy = Path(tmp) / "copy.db"
         timed("backup_database (with integrity_check)", lambda: backup_database(path, copy))

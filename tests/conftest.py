@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from feedserver import DATA_DIR, FeedServer, feed_server
@@ -17,6 +18,31 @@ __all__ = ["DATA_DIR", "FeedServer", "feed_server", "pg_server", "pg_url"]
 def pytest_report_header() -> str:
     # One line up front: whether the PostgreSQL store's tests run here, and if not, why.
     return describe_pg()
+
+
+# The behavioural store tests run once per store: the same test, not a copy of it.
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh, migrated store: SQLite in tmp_path, then PostgreSQL on the test server."""
+    from aggregator.store.postgres import PostgresStore
+    from aggregator.store.sqlite import SqliteStore as Store
+
+    if request.param == "sqlite":
+        s: Any = Store(tmp_path / "x.db")
+    else:
+        # A test that reads SQLite's own internals (PRAGMAs, the FTS5 tables, the file) says
+        # so with @pytest.mark.sqlite_only("why"), and that is all it says on PostgreSQL.
+        only = request.node.get_closest_marker("sqlite_only")
+        if only is not None:
+            pytest.skip(f"SQLite only: {only.args[0]}")
+        s = PostgresStore(request.getfixturevalue("pg_url"))
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def free_port() -> int:

@@ -28,14 +28,14 @@ from faultserver import FaultServer
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
 from aggregator.config.settings import DEFAULT_USER_AGENT
-from aggregator.daemon import make_gates
 from aggregator.ingest.decide import PollPolicy, backoff
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import origin
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.schedule import first_run
 from aggregator.models import FeedState
-from aggregator.store.sqlite import Store
+from aggregator.runtime import make_gates
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
@@ -186,9 +186,8 @@ def simulate(farm: Farm, db: Path, duration: timedelta = HOUR, seed: int = 1) ->
     async def main() -> None:
         store = StoreThreads(db)
         try:
-            await store.write(
-                lambda s: s.sync_feeds([(f.name, f.url) for f in farm.config.feeds.values()])
-            )
+            rows = [(f.name, f.url) for f in farm.config.feeds.values()]
+            await store.write(lambda s: s.sync_feeds(rows))
             async with Fetcher(
                 user_agent=DEFAULT_USER_AGENT, timeout=5, max_body_size=1 << 20, max_concurrency=32
             ) as fetcher:

@@ -24,15 +24,15 @@ from articlesite import STORIES, ArticleSite, Story
 
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
-from aggregator.daemon import make_gates
 from aggregator.ingest.articles import ArticleQueue
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import PollOutcome
 from aggregator.outputs.plan import render_output
+from aggregator.runtime import make_gates
 from aggregator.store import articles as article_store
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")
@@ -103,9 +103,8 @@ def run(
         store = StoreThreads(config.aggregator.database)
         pool = parse_pool or ThreadPoolExecutor(2)
         try:
-            await store.write(
-                lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds.values()])
-            )
+            rows = [(f.name, f.url) for f in config.feeds.values()]
+            await store.write(lambda s: s.sync_feeds(rows))
             s = config.aggregator
             async with Fetcher(
                 user_agent=s.user_agent,

@@ -30,7 +30,7 @@ from aggregator.outputs.dedupe import (
 )
 from aggregator.outputs.plan import plan_output, render_output
 from aggregator.outputs.publish import SOURCE_SCHEME
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2023, 9, 29, 19, 0, tzinfo=UTC)
 SEED = DATA_DIR / "text" / "seed-article.txt"

@@ -18,7 +18,7 @@ from aggregator.ingest.identity import identify
 from aggregator.ingest.parse import parse_feed
 from aggregator.models import PollRecord
 from aggregator.outputs.plan import render_output
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 NOW = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
 FEEDS = {

@@ -20,7 +20,7 @@ from aggregator.ingest.media import duration_seconds, media_of_feedparser
 from aggregator.ingest.parse import parse_feed
 from aggregator.models import Enclosure, PollRecord
 from aggregator.outputs.plan import render_output
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)

@@ -1,5 +1,5 @@
-"""An output's plan is shared by its formats and pages, but never outlives what it was made of:
-the store generation, the config object and the database."""
+"""An output's plan is shared by its formats and pages through the renderer's PlanCache, but
+never outlives what it was made of: the store generation, the config object and the database."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
 from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
-from aggregator.outputs.plan import PageNotFound, render_output
-from aggregator.store.sqlite import Store
+from aggregator.outputs.plan import PageNotFound, PlanCache, render_output
+from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -48,35 +48,72 @@ def config(**output: object) -> Config:
     )
 
 
-def titles(store: Store, cfg: Config) -> list[str]:
-    body = render_output(store, cfg, "o", "json").body
+def titles(store: Store, cfg: Config, plans: PlanCache | None = None) -> list[str]:
+    body = render_output(store, cfg, "o", "json", plans=plans).body
     return [item["title"] for item in json.loads(body)["items"]]
 
 
 def test_formats_share_a_plan_until_the_store_changes(tmp_path: Path) -> None:
     store = Store(tmp_path / "a.db")
+    plans = PlanCache()
     try:
         cfg = config()
         poll(store, entry(1, "Alpha"), entry(2, "Beta"))
-        assert render_output(store, cfg, "o", "atom").entries == 2
-        assert titles(store, cfg) == ["Alpha", "Beta"]
+        assert render_output(store, cfg, "o", "atom", plans=plans).entries == 2
+        planned = plans.get(store, cfg, "o", store.generation())
+        assert planned is not None and len(planned.stories) == 2
+        assert titles(store, cfg, plans) == ["Alpha", "Beta"]
+        # The second format was rendered from the same plan object: a hit, not a re-plan.
+        assert plans.get(store, cfg, "o", store.generation()) is planned
         poll(store, entry(0, "Gamma"))  # a new generation: planned again
-        assert titles(store, cfg) == ["Gamma", "Alpha", "Beta"]
-        assert render_output(store, cfg, "o", "rss").entries == 3
+        assert plans.get(store, cfg, "o", store.generation()) is None
+        assert titles(store, cfg, plans) == ["Gamma", "Alpha", "Beta"]
+        assert render_output(store, cfg, "o", "rss", plans=plans).entries == 3
         # A reloaded config (a new object) with a rule is planned afresh at the same generation.
-        assert titles(store, config(include=["Beta"])) == ["Beta"]
+        assert titles(store, config(include=["Beta"]), plans) == ["Beta"]
+    finally:
+        store.close()
+
+
+def test_without_a_cache_every_render_plans_afresh(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    plans = PlanCache()
+    try:
+        cfg = config()
+        poll(store, entry(1, "Alpha"))
+        assert titles(store, cfg) == ["Alpha"]
+        assert plans.get(store, cfg, "o", store.generation()) is None  # nothing shared
+        # A search (narrow) or a given `now` is planned afresh, never kept.
+        render_output(store, cfg, "o", "json", now=T0, plans=plans)
+        assert plans.get(store, cfg, "o", store.generation()) is None
+    finally:
+        store.close()
+
+
+def test_a_full_cache_starts_over(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    plans = PlanCache(kept=2)
+    try:
+        cfg = config()
+        for n in range(3):
+            poll(store, entry(n, f"Story {n}"))
+            titles(store, cfg, plans)
+        # Two generations were kept, then the third miss found the cache full and cleared it.
+        assert plans.get(store, cfg, "o", store.generation()) is not None
+        assert plans.get(store, cfg, "o", store.generation() - 2) is None
     finally:
         store.close()
 
 
 def test_databases_do_not_share_plans(tmp_path: Path) -> None:
     cfg = config()
+    plans = PlanCache()
     first, second = Store(tmp_path / "a.db"), Store(tmp_path / "b.db")
     try:
         poll(first, entry(1, "Alpha"))
         poll(second, entry(2, "Beta"))  # the same generation in another database
-        assert titles(first, cfg) == ["Alpha"]
-        assert titles(second, cfg) == ["Beta"]
+        assert titles(first, cfg, plans) == ["Alpha"]
+        assert titles(second, cfg, plans) == ["Beta"]
     finally:
         first.close()
         second.close()

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 from feedserver import DATA_DIR, FeedServer
 
 from aggregator.config.settings import DEFAULT_USER_AGENT
-from aggregator.daemon import make_parse_pool
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome, StoredEntry
-from aggregator.store.sqlite import Store
+from aggregator.runtime import make_parse_pool
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")

@@ -20,13 +20,13 @@ from faultserver import FaultServer
 
 from aggregator.config.load import parse_config
 from aggregator.config.settings import DEFAULT_USER_AGENT
-from aggregator.daemon import make_gates
 from aggregator.ingest.decide import PollPolicy, jitter
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import HostGates, HostLimit, origin
 from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import FeedState, PollOutcome
-from aggregator.store.sqlite import Store
+from aggregator.runtime import make_gates
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T = TypeVar("T")

@@ -10,7 +10,8 @@ import pytest
 from aggregator.cli import main
 from aggregator.config.schema import FeedTable, OutputTable
 from aggregator.config.settings import AggregatorTable
-from aggregator.server import Metrics, OutputServer
+from aggregator.metrics import Metrics
+from aggregator.server import OutputServer
 from aggregator.store.threads import StoreThreads
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ from aggregator.metrics import Metrics
 from aggregator.models import ParsedEntry
 from aggregator.outputs.plan import Rendered, render_output
 from aggregator.server import OutputServer
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from aggregator.ingest.limits import DEFAULT_LIMITS
 from aggregator.ingest.resanitize import BATCH_ROWS, policy_of, resanitize
 from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import ParsedEntry
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
 PLAYER = '<iframe src="https://www.youtube.com/embed/abc"></iframe>'
@@ -114,18 +114,18 @@ def test_a_pass_resumes_after_the_last_batch_it_wrote(tmp_path: Path) -> None:
 
 
 def test_an_entry_a_poll_rewrote_meanwhile_is_left_as_the_poll_wrote_it(tmp_path: Path) -> None:
-    from aggregator.ingest.resanitize import clean_rows, read_batch, write_batch
+    from aggregator.ingest.resanitize import clean_rows
 
     path = tmp_path / "x.db"
     _stored(path, _entry(1, "<p>old</p><script>1</script>"))
     store = Store(path)
     try:
-        rows = read_batch(store, 0)
+        rows = store.sanitize_batch(0, BATCH_ROWS)
         cleaned = clean_rows(rows, frozenset(), DEFAULT_LIMITS)
         # A poll stores an edit of the entry between the read and the write of the batch.
         edited = replace(_entry(1, "<p>edited by the publisher</p>"), title="Edited")
         store.record_poll(ok("a", updated=entries("a", edited)))
-        write_batch(store, policy_of(()), cleaned, rows[-1][0], done=True)
+        store.write_sanitized(policy_of(()), cleaned, rows[-1][0], done=True)
     finally:
         store.close()
     assert _rows(path)["guid-1"][1] == "<p>edited by the publisher</p>"

@@ -1,9 +1,9 @@
-"""Retention and backup against real SQLite files: prune, tombstones, vacuum, the backup API."""
+"""Retention and backup: prune and tombstones on both stores; vacuum and the backup API of
+real SQLite files."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from aggregator.errors import StoreError
 from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, PollRecord
 from aggregator.store.backup import backup_database
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -47,19 +47,12 @@ def poll(feed: str, now: datetime, new: list[Entry], updated: list[Entry]) -> Po
 
 def diff(store: Store, feed: str, items: list[ParsedEntry], now: datetime) -> tuple[int, int]:
     """What poll.py decides for these entries: (new, updated), by the store's known hashes."""
-    known = store.known_hashes(feed)
+    known = {key: k.content_hash for key, k in store.known_entries(feed).items()}
     entries = identify(feed, items, now)
     new = [e for e in entries if e.key not in known]
     updated = [e for e in entries if e.key in known and known[e.key] != e.content_hash]
     store.record_poll(poll(feed, now, new, updated))
     return len(new), len(updated)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "agg.db")
-    yield s
-    s.close()
 
 
 def titles(store: Store, feed: str) -> list[str]:
@@ -95,20 +88,22 @@ def test_prune_by_age_uses_first_seen_and_is_per_database(store: Store) -> None:
     assert store.last_prune() == T0 + timedelta(days=100)
 
 
+@pytest.mark.sqlite_only("measures the database file")
 def test_vacuum_shrinks_the_file(store: Store, tmp_path: Path) -> None:
     big = [parsed(n, "x" * 2000 + str(n)) for n in range(300)]
     diff(store, "a", big, T0)
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    before = (tmp_path / "agg.db").stat().st_size
+    before = (tmp_path / "x.db").stat().st_size
     store.prune(T0, retention_days=0, max_per_feed=1)
     store.vacuum()
-    assert (tmp_path / "agg.db").stat().st_size < before / 2
+    assert (tmp_path / "x.db").stat().st_size < before / 2
 
 
+@pytest.mark.sqlite_only("SQLite's online backup API (PostgreSQL has pg_dump)")
 def test_backup_is_a_checked_single_file_copy(store: Store, tmp_path: Path) -> None:
     diff(store, "a", [parsed(1), parsed(2)], T0)
     dest = tmp_path / "copy.db"
-    backup_database(tmp_path / "agg.db", dest)
+    backup_database(tmp_path / "x.db", dest)
     assert not (tmp_path / "copy.db.partial").exists()
     with sqlite3.connect(dest) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -118,4 +113,4 @@ def test_backup_is_a_checked_single_file_copy(store: Store, tmp_path: Path) -> N
     with pytest.raises(StoreError, match="no database"):
         backup_database(tmp_path / "missing.db", tmp_path / "x.db")
     with pytest.raises(StoreError, match="failed"):
-        backup_database(tmp_path / "agg.db", tmp_path / "no-such-dir" / "x.db")
+        backup_database(tmp_path / "x.db", tmp_path / "no-such-dir" / "x.db")

@@ -24,7 +24,7 @@ from aggregator.ingest.poll import digest
 from aggregator.ingest.sanitize import xml_safe
 from aggregator.models import Enclosure, Entry, Media, Person, PollRecord
 from aggregator.outputs.plan import render_output
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)

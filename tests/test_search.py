@@ -1,4 +1,5 @@
-"""FTS5 search kept by the store, query outputs, and the preview and search commands."""
+"""FTS5 search kept by the store (both stores), query outputs, and the preview and search
+commands."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from aggregator.errors import ConfigError
 from aggregator.models import PollRecord
 from aggregator.outputs.plan import plan_output
 from aggregator.store.search import check_query, to_fts
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "db.sqlite")
-    _load_sections(s)
-    return s
+def store(store: Store) -> Store:
+    """conftest's store (SQLite, then PostgreSQL) with the section feeds in it."""
+    _load_sections(store)
+    return store
 
 
 def test_search_finds_by_title_summary_and_content(store: Store) -> None:
@@ -40,6 +41,7 @@ def test_search_finds_by_title_summary_and_content(store: Store) -> None:
         store.close()
 
 
+@pytest.mark.sqlite_only("deletes rows with SQL of its own to see the FTS5 trigger at work")
 def test_the_index_follows_updates(store: Store) -> None:
     try:
         [rain] = [i.entry for i in store.iter_entries(["russia"]) if "rain" in i.entry.title]
@@ -69,7 +71,7 @@ def test_invalid_queries_are_caught_at_load(query: str) -> None:
 
 def _config(tmp_path: Path, **output: object) -> dict[str, object]:
     return {
-        "aggregator": {"database": str(tmp_path / "db.sqlite")},
+        "aggregator": {"database": str(tmp_path / "x.db")},
         "feeds": [{"name": n, "url": f"https://n.example/{n}.xml"} for n in SECTIONS],
         "outputs": [{"name": "o", "title": "O", **output}],
     }
@@ -89,7 +91,7 @@ def test_query_output(store: Store, tmp_path: Path) -> None:
 
 def _write(tmp_path: Path, **output: object) -> Path:
     data = _config(tmp_path, **output)
-    lines = [f"[aggregator]\ndatabase = {json.dumps(str(tmp_path / 'db.sqlite'))}\n"]
+    lines = [f"[aggregator]\ndatabase = {json.dumps(str(tmp_path / 'x.db'))}\n"]
     for f in data["feeds"]:  # type: ignore[attr-defined]
         lines.append(f'[[feeds]]\nname = "{f["name"]}"\nurl = "{f["url"]}"\n')
     lines.append('[[outputs]]\nname = "o"\ntitle = "O"\n')
@@ -100,6 +102,7 @@ def _write(tmp_path: Path, **output: object) -> Path:
     return path
 
 
+@pytest.mark.sqlite_only("the command opens the config's SQLite database")
 def test_preview_names_merges_and_dropping_rules(store: Store, tmp_path: Path) -> None:
     store.close()
     path = _write(tmp_path, exclude=["stock"])
@@ -112,6 +115,7 @@ def test_preview_names_merges_and_dropping_rules(store: Store, tmp_path: Path) -
     assert CliRunner().invoke(main, ["preview", "nope", "--config", str(path)]).exit_code == 2
 
 
+@pytest.mark.sqlite_only("the command opens the config's SQLite database")
 def test_search_command(store: Store, tmp_path: Path) -> None:
     store.close()
     path = _write(tmp_path)

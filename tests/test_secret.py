@@ -15,7 +15,7 @@ from aggregator.config.secret import RedactingFilter, Secret, redact, resolve_se
 from aggregator.errors import ConfigError
 from aggregator.logs import JsonFormatter
 from aggregator.outputs.tokens import is_admin, may_read, presented, token_query, visible_outputs
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 MARK = "S3CRET-MARKER-unit-91ab"
 

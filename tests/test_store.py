@@ -1,4 +1,5 @@
-"""Tests of aggregator.store.sqlite against real SQLite files in tmp_path."""
+"""Tests of the store against real SQLite files in tmp_path and, through the parametrised
+`store` fixture (conftest.py), the same behaviour against PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tests_support import in_transaction
 
 from aggregator.errors import StoreError
 from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, PollRecord, Validators
-from aggregator.store.sqlite import Store
+from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
@@ -56,15 +58,6 @@ def ok(feed: str, now: datetime = T0, **fields: object) -> PollRecord:
         PollRecord(feed, f"https://{feed}.example/feed.xml", now, "ok", now + timedelta(hours=1)),
         **fields,
     )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "x.db")
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @contextlib.contextmanager
@@ -110,6 +103,7 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.sqlite_only("WAL is SQLite's journal mode")
 def test_wal_mode_is_on(store: Store, tmp_path: Path) -> None:
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with raw(tmp_path / "x.db") as conn:
@@ -147,7 +141,7 @@ def test_record_poll_is_all_or_nothing(store: Store) -> None:
     assert store.count_entries("a") == 1
     assert store.feed_state("a") == before
     assert store.generation() == generation
-    assert not store.db.conn.in_transaction
+    assert not in_transaction(store)
     # The connection is still usable after the rollback.
     store.record_poll(ok("a", T0 + timedelta(hours=2), new=(first,)))
     assert store.count_entries("a") == 2
@@ -192,13 +186,15 @@ def test_feed_states_and_entry_counts(store: Store) -> None:
     assert store.feed_state("missing") is None
 
 
-def test_known_hashes(store: Store) -> None:
+def test_known_entries(store: Store) -> None:
     new = entries("a", parsed(1), parsed(2))
     store.record_poll(ok("a", new=new))
     store.record_poll(ok("b", new=entries("b", parsed(9))))
 
-    assert store.known_hashes("a") == {e.key: e.content_hash for e in new}
-    assert store.known_hashes("nobody") == {}
+    known = store.known_entries("a")
+    assert {key: k.content_hash for key, k in known.items()} == {e.key: e.content_hash for e in new}
+    assert {key: k.uid for key, k in known.items()} == {e.key: e.uid for e in new}
+    assert store.known_entries("nobody") == {}
 
 
 def test_sync_feeds_keeps_state_and_updates_url(store: Store) -> None:
@@ -292,6 +288,7 @@ def test_undated_entry_keeps_first_seen_date_on_update(store: Store) -> None:
     assert stored.last_changed == later
 
 
+@pytest.mark.sqlite_only("holds SQLite's write lock from a second connection to the file")
 def test_check_writable(store: Store, tmp_path: Path) -> None:
     store.check_writable()
 
@@ -315,7 +312,7 @@ WRITER = textwrap.dedent(
 
     from aggregator.ingest.identity import identify
     from aggregator.models import ParsedEntry, PollRecord
-    from aggregator.store.sqlite import Store
+    from aggregator.store.sqlite import SqliteStore as Store
 
     store = Store(sys.argv[1])
     store.sync_feeds([("crash", "https://crash.example/feed.xml")])
@@ -574,6 +571,7 @@ def test_insert_statement_lists_the_row_columns_in_order() -> None:
     assert _INSERT_ENTRY.count("?") == len(columns)
 
 
+@pytest.mark.sqlite_only("reads the FTS5 index's own config table")
 def test_full_text_index_merges_in_large_steps(store: Store) -> None:
     config = dict(store.db.execute("SELECT k, v FROM entries_fts_config").fetchall())
     assert (config.get("automerge"), config.get("crisismerge")) == (16, 64)

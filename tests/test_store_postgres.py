@@ -1,12 +1,38 @@
-"""Tests of the PostgreSQL side of the store, against the real server of tests/pgserver.py."""
+"""Tests of what only the PostgreSQL store has (its migrations, its connection, its errors, the
+FTS5-to-tsquery translation), against the real server of tests/pgserver.py. The behaviour it
+shares with SQLite is tested once for both, through conftest's parametrised `store` fixture."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 from pgserver import PgServer
+from test_dedupe import T0, _load_sections
+from test_store import entries, ok, parsed
+
+from aggregator.errors import StoreError
+from aggregator.store.postgres import PostgresStore
+from aggregator.store.postgres_schema import INDEXED_CHARS, MIGRATIONS
+from aggregator.store.postgres_search import QueryError, to_tsquery
+from aggregator.store.search import to_fts
+from aggregator.store.sqlite import SqliteStore as Store
 
 pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[PostgresStore]:
+    s = PostgresStore(pg_url)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def test_the_test_server_takes_the_role_and_its_password(pg_server: PgServer, pg_url: str) -> None:
@@ -19,3 +45,242 @@ def test_the_test_server_takes_the_role_and_its_password(pg_server: PgServer, pg
     wrong = pg_url.replace(pg_server.password, "not-the-password")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(wrong).close()
+
+
+def _applied(url: str) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        return [(v, n) for v, n in rows.fetchall()]
+
+
+def test_migrations_are_recorded_and_applied_once(pg_url: str) -> None:
+    first = PostgresStore(pg_url)
+    first.record_poll(ok("a", new=entries("a", parsed(1))))
+    first.close()
+    second = PostgresStore(pg_url)
+    try:
+        assert second.count_entries() == 1
+        assert second.generation() == 1
+    finally:
+        second.close()
+    assert _applied(pg_url) == [(n, name) for n, name, _ in MIGRATIONS]
+
+
+def test_processes_opening_a_new_database_at_once_take_turns(pg_url: str) -> None:
+    """The advisory lock: eight connections migrate a new database at the same moment, and
+    every one of them opens it; the tables are made once."""
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        start.wait(timeout=60)
+        try:
+            PostgresStore(pg_url).close()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert _applied(pg_url) == [(n, name) for n, name, _ in MIGRATIONS]
+
+
+def test_a_wrong_password_is_a_store_error_that_never_shows_it(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    name = pg_url.rsplit("/", 1)[1]
+    url = pg_url.replace(pg_server.password, "Sekr3t-never-shown")
+    with pytest.raises(StoreError) as caught:
+        PostgresStore(url)
+    message = str(caught.value)
+    assert "cannot open database" in message and "password authentication failed" in message
+    assert f"postgresql://127.0.0.1:{pg_server.port}/{name}" in message
+    assert "Sekr3t" not in message and pg_server.password not in message
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+
+
+def test_no_server_there_is_a_store_error(pg_server: PgServer) -> None:
+    from conftest import free_port
+
+    url = f"postgresql://aggregator:pw@127.0.0.1:{free_port()}/nothing?connect_timeout=10"
+    with pytest.raises(StoreError, match=r"cannot open database postgresql://127\.0\.0\.1:"):
+        PostgresStore(url)
+
+
+def test_libpq_finds_the_password_in_pgpassword_or_a_pass_file(
+    pg_server: PgServer, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = pg_url.replace(f":{pg_server.password}@", "@")
+    assert pg_server.password not in bare
+    monkeypatch.setenv("PGPASSWORD", pg_server.password)
+    PostgresStore(bare).close()
+    monkeypatch.delenv("PGPASSWORD")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{pg_server.port}:*:aggregator:{pg_server.password}\n")
+    passfile.chmod(0o600)  # libpq ignores a pass file others can read
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    PostgresStore(bare).close()
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    with pytest.raises(StoreError, match="cannot open database"):
+        PostgresStore(bare)
+
+
+def test_a_failing_read_is_a_store_error(pg: PostgresStore, pg_server: PgServer) -> None:
+    pg.sync_feeds([("a", "https://a.example/")])
+    name = pg.path.rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.admin_url(name), autocommit=True) as admin:
+        admin.execute("ALTER TABLE feeds RENAME TO feeds_gone")
+    with pytest.raises(StoreError, match="reading feed states failed") as caught:
+        pg.feed_states()
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+    with pytest.raises(StoreError, match="reading entries failed"):
+        list(pg.iter_entries(["a"]))
+
+
+def test_check_writable_waits_for_a_lock_then_says_not_writable(
+    pg: PostgresStore, pg_url: str
+) -> None:
+    pg.check_writable()
+    with psycopg.connect(pg_url) as other:
+        # Another session holds the row every write touches (a stuck transaction, say).
+        other.execute("SELECT * FROM meta WHERE key = 'generation' FOR UPDATE")
+        with pytest.raises(StoreError, match="not writable"):
+            pg.check_writable()
+        other.rollback()
+    pg.check_writable()
+
+
+def test_concurrent_writers_of_one_feed_take_turns(pg_url: str) -> None:
+    """Two connections record errors on the same feed at once: the row lock orders them, so
+    every poll's error is counted (the state is written whole from the state read)."""
+    polls = 20
+    failures: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        store = PostgresStore(pg_url)
+        try:
+            for i in range(polls):
+                when = T0 + timedelta(seconds=2 * i + offset)
+                store.record_poll(ok("a", when, status="error", error="HTTP 500"))
+        except BaseException as e:
+            failures.append(e)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+    store = PostgresStore(pg_url)
+    try:
+        state = store.feed_state("a")
+        assert state is not None and state.error_count == 2 * polls
+    finally:
+        store.close()
+
+
+def test_the_index_follows_updates_and_prunes(pg: PostgresStore) -> None:
+    [rain] = entries("a", parsed(1, title="Heavy rain expected"))
+    pg.record_poll(ok("a", new=(rain,)))
+    assert [s.entry.key for s in pg.search('"rain"')] == [rain.key]
+    snow = replace(rain, title="Snow expected", content_hash="x")
+    pg.record_poll(ok("a", T0 + timedelta(hours=1), updated=(snow,)))
+    assert pg.search('"rain"') == []
+    assert [s.entry.key for s in pg.search("snow")] == [rain.key]
+    pg.prune(T0 + timedelta(days=1), retention_days=0, max_per_feed=0)  # nothing: rules off
+    assert pg.search("snow")
+    pg.prune(T0 + timedelta(days=400), retention_days=30, max_per_feed=0)
+    assert pg.search("snow") == []
+    pg.vacuum()
+    assert pg.count_entries() == 0 and pg.known_entries("a").keys() == {rain.key}
+
+
+def test_an_entry_too_long_for_the_index_is_stored_and_found_by_its_title(
+    pg: PostgresStore,
+) -> None:
+    words = " ".join(f"w{i}" for i in range(INDEXED_CHARS // 3))  # far past a tsvector's 1 MB
+    [huge] = entries("a", replace(parsed(1, title="Enormous page"), content=words * 3))
+    pg.record_poll(ok("a", new=(huge,)))
+    [found] = pg.search("enormous")
+    assert found.entry.content == huge.content
+
+
+@pytest.mark.parametrize(
+    ("fts", "tsquery"),
+    [
+        ("putin", "'putin'"),
+        ('"latin america"', "'latin america'"),
+        # NOT binds tightest (then AND, then OR), as in FTS5.
+        ("latin america NOT sport", "('latin' & ('america' & !'sport'))"),
+        ("a AND b OR c", "(('a' & 'b') | 'c')"),
+        ("a OR b c", "('a' | ('b' & 'c'))"),
+        ("(a OR b) c", "(('a' | 'b') & 'c')"),
+        ("clim*", "'clim':*"),
+        ("title:putin OR kremlin", "('putin':A | 'kremlin')"),
+        ("{title summary}:rain", "'rain':AB"),
+        ("-content:rain*", "'rain':*AB"),
+        ("title:(a OR b)", "('a':A | 'b':A)"),
+        ("big + deal", "('big' <-> 'deal')"),
+        ("NEAR(climate summit, 5)", "('climate' & 'summit')"),
+        ('"it\'s" "a\\b" """hi"', "(('it''s' & 'a\\\\b') & '\"hi')"),
+    ],
+)
+def test_fts5_queries_become_tsqueries(fts: str, tsquery: str) -> None:
+    assert to_tsquery(fts) == tsquery
+
+
+@pytest.mark.parametrize("bad", ["", "(a", "a)", "nosuch:x", "- a", "OR"])
+def test_what_is_not_fts5_is_refused(bad: str) -> None:
+    with pytest.raises(QueryError):
+        to_tsquery(bad)
+
+
+TYPED = [
+    "putin",
+    "Putin kremlin",
+    "latin america NOT sport",
+    '"latin america"',
+    "putin OR rain",
+    "title:putin",
+    "rain-expected",
+    "capital*",
+    "iOS 15.5",
+    "C#",
+    "don't",
+    "(putin OR rain) capital",
+    "forecasters",
+    "summary:forecasters",
+    "dúma",
+    "moscow stock",
+    "stock OR exchange NOT moscow",
+    "putin NOT title:latin",
+    "nothingmatches",
+]
+
+
+def test_both_stores_find_the_same_entries(pg: PostgresStore, tmp_path: Path) -> None:
+    """What people type (through search.to_fts, as `aggregator search` does) selects the same
+    entries on SQLite and on PostgreSQL; only the order of equally good matches may differ."""
+    sqlite = Store(tmp_path / "same.db")
+    try:
+        _load_sections(sqlite)
+        _load_sections(pg)
+        for typed in TYPED:
+            fts = to_fts(typed)
+            assert fts is not None
+            on_sqlite = {s.entry.uid for s in sqlite.search(fts, 100)}
+            on_pg = {s.entry.uid for s in pg.search(fts, 100)}
+            assert on_pg == on_sqlite, typed
+            feeds = ["russia", "world", "top"]
+            assert [s.entry.uid for s in pg.iter_entries(feeds, 2, query=fts)] == [
+                s.entry.uid for s in sqlite.iter_entries(feeds, 2, query=fts)
+            ], typed
+        found = [t for t in TYPED if sqlite.search(to_fts(t) or "", 100)]
+        assert len(found) >= 12, found  # not a comparison of empty results
+    finally:
+        sqlite.close()

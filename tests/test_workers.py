@@ -153,7 +153,7 @@ def test_a_parse_past_the_deadline_is_an_error_on_its_feed(
 
 
 def test_the_daemon_pool_runs_polls_under_the_configured_deadline() -> None:
-    from aggregator.daemon import make_parse_pool
+    from aggregator.runtime import make_parse_pool
 
     p = make_parse_pool(1, 7.5)
     try:

@@ -7,7 +7,7 @@ never books one, and at most `article_concurrency` pages are fetched at once. So
 waits behind at most one page of its host, never behind a backlog, and a first poll of
 hundreds of new entries is spread at the host's pace. robots.txt is read once per host a day;
 a 429/503's Retry-After blocks the host for feeds and pages alike. Extraction runs in the
-parse workers, with a deadline. What is queued, cached and stored is in article_store.py.
+parse workers, with a deadline. What is queued, cached and stored is in store/articles.py.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from ..ingest.hosts import HostGates, origin
 from ..ingest.robots import RobotsCache, Rules, rules_from
 from ..ingest.workers import WorkTimeout
 from ..models import Fetched, PollRecord
-from ..store import articles as article_store
-from ..store.articles import Article, Due
-from ..store.sqlite import Store
+from ..store.articles import RETRY_DELAYS
+from ..store.protocol import Article, Due, Store
 from ..store.threads import StoreThreads
 
 ACCEPT_HTML = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
@@ -72,7 +71,7 @@ class ArticleQueue:
         *,
         on_result: Callable[[str], None] = lambda result: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        retry_delays: tuple[timedelta, ...] = article_store.RETRY_DELAYS,
+        retry_delays: tuple[timedelta, ...] = RETRY_DELAYS,
         deadline: float = EXTRACT_DEADLINE,
     ) -> None:
         self.store = store
@@ -103,14 +102,14 @@ class ArticleQueue:
 
     def private(self, feed: str) -> bool:
         """Whether `feed` fetches its pages with credentials (a cookie, basic auth, headers):
-        they are cached apart (see article_store)."""
+        they are cached apart (see store/articles.py)."""
         found = self._feed(feed)
         options = found.request_options if found is not None else None
         return self.wanted(feed) and options is not None and bool(options.credentials)
 
     def mark(self, store: Store, rec: PollRecord) -> int | None:
         """Part of a poll's write (on the writer thread): queue its new entries' pages."""
-        return article_store.mark_entries(store, rec, self.wanted, self.private)
+        return store.queue_articles(rec, self.wanted, self.private)
 
     def wake(self) -> None:
         """A poll queued pages: look at the queue now rather than after the idle wait."""
@@ -127,9 +126,7 @@ class ArticleQueue:
                 # Cleared before looking, so that a poll's wake-up while we look is kept.
                 self._wake.clear()
                 if not self._queue:
-                    batch = await self.store.read(
-                        functools.partial(article_store.due, now=now, limit=BATCH)
-                    )
+                    batch = await self._due(now)
                     self._queue = [d for d in batch if d.link not in self._busy]
                 started = await self._start_due(now)
                 if not self._queue and not self._tasks and until_idle:
@@ -141,6 +138,12 @@ class ArticleQueue:
             if self._tasks:
                 await asyncio.wait(self._tasks)
 
+    async def _due(self, now: datetime) -> list[Due]:
+        return await self.store.read(lambda s: s.articles_due(now, BATCH))
+
+    async def _defer(self, link: str, when: datetime) -> None:
+        await self.store.write_batched(lambda s: s.defer_articles(link, when))
+
     async def _wait(self, started: bool, until_idle: bool) -> None:
         if self._queue and not started:
             timeout = TICK  # hosts busy: their turns come soon
@@ -149,7 +152,7 @@ class ArticleQueue:
         elif self._tasks:
             timeout = IDLE_WAIT
         else:
-            nxt = await self.store.read(article_store.next_due)
+            nxt = await self.store.read(lambda s: s.next_article_due())
             wait = (nxt - self.clock()).total_seconds() if nxt is not None else IDLE_WAIT
             timeout = min(max(wait, TICK), IDLE_WAIT)
             if until_idle:
@@ -172,9 +175,7 @@ class ArticleQueue:
             blocked = gates.blocked_until(host, now)
             if blocked is not None:
                 self._queue.remove(due)
-                await self.store.write_batched(
-                    functools.partial(article_store.defer, link=due.link, when=blocked)
-                )
+                await self._defer(due.link, blocked)
                 progressed = True
                 continue
             rules = self.robots.get(host, now) if config.aggregator.respect_robots else None
@@ -185,9 +186,7 @@ class ArticleQueue:
                 continue
             if rules is not None and rules.unreachable:
                 self._queue.remove(due)
-                await self.store.write_batched(
-                    functools.partial(article_store.defer, link=due.link, when=rules.expires)
-                )
+                await self._defer(due.link, rules.expires)
                 continue
             if rules is not None and not rules.allows(user_agent, due.url):
                 self._queue.remove(due)
@@ -300,7 +299,7 @@ class ArticleQueue:
     async def _record(self, due: Due, article: Article) -> None:
         now = self.clock()
         generation = await self.store.write_batched(
-            lambda s: article_store.record(s, due.link, article, now, self.retry_delays)
+            lambda s: s.record_article(due.link, article, now, self.retry_delays)
         )
         if generation is not None:
             self.on_write(generation)

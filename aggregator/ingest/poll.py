@@ -50,7 +50,8 @@ from ..models import (
     PollRecord,
 )
 from ..outputs.filters import Candidate
-from ..store.sqlite import Store, state_after_defer, state_after_poll
+from ..store.protocol import Store
+from ..store.sqlite import state_after_defer, state_after_poll
 from ..store.threads import StoreThreads
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from ..ingest.identity import clean_text
 from ..ingest.limits import Limits, Tally, cut_html
 from ..ingest.sanitize import SANITIZER_POLICY, sanitize_html
 from ..ingest.workers import WorkerDied, WorkTimeout
-from ..store.sqlite import Store
+from ..store.protocol import Sanitized, SanitizeRow, Store
 from ..store.threads import StoreThreads
 
 # Why: content is sanitised at ingest and stored sanitised, and renders never sanitise again (an
@@ -27,8 +27,8 @@ from ..store.threads import StoreThreads
 # kept).
 log = logging.getLogger("aggregator.resanitize")
 BATCH_ROWS = 200
-Row = tuple[int, str, str, str | None, str]  # rowid, summary, content, link, content hash
-Cleaned = tuple[int, str, str, str]  # rowid, summary, content, content hash
+Row = SanitizeRow  # rowid, summary, content, link, content hash
+Cleaned = Sanitized  # rowid, summary, content, content hash
 
 
 def policy_of(embed_hosts: Iterable[str]) -> str:
@@ -36,30 +36,12 @@ def policy_of(embed_hosts: Iterable[str]) -> str:
     return f"{SANITIZER_POLICY}; embed_hosts={','.join(sorted(embed_hosts))}"
 
 
-def resume_after(store: Store, policy: str) -> int | None:
-    """The rowid after which rows still need `policy`; None when every row has it."""
-    meta = dict(
-        store.db.execute(
-            "SELECT key, value FROM meta WHERE key IN "
-            "('sanitize_policy', 'sanitize_target', 'sanitize_rowid')"
-        ).fetchall()
-    )
-    if meta.get("sanitize_policy") == policy:
-        return None
-    if meta.get("sanitize_target") == policy:
-        return int(meta.get("sanitize_rowid") or 0)
-    return 0
+def _batch(store: Store, after: int) -> list[Row]:
+    return store.sanitize_batch(after, BATCH_ROWS)
 
 
-def read_batch(store: Store, after: int, rows: int = BATCH_ROWS) -> list[Row]:
-    return [
-        (r[0], r[1], r[2], r[3], r[4])
-        for r in store.db.execute(
-            "SELECT rowid, summary, content, link, content_hash FROM entries WHERE rowid > ? "
-            "ORDER BY rowid LIMIT ?",
-            [after, rows],
-        )
-    ]
+def _write(store: Store, policy: str, cleaned: Sequence[Cleaned], last: int, done: bool) -> int:
+    return store.write_sanitized(policy, cleaned, last, done)
 
 
 def _clean(fragment: str, link: str | None, embed_hosts: frozenset[str], limits: Limits) -> str:
@@ -86,30 +68,6 @@ def clean_rows(rows: Sequence[Row], embed_hosts: frozenset[str], limits: Limits)
 def _as_text(row: Row) -> Cleaned:
     """A row the sanitiser could not finish within the deadline: kept, as escaped text."""
     return (row[0], html.escape(row[1], quote=False), html.escape(row[2], quote=False), row[4])
-
-
-def write_batch(
-    store: Store, policy: str, cleaned: Sequence[Cleaned], last: int, done: bool
-) -> int:
-    """Write one batch and the progress in one transaction; returns the store generation."""
-    with store.atomic():
-        # Only rows still as they were read: a poll that updated one meanwhile stored it
-        # sanitised under the current policy already, and must not be undone.
-        store.db.conn.executemany(
-            "UPDATE entries SET summary = ?, content = ? WHERE rowid = ? AND content_hash = ?",
-            [(s, c, rowid, h) for rowid, s, c, h in cleaned],
-        )
-        progress = {"sanitize_target": policy, "sanitize_rowid": str(last)}
-        if done:
-            progress["sanitize_policy"] = policy
-        store.db.conn.executemany(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            list(progress.items()),
-        )
-        if cleaned:
-            store.bump_generation()
-    return store.generation()
 
 
 async def _cleaned(
@@ -149,13 +107,13 @@ async def resanitize(
 ) -> int:
     """Bring every stored row to the current policy; returns how many rows changed."""
     policy = policy_of(embed_hosts)
-    after = await store.read(lambda s: resume_after(s, policy))
+    after = await store.read(lambda s: s.sanitize_resume(policy))
     if after is None:
         return 0
     log.info("re-sanitising stored entries for policy %r, from rowid %d", policy, after)
     changed = 0
     while True:
-        rows = await store.read(functools.partial(read_batch, after=after))
+        rows = await store.read(functools.partial(_batch, after=after))
         try:
             cleaned = await _cleaned(pool, rows, embed_hosts, limits) if rows else []
         except WorkerDied as e:
@@ -167,7 +125,7 @@ async def resanitize(
         last = rows[-1][0] if rows else after
         done = len(rows) < BATCH_ROWS
         generation = await store.write(
-            functools.partial(write_batch, policy=policy, cleaned=cleaned, last=last, done=done)
+            functools.partial(_write, policy=policy, cleaned=cleaned, last=last, done=done)
         )
         changed += len(cleaned)
         if cleaned:

@@ -14,20 +14,19 @@ from typing import Literal, get_args
 
 from ..config.resolved import Config, Output
 from ..ingest.identity import is_empty
-from ..models import OutputFormat, StoredEntry
+from ..models import StoredEntry
 from ..outputs.dedupe import Story, group
 from ..outputs.filters import apply
 from ..outputs.opml import Subscription, render_opml
 from ..outputs.pages import SearchBox, render_output_page
 from ..outputs.publish import EPOCH, OutputMeta, entry_updated, render
 from ..outputs.tokens import token_query
+from ..store.protocol import Store
 from ..store.search import within
-from ..store.sqlite import Store
 
 # Everything an output is served as: the three feed formats, its HTML page, its sources' OPML.
 ServedFormat = Literal["atom", "rss", "json", "html", "opml"]
 SERVED_FORMATS: tuple[ServedFormat, ...] = get_args(ServedFormat)
-FEED_FORMATS: tuple[OutputFormat, ...] = ("atom", "rss", "json")
 HTML_PAGE_SIZE = 100  # stories per HTML page when the request names no ?limit=
 MAX_PAGE_SIZE = 10_000  # the largest ?limit= (an output's `limit` is at most this too)
 # Filters and dedupe read past the limit: enough stories to fill it after merging, and the
@@ -128,24 +127,27 @@ def plan_output(
     return Plan(tuple(stories[: output.limit]), tuple(dropped), tuple(stories[output.limit :]))
 
 
-# The plan of an output at a store generation, shared by its formats and pages: selecting and
-# deduplicating is most of a render, and a change is otherwise planned once per format and page.
-# Reader threads share it; each step is one atomic dict operation.
-_PLANS: dict[tuple[str, str, int], tuple[Config, Plan]] = {}
-_PLANS_KEPT = 64
+class PlanCache:
+    """The plans of outputs at a store generation, shared by their formats and pages:
+    selecting and deduplicating is most of a render, and a change would otherwise be planned
+    once per format and page. Owned by whoever renders again and again (the server); reader
+    threads share it, each step one atomic dict operation."""
 
+    def __init__(self, kept: int = 64) -> None:
+        self.kept = kept
+        self._plans: dict[tuple[str, str, int], tuple[Config, Plan]] = {}
 
-def _plan_key(store: Store, name: str, generation: int) -> tuple[str, str, int]:
-    return (str(store.path), name, generation)
+    def get(self, store: Store, config: Config, name: str, generation: int) -> Plan | None:
+        """The plan made of this database, config object and generation, if it is kept."""
+        found = self._plans.get((str(store.path), name, generation))
+        if found is None or found[0] is not config:  # a reload may change rules and sources
+            if len(self._plans) >= self.kept:
+                self._plans.clear()
+            return None
+        return found[1]
 
-
-def _cached_plan(store: Store, config: Config, name: str, generation: int) -> Plan | None:
-    found = _PLANS.get(_plan_key(store, name, generation))
-    if found is None or found[0] is not config:  # a reload may change rules and sources
-        if len(_PLANS) >= _PLANS_KEPT:
-            _PLANS.clear()
-        return None
-    return found[1]
+    def put(self, store: Store, config: Config, name: str, generation: int, plan: Plan) -> None:
+        self._plans[(str(store.path), name, generation)] = (config, plan)
 
 
 def render_output(
@@ -158,6 +160,7 @@ def render_output(
     now: datetime | None = None,
     whole: bool = False,
     narrow: Narrow | None = None,
+    plans: PlanCache | None = None,
 ) -> Rendered:
     """Select an output's stories from the store (see `plan_output`) and render one page.
 
@@ -165,18 +168,19 @@ def render_output(
     stories (`page_size(output, fmt)` when None); page 1 is the newest. A page past the end
     raises PageNotFound. `whole` renders every story in one document, without paging links
     (`aggregator render`). `now` only matters to `max_age` rules; it defaults to the current
-    time. `narrow` (HTML only) is a reader's search: planned afresh, never cached.
+    time. `narrow` (HTML only) is a reader's search: planned afresh, never cached. With
+    `plans`, the plan of this generation is taken from it, or made and kept there.
     """
     output = config.outputs[name]
     generation = store.generation()
     if fmt == "opml":
         return _rendered(_render_sources(output), EPOCH, generation, len(output.sources))
-    fresh = now is not None or narrow is not None
-    plan = None if fresh else _cached_plan(store, config, name, generation)
+    cache = plans if now is None and narrow is None else None
+    plan = None if cache is None else cache.get(store, config, name, generation)
     if plan is None:
         plan = plan_output(store, config, name, now or datetime.now(UTC), narrow)
-        if not fresh:
-            _PLANS[_plan_key(store, name, generation)] = (config, plan)
+        if cache is not None:
+            cache.put(store, config, name, generation, plan)
     size = max(len(plan.stories), 1) if whole else per_page or page_size(output, fmt)
     pages = max(1, -(-len(plan.stories) // size))
     if page > pages:

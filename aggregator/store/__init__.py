@@ -1,1 +1,2 @@
-"""Where entries and feed state live: the SQLite store, its schema, search and backups."""
+"""Where entries and feed state live: the Store protocol (protocol.py), the SQLite store behind
+it (sqlite.py and its schema, rows, connection and threads), search, backups and the lock."""

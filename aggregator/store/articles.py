@@ -1,7 +1,7 @@
 """The article tables: per-entry extraction state and the article cache by canonical link. I/O.
 
-Functions over a `Store` (run on the store threads like every other query). Two tables, made
-by migration m008 (see schema.py):
+The SQLite queries behind the Store's article-queue methods (protocol.py), as functions over
+one connection. Two tables, made by migration m008 (see schema.py):
 
 - `entry_articles` (feed, key): what became of one entry's article: `pending` (with its
   attempts and next try), `extracted` (its content came from the page: `method`, `source`)
@@ -15,53 +15,27 @@ by migration m008 (see schema.py):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..ingest.extract import normalised_text
 from ..models import Entry, PollRecord
 from ..outputs.dedupe import match_key
+from .connection import SqliteBase
+from .protocol import Article, Due
 from .rows import _dt, _ts
-from .sqlite import Store
 
 # Delays before the 2nd, 3rd, ... attempt of a page that failed for a reason that may pass
 # (a timeout, a 5xx, a 429); after the last one the entry is left alone, marked failed.
 RETRY_DELAYS = (timedelta(minutes=10), timedelta(hours=1), timedelta(hours=6))
 
 
-@dataclass(frozen=True, slots=True)
-class Due:
-    """One page to fetch and the pending entries that wait for it."""
-
-    link: str  # the cache key (match_key of the entries' link)
-    url: str  # what to fetch: the first entry's canonical link
-    entries: tuple[tuple[str, str], ...]  # (feed, key)
-    feed: str  # the feed of the first entry: its selectors are used, its name is logged
-    title: str
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Article:
-    """What fetching and extracting one page gave. `error` set: nothing to store; then
-    `transient` says whether trying again later may help, `retry_at` when the host said."""
-
-    url: str
-    content: str = ""
-    text_length: int = 0
-    method: str = ""
-    error: str | None = None
-    transient: bool = False
-    retry_at: datetime | None = None
-
-
-def _cached(store: Store, link: str) -> dict[str, Any] | None:
+def _cached(store: SqliteBase, link: str) -> dict[str, Any] | None:
     row = store.db.execute("SELECT * FROM articles WHERE link = ?", [link]).fetchone()
     return dict(row) if row is not None else None
 
 
-def _apply(store: Store, feed: str, key: str, article: dict[str, Any], now: datetime) -> bool:
+def _apply(store: SqliteBase, feed: str, key: str, article: dict[str, Any], now: datetime) -> bool:
     """Give one entry the cached page's outcome; True when its content changed. A page with
     no more text than the feed's own keeps the feed's text (and says so)."""
     if article["status"] != "ok":
@@ -91,7 +65,7 @@ def _apply(store: Store, feed: str, key: str, article: dict[str, Any], now: date
 
 
 def _finish(
-    store: Store,
+    store: SqliteBase,
     feed: str,
     key: str,
     status: str,
@@ -109,7 +83,7 @@ def _finish(
 
 
 def mark_entries(
-    store: Store,
+    store: SqliteBase,
     rec: PollRecord,
     wanted: Callable[[str], bool],
     private: Callable[[str], bool] = lambda feed: False,
@@ -133,7 +107,7 @@ def mark_entries(
         return store.bump_generation() if changed else None
 
 
-def _mark(store: Store, entry: Entry, now: datetime, scope: str | None, *, new: bool) -> bool:
+def _mark(store: SqliteBase, entry: Entry, now: datetime, scope: str | None, *, new: bool) -> bool:
     if not entry.link:
         return False
     # A unit separator never occurs in a link's match key, so a scoped key meets no other.
@@ -160,7 +134,7 @@ def _mark(store: Store, entry: Entry, now: datetime, scope: str | None, *, new: 
     return article is not None and _apply(store, entry.feed, entry.key, article, now)
 
 
-def due(store: Store, now: datetime, limit: int = 200) -> list[Due]:
+def due(store: SqliteBase, now: datetime, limit: int = 200) -> list[Due]:
     """Pages with pending entries whose next try has come, oldest entries first."""
     rows = store.db.execute(
         "SELECT a.link, a.feed, a.key, a.attempts, e.link AS url, e.title "
@@ -186,7 +160,7 @@ def due(store: Store, now: datetime, limit: int = 200) -> list[Due]:
     ]
 
 
-def next_due(store: Store) -> datetime | None:
+def next_due(store: SqliteBase) -> datetime | None:
     """When the next pending entry comes due (None: nothing pending)."""
     row = store.db.execute(
         "SELECT min(next_try) FROM entry_articles WHERE status = 'pending'"
@@ -194,7 +168,7 @@ def next_due(store: Store) -> datetime | None:
     return _dt(row[0]) if row is not None else None
 
 
-def defer(store: Store, link: str, when: datetime) -> None:
+def defer(store: SqliteBase, link: str, when: datetime) -> None:
     """Move a page's pending entries to `when`, without counting an attempt (its host asked
     us to wait, or its robots.txt could not be read yet)."""
     with store._atomic():
@@ -205,7 +179,7 @@ def defer(store: Store, link: str, when: datetime) -> None:
 
 
 def record(
-    store: Store,
+    store: SqliteBase,
     link: str,
     article: Article,
     now: datetime,
@@ -218,7 +192,7 @@ def record(
 
 
 def _record(
-    store: Store, link: str, article: Article, now: datetime, retry_delays: Sequence[timedelta]
+    store: SqliteBase, link: str, article: Article, now: datetime, retry_delays: Sequence[timedelta]
 ) -> int | None:
     pending = [
         (r["feed"], r["key"], r["attempts"])
@@ -265,7 +239,7 @@ def _record(
     return store.bump_generation() if changed else None
 
 
-def counts(store: Store, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+def counts(store: SqliteBase, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
     """Per feed: how many of its entries' articles were extracted, failed, are pending."""
     rows = store.db.execute(
         "SELECT feed, status, count(*) AS n FROM entry_articles GROUP BY feed, status"
@@ -278,7 +252,7 @@ def counts(store: Store, feeds: Sequence[str] | None = None) -> dict[str, dict[s
     return out
 
 
-def entry_state(store: Store, feed: str, key: str) -> dict[str, Any] | None:
+def entry_state(store: SqliteBase, feed: str, key: str) -> dict[str, Any] | None:
     """One entry's extraction state (status, attempts, error, method, source), for tests
     and tools."""
     row = store.db.execute(

@@ -21,7 +21,10 @@ def _ts(when: datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _dt(text: str | None) -> datetime | None:
+def _dt(text: str | datetime | None) -> datetime | None:
+    # PostgreSQL's timestamptz columns arrive as datetimes already (store/postgres.py).
+    if isinstance(text, datetime):
+        return text
     return datetime.fromisoformat(text) if text else None
 
 

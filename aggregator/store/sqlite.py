@@ -12,12 +12,14 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
 from ..ingest.identity import Known, uid_for, with_first_seen_date
 from ..models import FeedState, PollRecord, StoredEntry
+from . import articles, sanitized
+from .connection import SqliteBase, store_errors
+from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow
 from .rows import (
     _INSERT_ENTRY,
     _dt,
@@ -28,9 +30,7 @@ from .rows import (
     _stored_from_row,
     _ts,
 )
-from .schema import open_database
 from .search import FTS_TABLE
-from .transaction import Atomic
 
 # Entries of at least 1/SCAN_SHARE of all feeds are read by walking the date index.
 SCAN_SHARE = 4
@@ -78,18 +78,10 @@ def state_after_poll(state: FeedState | None, rec: PollRecord) -> FeedState:
     )
 
 
-class Store:
-    """One connection to the database file, migrated on open. Not thread-safe by design."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.db = open_database(self.path)
-        except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open database {self.path}: {e}") from e
-
-    def close(self) -> None:
-        self.db.close()
+@store_errors
+class SqliteStore(SqliteBase):
+    """The Store (protocol.py) on one SQLite connection, migrated on open: each method's
+    contract is written there. Not thread-safe by design: see threads.StoreThreads."""
 
     # --- feeds -------------------------------------------------------------------------------
 
@@ -134,19 +126,6 @@ class Store:
         count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)" if count_entries else "0"
         sql = f"SELECT f.*, {count} AS entry_count FROM feeds f {where} ORDER BY f.name"
         return [_feed_state_from_row(r) for r in self.db.execute(sql, params).fetchall()]
-
-    def known_hashes(self, feed: str) -> dict[str, str]:
-        """Key → content hash of every stored entry of a feed: decides new / updated / unchanged.
-
-        Pruned entries are included (from their tombstones), so an entry pruned while the feed
-        still carries it is never taken for a new one.
-        """
-        rows = self.db.execute(
-            "SELECT key, content_hash FROM pruned WHERE feed = ? "
-            "UNION ALL SELECT key, content_hash FROM entries WHERE feed = ?",
-            [feed, feed],
-        )
-        return {key: h for key, h in rows.fetchall()}
 
     def known_entries(self, feed: str) -> dict[str, Known]:
         """Key → what is stored of every entry of a feed (hashes, link, uid).
@@ -275,21 +254,6 @@ class Store:
                 self.bump_generation()
             return self._generation()
 
-    def generation(self) -> int:
-        return self._generation()
-
-    def bump_generation(self) -> int:
-        """Say that what outputs are built from has changed: renders and caches key on the
-        generation. Call it inside the transaction that made the change."""
-        self.db.execute(
-            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
-        )
-        return self._generation()
-
-    def _generation(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        return int(row[0])
-
     # --- reading entries ---------------------------------------------------------------------
 
     def iter_entries(
@@ -334,11 +298,7 @@ class Store:
             f"JOIN feeds f ON f.name = e.feed WHERE {FTS_TABLE} MATCH ? "
             f"ORDER BY bm25({FTS_TABLE}), e.published DESC, e.uid LIMIT ?"
         )
-        try:
-            cur = self.db.execute(sql, [query, limit])
-            return list(self._stored(cur, 200))
-        except sqlite3.OperationalError as e:
-            raise StoreError(f"search failed: {e}") from e
+        return list(self._stored(self.db.execute(sql, [query, limit]), 200))
 
     def feed_languages(self, names: Sequence[str]) -> dict[str, str | None]:
         """The language each feed declared on its last successful poll."""
@@ -366,7 +326,7 @@ class Store:
         `max_per_feed` newest (0 disables either rule). Returns how many entries were deleted.
 
         Each deleted entry leaves a tombstone (feed, key, content hash) in `pruned`, which
-        `known_hashes` reads, so a feed that still carries it does not bring it back as new.
+        `known_entries` reads, so a feed that still carries it does not bring it back as new.
         """
         cutoff = _ts(now - timedelta(days=retention_days))
         with self._atomic():
@@ -405,31 +365,44 @@ class Store:
 
     def vacuum(self) -> None:
         """Give the space of deleted rows back to the file system. Slow; only on demand."""
-        try:
-            # FTS5 keeps deleted rows as delete markers until its segments are merged.
-            self.db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('optimize')")
-            self.db.execute("VACUUM")
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as e:
-            raise StoreError(f"vacuum failed: {e}") from e
+        # FTS5 keeps deleted rows as delete markers until its segments are merged.
+        self.db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('optimize')")
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def check_writable(self) -> None:
-        """Raise StoreError unless a write transaction can be taken right now."""
-        if self.db.conn.in_transaction:
-            return  # inside a batch of writes: this connection holds the write lock already
-        # Wait a little for another process's write (a CLI run, a backup), not the full 30 s.
-        self.db.execute("PRAGMA busy_timeout = 5000")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("ROLLBACK")
-        except sqlite3.Error as e:
-            raise StoreError(f"database is not writable: {e}") from e
-        finally:
-            self.db.execute("PRAGMA busy_timeout = 30000")
+    # --- the article queue and the re-sanitising pass: their SQL has modules of its own ------
 
-    def _atomic(self) -> Atomic:
-        return Atomic(self.db.conn)
+    def queue_articles(self, rec: PollRecord, wanted: FeedTest, private: FeedTest) -> int | None:
+        return articles.mark_entries(self, rec, wanted, private)
 
-    def atomic(self) -> Atomic:
-        """One transaction (a savepoint inside a batch), for modules with SQL of their own."""
-        return Atomic(self.db.conn)
+    def articles_due(self, now: datetime, limit: int = 200) -> list[Due]:
+        return articles.due(self, now, limit)
+
+    def next_article_due(self) -> datetime | None:
+        return articles.next_due(self)
+
+    def defer_articles(self, link: str, when: datetime) -> None:
+        articles.defer(self, link, when)
+
+    def record_article(
+        self,
+        link: str,
+        article: Article,
+        now: datetime,
+        retry_delays: Sequence[timedelta] = articles.RETRY_DELAYS,
+    ) -> int | None:
+        return articles.record(self, link, article, now, retry_delays)
+
+    def article_counts(self, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        return articles.counts(self, feeds)
+
+    def sanitize_resume(self, policy: str) -> int | None:
+        return sanitized.resume_after(self, policy)
+
+    def sanitize_batch(self, after: int, rows: int) -> list[SanitizeRow]:
+        return sanitized.read_batch(self, after, rows)
+
+    def write_sanitized(
+        self, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
+    ) -> int:
+        return sanitized.write_batch(self, policy, cleaned, last, done)

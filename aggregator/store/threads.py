@@ -1,13 +1,16 @@
-"""The daemon's access to SQLite from asyncio: one writer thread, a few reader threads, and the
+"""The daemon's access to a store from asyncio: one writer thread, a few reader threads, and the
 batching of many small calls into one thread hop (and one transaction for writes). I/O.
+
+Shaped by SQLite (one writer, connections that never cross threads), it asks nothing of the
+store but the Store protocol, so any store opened per thread fits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -15,7 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreError
-from .sqlite import Store
+from .protocol import Store
+from .sqlite import SqliteStore
 
 T = TypeVar("T")
 # How long a batched write waits for others to join its batch (seconds).
@@ -27,7 +31,7 @@ class _Batcher:
     thread hop and one wake-up of the loop per batch instead of one per call.
 
     With `transaction`, a batch of several calls runs in one transaction, each call in a
-    savepoint of its own (see `transaction.Atomic`); results are handed back only after the
+    savepoint of its own (see `connection.Atomic`); results are handed back only after the
     commit, so a caller never sees as committed what a failed commit lost.
     """
 
@@ -100,31 +104,24 @@ class _Batcher:
 
     def _run(self, fns: list[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
         store = self._store()
-        conn = store.db.conn
-        together = self._transaction and len(fns) > 1
         if self._transaction:
             # data_version moves only when another connection commits: then what the poller
             # keeps in memory of the feeds (see poll.StateCache) may be stale.
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            version = store.data_version()
             if self._data_version is not None and version != self._data_version:
                 self.external_changes += 1
             self._data_version = version
-        if together:
-            conn.execute("BEGIN IMMEDIATE")
+        together = self._transaction and len(fns) > 1
         results: list[tuple[bool, Any]] = []
-        for fn in fns:
-            try:
-                results.append((True, fn(store)))
-            except Exception as e:  # handed to that caller alone
-                results.append((False, e))
-        if together:
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                failed = StoreError(f"commit failed: {e}")
-                return [(False, failed) for _ in fns]
+        try:
+            with store.atomic() if together else contextlib.nullcontext():
+                for fn in fns:
+                    try:
+                        results.append((True, fn(store)))
+                    except Exception as e:  # handed to that caller alone
+                        results.append((False, e))
+        except StoreError as e:  # the batch's commit failed: none of its calls stands
+            return [(False, e) for _ in fns]
         return results
 
     @staticmethod
@@ -150,8 +147,16 @@ class StoreThreads:
     connection ever crosses threads and the event loop never waits on SQLite.
     """
 
-    def __init__(self, path: str | Path, readers: int = 2) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        readers: int = 2,
+        opener: Callable[[], Store] | None = None,
+    ) -> None:
+        """`opener` opens one connection (each thread calls it once); by default an
+        SqliteStore on the file at `path`."""
         self.path = Path(path)
+        self._open: Callable[[], Store] = opener or (lambda: SqliteStore(self.path))
         self._local = threading.local()
         self._stores: list[Store] = []
         self._lock = threading.Lock()
@@ -167,7 +172,7 @@ class StoreThreads:
     def _store(self) -> Store:
         store: Store | None = getattr(self._local, "store", None)
         if store is None:
-            store = Store(self.path)
+            store = self._open()
             self._local.store = store
             with self._lock:
                 self._stores.append(store)

@@ -1,0 +1,98 @@
+"""The daemon's periodic background work: the poll summary line, the writer's heartbeat, the
+daily prune and the re-sanitising pass. Each runs until `sleep` says the daemon is stopping.
+
+I/O through the store threads only; the daemon spawns them (see daemon.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from datetime import UTC, datetime, timedelta
+
+from .config.resolved import Config
+from .errors import AggregatorError
+from .health import HEARTBEAT_EVERY, FeedBoard, Heartbeat
+from .ingest.resanitize import resanitize
+from .logs import PollTally
+from .store.protocol import Store
+from .store.threads import StoreThreads
+
+log = logging.getLogger("aggregator.daemon")  # the lines operators know, under their logger
+PRUNE_EVERY = timedelta(days=1)
+FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
+
+# Waits the given seconds, or less if the daemon stops; True when it is stopping.
+Sleep = Callable[[float], Awaitable[bool]]
+
+
+async def summaries(
+    config: Callable[[], Config], take: Callable[[], PollTally], sleep: Sleep
+) -> None:
+    """A summary line of the polls every `summary_interval`, when there were any. `take`
+    hands over the tally so far and starts a new one."""
+    while not await sleep(config().aggregator.summary_interval.total_seconds()):
+        tally = take()
+        if sum(tally.statuses.values()):
+            feeds = len(config().feeds)
+            log.info("%s", tally.line(feeds), extra=tally.fields(feeds))
+
+
+async def heartbeats(store: StoreThreads, board: FeedBoard, sleep: Sleep) -> None:
+    """Probe the write lock through the writer thread every few seconds, for /healthz:
+    a health check must not write, and a stuck writer shows as a stale heartbeat."""
+    while True:
+        try:
+            await store.write_batched(lambda s: s.check_writable())
+            beat = Heartbeat(datetime.now(UTC))
+        except AggregatorError as e:
+            beat = Heartbeat(datetime.now(UTC), str(e))
+        board.heartbeat = beat
+        if await sleep(HEARTBEAT_EVERY.total_seconds()):
+            return
+
+
+async def resanitize_stored(
+    store: StoreThreads,
+    pool: Executor | None,
+    config: Callable[[], Config],
+    on_write: Callable[[int], None],
+    lock: asyncio.Lock,
+) -> None:
+    """Bring stored content to the current sanitiser policy (once after it changed)."""
+    async with lock:  # a reload while a pass runs: the next one follows
+        s = config().aggregator
+        try:
+            await resanitize(store, pool, frozenset(s.embed_hosts), s.limits, on_write)
+        except AggregatorError as e:
+            log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
+
+
+def _prune(store: Store, now: datetime, retention_days: int, max_per_feed: int) -> int:
+    # Not functools.partial(Store.prune, ...): that is the protocol's own (empty) method.
+    return store.prune(now, retention_days, max_per_feed)
+
+
+async def prunes(store: StoreThreads, config: Callable[[], Config], sleep: Sleep) -> None:
+    """Apply retention once a day; the last run is stored, so restarts do not skip it."""
+    last = await store.read(lambda s: s.last_prune())
+    now = datetime.now(UTC)
+    due = last + PRUNE_EVERY if last is not None else now + FIRST_PRUNE_DELAY
+    while not await sleep((due - datetime.now(UTC)).total_seconds()):
+        now = datetime.now(UTC)
+        s = config().aggregator
+        prune = functools.partial(
+            _prune,
+            now=now,
+            retention_days=s.retention_days,
+            max_per_feed=s.max_entries_per_feed,
+        )
+        try:
+            pruned = await store.write(prune)
+            log.info("prune: %d entries deleted", pruned)
+        except AggregatorError as e:
+            log.error("prune failed: %s", e)
+        due = now + PRUNE_EVERY

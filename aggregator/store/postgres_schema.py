@@ -1,0 +1,195 @@
+"""The PostgreSQL schema: numbered migrations, applied on open in one transaction under an
+advisory lock, recorded in `schema_migrations`. I/O.
+
+The tables mirror SQLite's after all of its migrations (store/schema.py), in PostgreSQL's own
+types: timestamptz for times (always written and read in UTC), boolean for flags. JSON blobs
+(categories, media, authors, hints) stay text: the store never queries into them, and the same
+encoders (store/rows.py) write them for both stores.
+
+Full-text search: `entries.search` is a stored generated tsvector (title weighted A, summary B,
+content C, so a query can be limited to one column as FTS5's `title:` is) under a GIN index.
+It uses the text search configuration `aggregator`: no stemming and accents removed (unaccent),
+as SQLite's `unicode61 remove_diacritics 2` tokenizer does, so both stores find the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+# Any fixed 64-bit number, the same in every process: two daemons starting at once on a new
+# database wait for each other here instead of both creating the tables.
+MIGRATION_LOCK = 0x61676772_6D696772  # "aggr" "migr"
+
+# Text longer than this is left out of the full-text index (PostgreSQL's tsvector holds at most
+# 1 MB and positions up to 16,383): an entry with a huge body is still stored, and found by
+# its title, summary and the start of its content.
+INDEXED_CHARS = 200_000
+
+Migration = Callable[[psycopg.Connection[Any]], None]
+MIGRATIONS: list[tuple[int, str, Migration]] = []
+
+
+def migration(number: int) -> Callable[[Migration], Migration]:
+    """Register a migration. Numbers only grow; a released migration never changes."""
+
+    def register(fn: Migration) -> Migration:
+        assert not MIGRATIONS or MIGRATIONS[-1][0] < number, "migrations go in number order"
+        MIGRATIONS.append((number, fn.__name__, fn))
+        return fn
+
+    return register
+
+
+def _run(conn: psycopg.Connection[Any], *statements: str) -> None:
+    for statement in statements:
+        conn.execute(statement.encode())
+
+
+@migration(1)
+def m001_initial(conn: psycopg.Connection[Any]) -> None:
+    """Everything SQLite's m001…m011 built, at once."""
+    indexed = " || ".join(
+        f"setweight(to_tsvector('aggregator', left({column}, {INDEXED_CHARS})), '{weight}')"
+        for column, weight in (("title", "A"), ("summary", "B"), ("content", "C"))
+    )
+    _run(
+        conn,
+        # unaccent is a trusted extension (PostgreSQL 13+): the database's owner may add it.
+        "CREATE EXTENSION IF NOT EXISTS unaccent",
+        "CREATE TEXT SEARCH CONFIGURATION aggregator (COPY = simple)",
+        "ALTER TEXT SEARCH CONFIGURATION aggregator "
+        "ALTER MAPPING FOR hword, hword_part, word WITH unaccent, simple",
+        # `rain-expected` is indexed as its parts alone, as unicode61 splits it: whole
+        # hyphenated words would keep the query `rain-expected` from matching "rain expected".
+        "ALTER TEXT SEARCH CONFIGURATION aggregator DROP MAPPING FOR asciihword, hword, numhword",
+        """
+        CREATE TABLE feeds (
+            name text PRIMARY KEY,
+            url text NOT NULL,
+            title text,
+            link text,
+            etag text,
+            last_modified text,
+            body_hash text,
+            last_poll timestamptz,
+            last_ok timestamptz,
+            last_status text,
+            http_status integer,
+            error_count integer NOT NULL DEFAULT 0,
+            last_error text,
+            next_poll timestamptz,
+            warning text,
+            next_reason text,
+            backoff_level integer NOT NULL DEFAULT 0,
+            failing_since timestamptz,
+            redirect_url text,
+            redirect_count integer NOT NULL DEFAULT 0,
+            gone boolean NOT NULL DEFAULT false,
+            hints text,
+            language text,
+            key_mode text NOT NULL DEFAULT 'guid'
+        )
+        """,
+        f"""
+        CREATE TABLE entries (
+            feed text NOT NULL REFERENCES feeds(name),
+            key text NOT NULL,
+            key_kind text NOT NULL,
+            uid text NOT NULL UNIQUE,
+            guid text,
+            link text,
+            title text NOT NULL,
+            summary text NOT NULL,
+            content text NOT NULL,
+            author text NOT NULL,
+            categories text NOT NULL,
+            published timestamptz NOT NULL,
+            updated timestamptz NOT NULL,
+            date_known boolean NOT NULL,
+            content_hash text NOT NULL,
+            stable_hash text,
+            media text,
+            authors text,
+            first_seen timestamptz NOT NULL,
+            last_changed timestamptz NOT NULL,
+            search tsvector GENERATED ALWAYS AS ({indexed}) STORED,
+            PRIMARY KEY (feed, key)
+        )
+        """,
+        "CREATE INDEX entries_feed_published ON entries (feed, published DESC)",
+        "CREATE INDEX entries_published ON entries (published DESC)",
+        "CREATE INDEX entries_search ON entries USING gin (search)",
+        "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+        "INSERT INTO meta (key, value) VALUES ('generation', '0'), ('sanitize_policy', '')",
+        """
+        CREATE TABLE pruned (
+            feed text NOT NULL,
+            key text NOT NULL,
+            content_hash text NOT NULL,
+            pruned_at timestamptz NOT NULL,
+            PRIMARY KEY (feed, key)
+        )
+        """,
+        """
+        CREATE TABLE articles (
+            link text PRIMARY KEY,
+            status text NOT NULL,
+            url text NOT NULL,
+            content text NOT NULL,
+            text_length integer NOT NULL,
+            method text,
+            error text,
+            fetched_at timestamptz NOT NULL
+        )
+        """,
+        # A pruned entry takes its extraction state with it (a trigger on SQLite).
+        """
+        CREATE TABLE entry_articles (
+            feed text NOT NULL,
+            key text NOT NULL,
+            link text NOT NULL,
+            status text NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            next_try timestamptz,
+            error text,
+            method text,
+            source text,
+            done_at timestamptz,
+            PRIMARY KEY (feed, key),
+            FOREIGN KEY (feed, key) REFERENCES entries (feed, key) ON DELETE CASCADE
+        )
+        """,
+        "CREATE INDEX entry_articles_due ON entry_articles (status, next_try)",
+        "CREATE INDEX entry_articles_link ON entry_articles (link)",
+    )
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[int]:
+    """Apply the migrations this database has not run, all in one transaction, under the
+    advisory lock. Returns the numbers applied (none when it is up to date). Raises
+    psycopg.Error; the store wraps it."""
+    with conn.transaction():
+        # A transaction-level lock: released by the commit or the rollback, never left behind.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+        _run(
+            conn,
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        cur = conn.cursor(row_factory=tuple_row)
+        done = {version for (version,) in cur.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        for number, name, fn in MIGRATIONS:
+            if number in done:
+                continue
+            fn(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", [number, name]
+            )
+            applied.append(number)
+        return applied

@@ -1,0 +1,175 @@
+"""The Store protocol: every operation the poller, outputs, server, CLI, article queue,
+resanitizer and health checks ask of a store, and the values they pass. No I/O.
+
+The SQLite store (sqlite.py) implements it; a PostgreSQL store can slot in beside it. Callers
+are typed against `Store`, never against one implementation. Every method raises StoreError
+(errors.py), with the database's error as its cause, for any failure of the database, reads
+as much as writes; a write is one transaction, all or nothing, unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from ..ingest.identity import Known
+from ..models import FeedState, PollRecord, StoredEntry
+
+# The re-sanitising pass's rows: (rowid, summary, content, link, content hash) as read, and
+# (rowid, summary, content, content hash) as written back.
+SanitizeRow = tuple[int, str, str, str | None, str]
+Sanitized = tuple[int, str, str, str]
+# Asked of a feed by name: does it want full content, are its pages fetched with credentials?
+FeedTest = Callable[[str], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """One page to fetch and the pending entries that wait for it."""
+
+    link: str  # the cache key (match_key of the entries' link)
+    url: str  # what to fetch: the first entry's canonical link
+    entries: tuple[tuple[str, str], ...]  # (feed, key)
+    feed: str  # the feed of the first entry: its selectors are used, its name is logged
+    title: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """What fetching and extracting one page gave. `error` set: nothing to store; then
+    `transient` says whether trying again later may help, `retry_at` when the host said."""
+
+    url: str
+    content: str = ""
+    text_length: int = 0
+    method: str = ""
+    error: str | None = None
+    transient: bool = False
+    retry_at: datetime | None = None
+
+
+class Store(Protocol):
+    """One connection to the store; it stays on the thread that opened it (threads.py)."""
+
+    @property
+    def path(self) -> Path | str:
+        """What messages and /status name the store by (never with a password)."""
+
+    # --- the connection ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; the store is unusable after."""
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """One transaction, or a savepoint inside an open one: commits or vanishes whole."""
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write could start right now (health checks)."""
+
+    def generation(self) -> int:
+        """The store generation: it grows with every change outputs are built from."""
+
+    def bump_generation(self) -> int:
+        """Grow the generation, inside the transaction that changed entries; returns it."""
+
+    def data_version(self) -> int:
+        """A number that moves when another connection (process) commits: what the poller's
+        in-memory feed states are checked against."""
+
+    # --- feeds and polls ---------------------------------------------------------------------
+
+    def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
+        """Give every configured (name, url) a row, keeping known feeds' state; one
+        transaction."""
+
+    def feed_state(self, name: str, count_entries: bool = True) -> FeedState | None:
+        """A feed's stored state (None: unknown feed); entry_count 0 unless counted."""
+
+    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedState]:
+        """The states of the named feeds (all when None), by name, with entry counts."""
+
+    def known_entries(self, feed: str) -> dict[str, Known]:
+        """Key → what is stored of each entry of a feed, pruned ones (tombstones) included."""
+
+    def recent_published(self, feed: str, limit: int = 20) -> list[datetime]:
+        """Known publication dates of a feed's newest entries, newest first."""
+
+    def feed_languages(self, names: Sequence[str]) -> dict[str, str | None]:
+        """The language each named feed declared on its last successful poll."""
+
+    def defer_poll(self, feed: str, when: datetime, reason: str) -> None:
+        """Move a feed's next poll without polling it; one transaction."""
+
+    def record_poll(self, rec: PollRecord) -> int:
+        """Write one poll's entries and feed state in one transaction; returns the
+        generation after it."""
+
+    # --- entries -----------------------------------------------------------------------------
+
+    def iter_entries(
+        self, feeds: Sequence[str], batch: int = 200, query: str | None = None
+    ) -> Iterator[StoredEntry]:
+        """The feeds' entries newest first, streamed; only those matching a search query
+        (search.py syntax) when one is given."""
+
+    def search(self, query: str, limit: int = 20) -> list[StoredEntry]:
+        """Entries matching a search query, best match first, then newest."""
+
+    def count_entries(self, feed: str | None = None) -> int:
+        """How many entries are stored (of one feed, or of all)."""
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int:
+        """Delete entries past retention (leaving tombstones) in one transaction; returns
+        how many."""
+
+    def last_prune(self) -> datetime | None:
+        """When prune last ran (None: never)."""
+
+    def vacuum(self) -> None:
+        """Give deleted rows' space back to the file system; slow, on demand only."""
+
+    # --- the article queue (full content from article pages) --------------------------------
+
+    def queue_articles(self, rec: PollRecord, wanted: FeedTest, private: FeedTest) -> int | None:
+        """Queue a poll's new (and re-linked) entries if `wanted(feed)`, in the poll's
+        transaction (pages of `private` feeds cached for them alone); returns the new
+        generation when a cached page changed content."""
+
+    def articles_due(self, now: datetime, limit: int = 200) -> list[Due]:
+        """Pages whose pending entries' next try has come, oldest first."""
+
+    def next_article_due(self) -> datetime | None:
+        """When the next pending entry comes due (None: nothing pending)."""
+
+    def defer_articles(self, link: str, when: datetime) -> None:
+        """Move a page's pending entries to `when`, counting no attempt; one transaction."""
+
+    def record_article(
+        self, link: str, article: Article, now: datetime, retry_delays: Sequence[timedelta]
+    ) -> int | None:
+        """Store what a page gave and apply it to its pending entries, in one transaction;
+        returns the new generation when some entry's content changed."""
+
+    def article_counts(self, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per feed: how many of its entries' articles are extracted, failed, pending."""
+
+    # --- the re-sanitising pass (ingest/resanitize.py) ---------------------------------------
+
+    def sanitize_resume(self, policy: str) -> int | None:
+        """The rowid after which entries still need `policy` (None: all have it)."""
+
+    def sanitize_batch(self, after: int, rows: int) -> list[SanitizeRow]:
+        """The next `rows` entries after rowid `after`, in rowid order."""
+
+    def write_sanitized(
+        self, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
+    ) -> int:
+        """Write cleaned rows (those unchanged since read) and the pass's progress in one
+        transaction; returns the generation."""

@@ -1,0 +1,64 @@
+"""The SQLite queries of the re-sanitising pass (ingest/resanitize.py): entries read in rowid
+batches, written back cleaned, and the pass's progress kept in `meta`. I/O.
+
+The progress is three meta keys: `sanitize_policy` (the policy every row has), and while a pass
+runs, `sanitize_target` (the policy it applies) and `sanitize_rowid` (how far it got), so that a
+restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .connection import SqliteBase
+from .protocol import Sanitized, SanitizeRow
+
+
+def resume_after(store: SqliteBase, policy: str) -> int | None:
+    """The rowid after which rows still need `policy`; None when every row has it."""
+    meta = dict(
+        store.db.execute(
+            "SELECT key, value FROM meta WHERE key IN "
+            "('sanitize_policy', 'sanitize_target', 'sanitize_rowid')"
+        ).fetchall()
+    )
+    if meta.get("sanitize_policy") == policy:
+        return None
+    if meta.get("sanitize_target") == policy:
+        return int(meta.get("sanitize_rowid") or 0)
+    return 0
+
+
+def read_batch(store: SqliteBase, after: int, rows: int) -> list[SanitizeRow]:
+    return [
+        (r[0], r[1], r[2], r[3], r[4])
+        for r in store.db.execute(
+            "SELECT rowid, summary, content, link, content_hash FROM entries WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?",
+            [after, rows],
+        )
+    ]
+
+
+def write_batch(
+    store: SqliteBase, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
+) -> int:
+    """Write one batch and the progress in one transaction; returns the store generation."""
+    with store.atomic():
+        # Only rows still as they were read: a poll that updated one meanwhile stored it
+        # sanitised under the current policy already, and must not be undone.
+        store.db.conn.executemany(
+            "UPDATE entries SET summary = ?, content = ? WHERE rowid = ? AND content_hash = ?",
+            [(s, c, rowid, h) for rowid, s, c, h in cleaned],
+        )
+        progress = {"sanitize_target": policy, "sanitize_rowid": str(last)}
+        if done:
+            progress["sanitize_policy"] = policy
+        store.db.conn.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            list(progress.items()),
+        )
+        if cleaned:
+            store.bump_generation()
+    return store.generation()
