@@ -10,68 +10,57 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from . import __version__, cli_fetch, cli_ops
-from .cli_common import config_option, load_or_exit
-from .cli_common import fail as _fail
-from .cli_common import open_store_or_exit as _open_store
-from .errors import AggregatorError, ConfigError
+from .cli_common import CONFIG_HELP, CONTEXT, command, fail, load, opened_store
+from .config.load import CONFIG_ENV
 from .logs import setup_logging
 from .models import StoredEntry
 from .store.backup import backup_database
 from .store.lock import running_daemon
-from .store.sqlite import SqliteStore
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-_load = load_or_exit
-
-
-def _setup_logging(level: str, fmt: str = "text") -> None:
-    setup_logging(level, fmt)
-
-
-@click.group()
+@click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="aggregator")
-def main() -> None:
+@click.option(
+    "--config",
+    "config_path",
+    envvar=CONFIG_ENV,
+    default=None,
+    type=click.Path(dir_okay=False),
+    help=CONFIG_HELP,
+)
+def main(config_path: str | None) -> None:
     """Poll feeds, merge and deduplicate their entries, and republish them as output feeds."""
 
 
-@main.command()
-@config_option
+def _known_output(config_path: str, names: list[str], output: str) -> None:
+    if output not in names:
+        fail(f"no output named {output!r} in {config_path}", 2)
+
+
+@command()
 def run(config_path: str) -> None:
     """Run the daemon: poll every feed on its interval and serve the outputs over HTTP."""
     from .daemon import run_daemon
 
-    config = _load(config_path, need_secrets=True)
-    _setup_logging(config.aggregator.log_level, config.aggregator.log_format)
-    try:
-        run_daemon(config, config_path)
-    except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except OSError as e:  # typically the listen address is taken
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    config = load(config_path, need_secrets=True)
+    setup_logging(config.aggregator.log_level, config.aggregator.log_format)
+    run_daemon(config, config_path)  # a taken listen address is an OSError: exit 1
 
 
-@main.command("check-config")
-@config_option
+@command("check-config")
 def check_config(config_path: str) -> None:
     """Validate the config file and exit: 0 when valid, 2 with one line per problem otherwise."""
-    config = _load(config_path, need_secrets=True)
+    config = load(config_path, need_secrets=True)
     click.echo(f"{config_path}: ok ({len(config.feeds)} feeds, {len(config.outputs)} outputs)")
 
 
-@main.command()
-@config_option
+@command()
 @click.argument("output")
 @click.option(
     "--format",
@@ -79,6 +68,7 @@ def check_config(config_path: str) -> None:
     type=click.Choice(["atom", "rss", "json", "html", "opml"]),
     default="atom",
     show_default=True,
+    help="A feed format, the output's HTML page, or the OPML of its sources.",
 )
 @click.option(
     "--page",
@@ -90,25 +80,20 @@ def render(config_path: str, output: str, fmt: str, page: int | None) -> None:
     """Render OUTPUT from the stored entries to standard output: all of it, or one --page."""
     from .outputs.plan import PageNotFound, render_output
 
-    config = _load(config_path, need_secrets=True)
-    if output not in config.outputs:
-        click.echo(f"error: no output named {output!r} in {config_path}", err=True)
-        sys.exit(2)
-    store = _open_store(config)
-    try:
-        rendered = render_output(
-            store,
-            config,
-            output,
-            fmt,  # type: ignore[arg-type]
-            page=page or 1,
-            whole=page is None,
-        )
-    except PageNotFound as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    finally:
-        store.close()
+    config = load(config_path, need_secrets=True)
+    _known_output(config_path, list(config.outputs), output)
+    with opened_store(config) as store:
+        try:
+            rendered = render_output(
+                store,
+                config,
+                output,
+                fmt,  # type: ignore[arg-type]
+                page=page or 1,
+                whole=page is None,
+            )
+        except PageNotFound as e:
+            fail(str(e), 2)
     sys.stdout.buffer.write(rendered.body)
     sys.stdout.buffer.write(b"\n")
 
@@ -117,17 +102,13 @@ def _when(d: datetime | None) -> str:
     return d.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if d else "-"
 
 
-@main.command()
-@config_option
+@command()
 def feeds(config_path: str) -> None:
     """List the configured feeds: status, last success, errors, entries."""
-    config = _load(config_path)
-    store = _open_store(config)
-    try:
+    config = load(config_path)
+    with opened_store(config) as store:
         states = {s.name: s for s in store.feed_states()}
         articles = store.article_counts()
-    finally:
-        store.close()
     rows = [
         (
             "NAME",
@@ -175,8 +156,7 @@ def feeds(config_path: str) -> None:
         click.echo(note)
 
 
-@main.command()
-@config_option
+@command()
 @click.argument("url")
 @click.option("--selector", help="CSS selector of the element holding the story.")
 @click.option("--remove", multiple=True, help="CSS selector of elements to drop (repeatable).")
@@ -188,11 +168,11 @@ def extract(
     from .cli_extract import try_extract
     from .ingest.extract import check_selector
 
-    config = _load(config_path)
+    config = load(config_path)
     if feed_name is not None:
         feed = config.feeds.get(feed_name)
         if feed is None:
-            _fail(f"no feed named {feed_name!r} in {config_path}", 2)
+            fail(f"no feed named {feed_name!r} in {config_path}", 2)
         selector = selector or feed.content_selector
         remove = remove or feed.remove_selectors
     try:
@@ -200,16 +180,13 @@ def extract(
             if css is not None:
                 check_selector(css)
     except ValueError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     if not url.startswith(("http://", "https://")):
-        _fail(f"{url!r} is not an http(s) URL", 2)
-    try:
-        result = asyncio.run(try_extract(config, url, selector, remove))
-    except AggregatorError as e:
-        _fail(str(e))
+        fail(f"{url!r} is not an http(s) URL", 2)
+    result = asyncio.run(try_extract(config, url, selector, remove))
     x = result.extraction
     if not x.found:
-        _fail(f"{result.url}: {x.reason}")
+        fail(f"{result.url}: {x.reason}")
     click.echo(x.html)
     click.echo(
         f"{result.url}: {x.text_length} characters of text by {x.method}, of the page's "
@@ -223,40 +200,28 @@ def _line(item: StoredEntry) -> str:
     return f"{_when(e.published)}  {e.feed:<16} {e.title[:70]}"
 
 
-@main.command()
-@config_option
+@command()
 def reload(config_path: str) -> None:
     """Make the running daemon reload its config file (sends it SIGHUP)."""
-    config = _load(config_path)  # an invalid file is reported here, before signalling
+    config = load(config_path)  # an invalid file is reported here, before signalling
     try:
-        pid = running_daemon(config.aggregator.database)
+        pid = running_daemon(config.aggregator.database)  # LockError: none runs, exit 1
         os.kill(pid, signal.SIGHUP)
-    except AggregatorError as e:
-        _fail(str(e))
     except OSError as e:
-        _fail(f"cannot signal the daemon: {e}")
+        fail(f"cannot signal the daemon: {e}")
     click.echo(f"sent SIGHUP to the daemon (pid {pid}); /status shows the result")
 
 
-@main.command()
-@config_option
+@command()
 @click.argument("output")
 def preview(config_path: str, output: str) -> None:
     """List what OUTPUT would contain, the duplicates merged, and which rule dropped the rest."""
     from .outputs.plan import plan_output
 
-    config = _load(config_path)
-    if output not in config.outputs:
-        click.echo(f"error: no output named {output!r} in {config_path}", err=True)
-        sys.exit(2)
-    store = _open_store(config)
-    try:
+    config = load(config_path)
+    _known_output(config_path, list(config.outputs), output)
+    with opened_store(config) as store:
         plan = plan_output(store, config, output, datetime.now(UTC))
-    except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    finally:
-        store.close()
     merged = sum(len(s.merged) for s in plan.stories)
     click.echo(f"{output}: {len(plan.stories)} stories ({merged} duplicates merged)")
     for story in plan.stories:
@@ -271,91 +236,78 @@ def preview(config_path: str, output: str) -> None:
             click.echo(f"  {_line(item)}  [{reason}]")
 
 
-@main.command()
-@config_option
+@command()
 @click.argument("query")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Print at most this many entries.",
+)
 def search(config_path: str, query: str, limit: int) -> None:
-    """Full-text search over the stored entries, best match first: plain words (`iOS 15.5`,
-    `C#`), or SQLite FTS5 syntax (`"climate summit" NOT sport`) when the query uses it."""
+    """Full-text search for QUERY over the stored entries, best match first: plain words
+    (`iOS 15.5`, `C#`), or SQLite FTS5 syntax (`"climate summit" NOT sport`) when the query
+    uses it."""
     from .store.search import to_fts
 
-    config = _load(config_path)
+    config = load(config_path)
     fts = to_fts(query)
     if fts is None:
-        _fail(f"nothing to search for in {query!r}: give at least one word", 2)
-    store = _open_store(config)
-    try:
+        fail(f"nothing to search for in {query!r}: give at least one word", 2)
+    with opened_store(config) as store:
         found = store.search(fts, limit)
-    except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    finally:
-        store.close()
     for item in found:
         click.echo(_line(item) + (f"  {item.entry.link}" if item.entry.link else ""))
     click.echo(f"{len(found)} entries", err=True)
 
 
-@main.command()
-@config_option
+@command()
 @click.option("--vacuum", is_flag=True, help="Then give the freed space back to the disk.")
 def prune(config_path: str, vacuum: bool) -> None:
     """Delete entries beyond retention_days and max_entries_per_feed now."""
-    config = _load(config_path)
+    config = load(config_path)
     s = config.aggregator
-    try:
-        store = SqliteStore(s.database)
-    except AggregatorError as e:
-        _fail(str(e))
-    try:
+    with opened_store(config) as store:
         count = store.prune(datetime.now(UTC), s.retention_days, s.max_entries_per_feed)
         if vacuum:
             store.vacuum()
-    except AggregatorError as e:
-        _fail(str(e))
-    finally:
-        store.close()
     click.echo(
         f"pruned {count} entries (retention_days={s.retention_days}, "
         f"max_entries_per_feed={s.max_entries_per_feed})" + ("; vacuumed" if vacuum else "")
     )
 
 
-@main.command()
-@config_option
+@command()
 @click.argument("target")
 def backup(config_path: str, target: str) -> None:
     """Copy the database to TARGET (a file, or a directory to put a dated file in)."""
-    config = _load(config_path)
+    config = load(config_path)
     path = Path(target)
     if path.is_dir() or target.endswith("/"):
         path.mkdir(parents=True, exist_ok=True)
         path = path / f"aggregator-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.db"
     if path.exists():
-        _fail(f"{path} already exists; choose a new name", 2)
+        fail(f"{path} already exists; choose a new name", 2)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backup_database(config.aggregator.database, path)
-    except AggregatorError as e:
-        _fail(str(e))
     except OSError as e:
-        _fail(f"cannot create {path.parent}: {e.strerror}")
+        fail(f"cannot create {path.parent}: {e.strerror}")
+    backup_database(config.aggregator.database, path)
     click.echo(f"backed up {config.aggregator.database} to {path}")
 
 
-@main.command("import-opml")
-@config_option
+@command("import-opml")
 @click.argument("opml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--print", "print_only", is_flag=True, help="Print the [[feeds]] tables; change nothing."
 )
 def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
-    """Add the feeds of an OPML file to the config (comments kept), or print them."""
+    """Add the feeds of the OPML file OPML_FILE to the config (comments kept), or print them."""
     from .config.edit import append_feeds, feeds_toml
     from .outputs.opml import parse_opml
 
-    config = _load(config_path)
+    config = load(config_path)
     try:
         result = parse_opml(
             opml_file.read_bytes(),
@@ -363,7 +315,7 @@ def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
             known_names=list(config.feeds),
         )
     except (OSError, ValueError) as e:
-        _fail(f"{opml_file}: {e}", 2)
+        fail(f"{opml_file}: {e}", 2)
     for skip in result.skipped:
         click.echo(f"skipped: {skip.where}: {skip.reason}", err=True)
     if print_only:
@@ -371,30 +323,28 @@ def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
         return
     if result.feeds:
         header = f"Imported from {opml_file.name} on {datetime.now(UTC):%Y-%m-%d}"
-        try:
-            append_feeds(Path(config_path), result.feeds, header)
-        except ConfigError as e:
-            _fail(str(e), 2)
+        append_feeds(Path(config_path), result.feeds, header)  # ConfigError: exit 2
     click.echo(
         f"added {len(result.feeds)} feeds to {config_path}, skipped {len(result.skipped)} outlines"
     )
 
 
-@main.command("export-opml")
-@config_option
-@click.option("--title", default="Feed aggregator subscriptions", show_default=True)
+@command("export-opml")
+@click.option(
+    "--title",
+    default="Feed aggregator subscriptions",
+    show_default=True,
+    help="The title of the subscription list.",
+)
 def export_opml(config_path: str, title: str) -> None:
     """Write every configured feed as an OPML 2.0 subscription list to standard output."""
     from .outputs.opml import Subscription, render_opml
 
-    config = _load(config_path)
+    config = load(config_path)
     states = {}
     if config.aggregator.database.is_file():  # titles and site links, once polled
-        store = _open_store(config)
-        try:
+        with opened_store(config) as store:
             states = {s.name: s for s in store.feed_states()}
-        finally:
-            store.close()
     subs = []
     for f in config.feeds.values():
         state = states.get(f.name)
@@ -410,11 +360,26 @@ def export_opml(config_path: str, title: str) -> None:
     sys.stdout.buffer.write(render_opml(title, subs))
 
 
-# The operator's commands live in their own module; registered here so `main` lists them all.
-main.add_command(cli_fetch.fetch)
-main.add_command(cli_ops.health)
-main.add_command(cli_ops.add)
-main.add_command(cli_ops.remove)
+# Every command, those of the operator's own modules too, registered here so `main` lists them.
+for _command in (
+    run,
+    check_config,
+    render,
+    feeds,
+    extract,
+    reload,
+    preview,
+    search,
+    prune,
+    backup,
+    import_opml,
+    export_opml,
+    cli_fetch.fetch,
+    cli_ops.health,
+    cli_ops.add,
+    cli_ops.remove,
+):
+    main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -14,11 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from .cli_common import config_option, load_or_exit
-from .cli_common import fail as _fail
+from .cli_common import command, fail, load
 from .config.resolved import Config, Feed
 from .config.values import parse_duration
-from .errors import AggregatorError
 from .ingest.poll import PollContext, poll_source
 from .logs import setup_logging
 from .models import PollOutcome
@@ -69,8 +67,7 @@ async def _poll_politely(ctx: PollContext, feed: Feed, deadline: datetime | None
         await asyncio.sleep((when - now).total_seconds())
 
 
-@click.command()
-@config_option
+@command()
 @click.option("--feed", "feed_names", multiple=True, help="Poll only this feed (repeatable).")
 @click.option(
     "--max-wait",
@@ -80,17 +77,16 @@ async def _poll_politely(ctx: PollContext, feed: Feed, deadline: datetime | None
 )
 def fetch(config_path: str, feed_names: tuple[str, ...], max_wait: str) -> None:
     """Poll every feed (or the named ones) once, store what is new, and exit."""
-    config = load_or_exit(config_path, need_secrets=True)
+    config = load(config_path, need_secrets=True)
     try:
         wait = parse_duration(max_wait)
     except ValueError as e:
-        _fail(f"--max-wait: {e}", 2)
+        fail(f"--max-wait: {e}", 2)
     fmt = config.aggregator.log_format
     handler = setup_logging("warning", fmt)
     for name in feed_names:
         if name not in config.feeds:
-            click.echo(f"error: no feed named {name!r} in {config_path}", err=True)
-            sys.exit(2)
+            fail(f"no feed named {name!r} in {config_path}", 2)
     names = list(feed_names) or list(config.feeds)
     started = datetime.now(UTC)
     # No bar between JSON log lines: they are for a machine, and the bar would break them.
@@ -102,9 +98,6 @@ def fetch(config_path: str, feed_names: tuple[str, ...], max_wait: str) -> None:
                 outcomes = asyncio.run(
                     _fetch_all(config, names, lambda o: bar.update(1), started + wait)
                 )
-            except AggregatorError as e:
-                click.echo(f"error: {e}", err=True)
-                sys.exit(1)
             finally:
                 handler.bar = None
     finally:

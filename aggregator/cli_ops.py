@@ -21,11 +21,10 @@ from urllib.parse import urlsplit
 
 import click
 
-from .cli_common import config_option, load_or_exit
-from .cli_common import fail as _fail
+from .cli_common import command, fail, load
 from .config.edit import append_feeds, remove_feed
 from .config.resolved import Config
-from .errors import AggregatorError, ConfigError
+from .errors import AggregatorError
 from .ingest.discover import Discovery, describe, discover, probe
 from .ingest.feedlinks import FeedLink
 from .ingest.workers import DeadlinePool
@@ -49,11 +48,10 @@ def local_url(config: Config, path: str) -> str:
     return f"http://{host}:{config.aggregator.port}{path}"
 
 
-@click.command()
-@config_option
+@command()
 def health(config_path: str) -> None:
     """Ask the running daemon's /healthz: exit 0 when healthy, 1 otherwise (or unreachable)."""
-    config = load_or_exit(config_path)
+    config = load(config_path)
     url = local_url(config, "/healthz")
     request = urllib.request.Request(url)
     admin = config.aggregator.admin_token
@@ -136,19 +134,18 @@ def _choose(found: Discovery, pick: int | None) -> FeedLink:
         return links[0]
     if pick is not None:
         if not 1 <= pick <= len(links):
-            _fail(f"--pick {pick}: there are {len(links)} feeds", 2)
+            fail(f"--pick {pick}: there are {len(links)} feeds", 2)
         return links[pick - 1]
     click.echo(f"{len(links)} feeds found:")
     for line in describe(links):
         click.echo("  " + line)
     if not sys.stdin.isatty():
-        _fail("several feeds found: run again with --pick N, or with the feed's own URL", 2)
+        fail("several feeds found: run again with --pick N, or with the feed's own URL", 2)
     choice: int = click.prompt("Add which one", type=click.IntRange(1, len(links)), default=1)
     return links[choice - 1]
 
 
-@click.command()
-@config_option
+@command()
 @click.argument("url")
 @click.option("--name", help="The feed's name in the config (default: from its title).")
 @click.option("--tags", default="", help="Comma-separated tags, for example 'news,world'.")
@@ -158,52 +155,43 @@ def add(
     config_path: str, url: str, name: str | None, tags: str, title: str | None, pick: int | None
 ) -> None:
     """Add the feed at URL (or the feed a web page at URL advertises) to the config."""
-    config = load_or_exit(config_path)
+    config = load(config_path)
     if url.startswith("feed://"):
         url = "http://" + url.removeprefix("feed://")
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        _fail(f"{url!r} is not an http(s) URL", 2)
+        fail(f"{url!r} is not an http(s) URL", 2)
     with _parse_pool(config) as pool:
         found = asyncio.run(_discover(config, url, pool))
         if not found.feeds:
             tried = ", ".join(found.tried)
-            _fail(f"no feed found at {url} (tried {tried}){_why(found)}; give the feed's own URL")
+            fail(f"no feed found at {url} (tried {tried}){_why(found)}; give the feed's own URL")
         link = _choose(found, pick)
         if not found.checked:
             # Advertised or guessed: check it is a feed, and learn its own title for the name.
             checked = asyncio.run(_probe(config, link.url, pool))
             if not checked.feeds:
-                _fail(f"{link.url} (advertised by {url}) is not a feed{_why(checked)}")
+                fail(f"{link.url} (advertised by {url}) is not a feed{_why(checked)}")
             link = checked.feeds[0]
     known = {f.url: f.name for f in config.feeds.values()}
     if link.url in known:
-        _fail(f"{link.url} is already configured as feed {known[link.url]!r}", 2)
+        fail(f"{link.url} is already configured as feed {known[link.url]!r}", 2)
     taken = set(config.feeds)
     if name is not None and name in taken:
-        _fail(f"a feed named {name!r} already exists", 2)
+        fail(f"a feed named {name!r} already exists", 2)
     chosen = name or _unique_name(title or link.title or urlsplit(link.url).hostname or "", taken)
     tag_list = tuple(t.strip() for t in tags.split(",") if t.strip())
     header = f"Added by `aggregator add` on {datetime.now(UTC):%Y-%m-%d}"
-    try:
-        append_feeds(
-            Path(config_path), [Subscription(chosen, link.url, title, None, tag_list)], header
-        )
-    except ConfigError as e:
-        _fail(str(e), 2)
+    append_feeds(Path(config_path), [Subscription(chosen, link.url, title, None, tag_list)], header)
     click.echo(f"added feed {chosen!r}: {link.url}")
     click.echo(_signal_reload(config))
 
 
-@click.command()
-@config_option
+@command()
 @click.argument("name")
 def remove(config_path: str, name: str) -> None:
     """Remove feed NAME from the config; its stored entries stay until they are pruned."""
-    config = load_or_exit(config_path)
-    try:
-        edited = remove_feed(Path(config_path), name)
-    except ConfigError as e:
-        _fail(str(e), 2)
+    config = load(config_path)
+    edited = remove_feed(Path(config_path), name)  # ConfigError: exit 2
     click.echo(f"removed feed {name!r} from {config_path}")
     if edited:
         click.echo(f"and from the feeds of output(s): {', '.join(edited)}")

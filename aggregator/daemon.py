@@ -1,4 +1,5 @@
-"""Starts and stops everything: store threads, parse pool, fetcher, scheduler, HTTP server.
+"""Runs the daemon: the poller (wired by runtime.py), the scheduler, the HTTP server and the
+periodic jobs (jobs.py), and stops them in order.
 
 SIGTERM and SIGINT stop scheduling, give in-flight polls a few seconds, let every queued write
 commit, and exit cleanly. SIGHUP, or a change of the config file on disk, reloads the config

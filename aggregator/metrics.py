@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .errors import ERROR_KINDS
-from .health import FEED_STATUSES, FeedBoard
+from .health import FeedBoard
 from .ingest.fetch import Fetcher
 from .models import Fetched, NotModified, PollOutcome
 
@@ -157,6 +157,3 @@ def record_outcome(metrics: Metrics, outcome: PollOutcome, now: datetime) -> Non
     metrics.entries.labels("new").inc(outcome.new)
     metrics.entries.labels("updated").inc(outcome.updated)
     metrics.board.record(outcome, now)
-
-
-__all__ = ["FEED_STATUSES", "FeedCollector", "Metrics", "TimedFetcher", "record_outcome"]

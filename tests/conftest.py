@@ -28,10 +28,10 @@ STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """A fresh, migrated store: SQLite in tmp_path, then PostgreSQL on the test server."""
     from aggregator.store.postgres import PostgresStore
-    from aggregator.store.sqlite import SqliteStore as Store
+    from aggregator.store.sqlite import SqliteStore
 
     if request.param == "sqlite":
-        s: Any = Store(tmp_path / "x.db")
+        s: Any = SqliteStore(tmp_path / "x.db")
     else:
         # A test that reads SQLite's own internals (PRAGMAs, the FTS5 tables, the file) says
         # so with @pytest.mark.sqlite_only("why"), and that is all it says on PostgreSQL.

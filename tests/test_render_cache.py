@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from test_store import ok
 
-import aggregator.server
+import aggregator.rendercache
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
 from aggregator.ingest.identity import identify
@@ -101,7 +101,7 @@ def test_a_slow_render_serves_the_previous_body_and_delays_no_other_output(
     config = _config(db, {"big": ("big",), "small": ("small",)}, ("big", "small"))
     armed = threading.Event()  # the first render of "big" goes through; the re-render waits
     gate = Gate(lambda _config, name: name == "big" and armed.is_set())
-    monkeypatch.setattr(aggregator.server, "render_output", gate)
+    monkeypatch.setattr(aggregator.rendercache, "render_output", gate)
     asyncio.run(_slow_render(db, config, gate, armed))
 
 
@@ -202,7 +202,7 @@ def test_a_request_after_a_reload_never_gets_a_render_of_the_old_config(
     old = _config(db, {"o": ("a",)}, ("a", "b"))
     new = _config(db, {"o": ("b",)}, ("a", "b"))  # the reload moves the output to feed b
     gate = Gate(lambda config, _name: config is old)
-    monkeypatch.setattr(aggregator.server, "render_output", gate)
+    monkeypatch.setattr(aggregator.rendercache, "render_output", gate)
     asyncio.run(_reload_during_render(db, old, new, gate))
 
 

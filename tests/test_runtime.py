@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from feedserver import FeedServer
 
+from aggregator.cli import main
 from aggregator.config.load import load_config
 from aggregator.ingest.hosts import origin
 from aggregator.ingest.poll import poll_source
@@ -121,3 +123,18 @@ def test_follow_swaps_the_context_and_leaves_polls_under_way_theirs(
             assert rt.articles.hosts() is rt.ctx.hosts
 
     asyncio.run(scenario())
+
+
+def test_aggregator_fetch_polls_through_the_runtime(
+    feed_server: FeedServer, write_config: Callable[..., Path]
+) -> None:
+    path = write_config(_feeds(feed_server), parse_workers=1, host_delay="0s")
+    result = CliRunner().invoke(main, ["--config", str(path), "fetch"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("polled 2 of 2 feeds in ")
+    assert ": 2 ok, 0 not modified, 0 unchanged, 0 errors;" in result.stdout
+    # A second run sends the validators the first stored: both feeds answer 304.
+    again = CliRunner().invoke(main, ["fetch", "--config", str(path)])
+    assert again.exit_code == 0, again.output
+    assert ": 0 ok, 2 not modified," in again.stdout
+    assert [r.status for r in feed_server.requests("/one.xml")] == [200, 304]

@@ -133,10 +133,10 @@ def test_a_failing_read_is_a_store_error(pg: PostgresStore, pg_server: PgServer)
     name = pg.path.rsplit("/", 1)[1]
     with psycopg.connect(pg_server.admin_url(name), autocommit=True) as admin:
         admin.execute("ALTER TABLE feeds RENAME TO feeds_gone")
-    with pytest.raises(StoreError, match="reading feed states failed") as caught:
+    with pytest.raises(StoreError, match="feed states failed on postgresql:") as caught:
         pg.feed_states()
     assert isinstance(caught.value.__cause__, psycopg.Error)
-    with pytest.raises(StoreError, match="reading entries failed"):
+    with pytest.raises(StoreError, match="iter entries failed on postgresql:"):
         list(pg.iter_entries(["a"]))
 
 

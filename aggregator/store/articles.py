@@ -46,12 +46,8 @@ def _apply(store: SqliteBase, feed: str, key: str, article: dict[str, Any], now:
     ).fetchone()
     if row is None:
         return False
-    own = max(len(normalised_text(row["summary"])), len(normalised_text(row["content"])))
-    if article["text_length"] <= own:
-        error = (
-            f"the page gave {article['text_length']} characters of text, no more than the "
-            f"feed's own {own}: kept the feed's text"
-        )
+    error = not_longer(article["text_length"], row["summary"], row["content"])
+    if error is not None:
         _finish(store, feed, key, "failed", error=error, now=now)
         return False
     # The feed's own text stays, as the summary; the page's becomes the content.
@@ -62,6 +58,18 @@ def _apply(store: SqliteBase, feed: str, key: str, article: dict[str, Any], now:
     )
     _finish(store, feed, key, "extracted", method=article["method"], source=article["url"], now=now)
     return True
+
+
+def not_longer(text_length: int, summary: str, content: str) -> str | None:
+    """Why a page of `text_length` characters of text does not replace an entry's own text
+    (it has no more of it), or None when it does. Pure; both stores use it."""
+    own = max(len(normalised_text(summary)), len(normalised_text(content)))
+    if text_length > own:
+        return None
+    return (
+        f"the page gave {text_length} characters of text, no more than the "
+        f"feed's own {own}: kept the feed's text"
+    )
 
 
 def _finish(
@@ -143,6 +151,12 @@ def due(store: SqliteBase, now: datetime, limit: int = 200) -> list[Due]:
         "ORDER BY a.next_try, e.first_seen LIMIT ?",
         [_ts(now), limit],
     ).fetchall()
+    return group_due(rows)
+
+
+def group_due(rows: Sequence[Any]) -> list[Due]:
+    """Due pages from pending rows (link, feed, key, attempts, url, title), oldest first:
+    one page per link, with every entry waiting for it. Pure; both stores use it."""
     groups: dict[str, list[Any]] = {}
     for r in rows:
         if r["url"]:

@@ -1,35 +1,26 @@
 """The store on PostgreSQL (psycopg 3): the same operations as the SQLite store, over one
 connection from a `postgresql://` URL. I/O.
 
-Like the SQLite Store, a PostgresStore wraps one connection and stays on the thread that uses
-it. The password may be in the URL or come from libpq itself (PGPASSWORD, a pass file, a
-service file): the URL is handed to libpq as it is, and shown only without its userinfo.
-Every database error comes out as StoreError, its cause chained and its text redacted.
+Every method raises StoreError for any database error, its cause chained and its text
+redacted (postgres_connection.pg_store_errors).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.rows import dict_row
-
-from ..config.secret import redact, remember, split_userinfo, strip_userinfo
 from ..errors import StoreError
 from ..ingest.identity import Known, uid_for, with_first_seen_date
 from ..models import FeedState, PollRecord, StoredEntry
-from .postgres_schema import migrate
+from . import postgres_articles as queue
+from .articles import RETRY_DELAYS
+from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
+from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow, Store
 from .rows import _entry_row, _feed_state_from_row, _hints_json, _second, _stored_from_row
 from .sqlite import state_after_poll
-
-P = ParamSpec("P")
-T = TypeVar("T")
-Row = dict[str, Any]
 
 _SELECT_STORED = (
     "SELECT e.*, f.title AS feed_title, f.url AS feed_url, f.link AS feed_link "
@@ -70,27 +61,6 @@ _STATE_COLUMNS = (
 )
 
 
-def display_url(url: str) -> str:
-    """The URL as it may be shown: without user and password."""
-    return strip_userinfo(url)
-
-
-def _failing(action: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
-    """Turn a database error escaping the method into StoreError("{action} failed: …")."""
-
-    def wrap(fn: Callable[P, T]) -> Callable[P, T]:
-        @functools.wraps(fn)
-        def method(*args: P.args, **kwargs: P.kwargs) -> T:
-            try:
-                return fn(*args, **kwargs)
-            except psycopg.Error as e:
-                raise StoreError(f"{action} failed: {redact(str(e).strip())}") from e
-
-        return method
-
-    return wrap
-
-
 def _state_values(state: FeedState) -> list[Any]:
     # The stored form of each _STATE_COLUMNS field; times in whole seconds, as SQLite keeps them.
     def t(when: datetime | None) -> datetime | None:
@@ -118,69 +88,17 @@ def _state_values(state: FeedState) -> list[Any]:
         t(state.failing_since),
         state.redirect_url,
         state.redirect_count,
-        state.gone,
+        int(state.gone),
         _hints_json(state.hints),
     ]
 
 
-def _entry_values(row: Row) -> Row:
-    """An entries row of rows._entry_row for PostgreSQL: flags as booleans."""
-    row["date_known"] = bool(row["date_known"])
-    return row
-
-
-class PostgresStore:
-    """One connection to a PostgreSQL database, migrated on open. Not thread-safe by design."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.path = display_url(url)  # what messages and /status name it by
-        password = split_userinfo(url)[2]
-        if password:
-            remember(password)  # blanked in every later log line and redacted message
-        try:
-            self.conn: psycopg.Connection[Row] = psycopg.connect(
-                url, autocommit=True, row_factory=dict_row
-            )
-        except psycopg.Error as e:
-            raise StoreError(f"cannot open database {self.path}: {redact(str(e).strip())}") from e
-        try:
-            # Times come back as UTC datetimes whatever the server's or the role's zone.
-            self.conn.execute("SET TIME ZONE 'UTC'")
-            migrate(self.conn)
-        except psycopg.Error as e:
-            self.conn.close()
-            raise StoreError(
-                f"cannot migrate database {self.path}: {redact(str(e).strip())}"
-            ) from e
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def _all(self, sql: str, params: Sequence[Any] | Row = ()) -> list[Row]:
-        return self.conn.execute(sql.encode(), params).fetchall()
-
-    def _one(self, sql: str, params: Sequence[Any] | Row = ()) -> Row | None:
-        return self.conn.execute(sql.encode(), params).fetchone()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        try:
-            with self.conn.transaction():
-                yield
-        except psycopg.Error as e:
-            raise StoreError(f"write failed: {redact(str(e).strip())}") from e
-
-    def atomic(self) -> AbstractContextManager[None]:
-        """One transaction (a savepoint inside an open one), for modules with SQL of their
-        own: it commits or vanishes whole."""
-        return self._transaction()
-
-    _atomic = atomic
+@pg_store_errors
+class PostgresStore(PostgresBase):
+    """The store's queries on PostgreSQL; one connection, on one thread (PostgresBase)."""
 
     # --- feeds -------------------------------------------------------------------------------
 
-    @_failing("syncing feeds")
     def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
         """Make sure every configured (name, url) has a row; keeps all state of known feeds.
         A changed URL drops what concerned the old one (as sqlite.Store.sync_feeds says)."""
@@ -194,19 +112,17 @@ class PostgresStore:
                 f"body_hash = CASE WHEN {same} THEN feeds.body_hash END, "
                 f"redirect_url = CASE WHEN {same} THEN feeds.redirect_url END, "
                 f"redirect_count = CASE WHEN {same} THEN feeds.redirect_count ELSE 0 END, "
-                f"gone = CASE WHEN {same} THEN feeds.gone ELSE false END, "
+                f"gone = CASE WHEN {same} THEN feeds.gone ELSE 0 END, "
                 f"hints = CASE WHEN {same} THEN feeds.hints END, "
                 f"backoff_level = CASE WHEN {same} THEN feeds.backoff_level ELSE 0 END",
                 list(feeds),
             )
 
-    @_failing("reading a feed's state")
     def feed_state(self, name: str, count_entries: bool = True) -> FeedState | None:
         """A feed's stored state (entry_count 0 unless counted, as on SQLite)."""
         rows = self._feed_rows("WHERE f.name = %s", [name], count_entries)
         return rows[0] if rows else None
 
-    @_failing("reading feed states")
     def feed_states(self, names: Sequence[str] | None = None) -> list[FeedState]:
         if names is None:
             return self._feed_rows("", [])
@@ -221,7 +137,6 @@ class PostgresStore:
             sql += " FOR UPDATE OF f"
         return [_feed_state_from_row(r) for r in self._all(sql, params)]  # type: ignore[arg-type]
 
-    @_failing("reading known hashes")
     def known_hashes(self, feed: str) -> dict[str, str]:
         """Key → content hash of every stored or pruned entry of a feed."""
         rows = self._all(
@@ -231,7 +146,6 @@ class PostgresStore:
         )
         return {r["key"]: r["content_hash"] for r in rows}
 
-    @_failing("reading known entries")
     def known_entries(self, feed: str) -> dict[str, Known]:
         """Key → what is stored of every entry of a feed; pruned ones from their tombstones."""
         known = {
@@ -247,17 +161,15 @@ class PostgresStore:
         )
         return known
 
-    @_failing("reading publication dates")
     def recent_published(self, feed: str, limit: int = 20) -> list[datetime]:
         """Publication dates of a feed's newest entries (known dates only), newest first."""
         rows = self._all(
-            "SELECT published FROM entries WHERE feed = %s AND date_known "
+            "SELECT published FROM entries WHERE feed = %s AND date_known = 1 "
             "ORDER BY published DESC LIMIT %s",
             [feed, limit],
         )
         return [r["published"] for r in rows]
 
-    @_failing("deferring a poll")
     def defer_poll(self, feed: str, when: datetime, reason: str) -> None:
         """Move a feed's next poll without polling it (its host asked us to wait)."""
         self.conn.execute(
@@ -265,7 +177,6 @@ class PostgresStore:
             [_second(when), reason, feed],
         )
 
-    @_failing("reading feed languages")
     def feed_languages(self, names: Sequence[str]) -> dict[str, str | None]:
         """The language each feed declared on its last successful poll."""
         rows = self._all("SELECT name, language FROM feeds WHERE name = ANY(%s)", [list(names)])
@@ -273,7 +184,6 @@ class PostgresStore:
 
     # --- one poll ----------------------------------------------------------------------------
 
-    @_failing("recording a poll")
     def record_poll(self, rec: PollRecord) -> int:
         """Write one poll: its new and updated entries and the feed's state, all or nothing.
         Returns the store generation after the write (it grows when entries changed)."""
@@ -294,7 +204,7 @@ class PostgresStore:
             now = _second(rec.now)
             cur = self.conn.cursor()
             if rec.new:
-                rows = [_entry_values(_entry_row(e)) for e in rec.new]
+                rows = [_entry_row(e) for e in rec.new]
                 columns = [*rows[0], "first_seen", "last_changed"]
                 cur.executemany(
                     f"INSERT INTO entries ({', '.join(columns)}) "
@@ -321,7 +231,7 @@ class PostgresStore:
             "SELECT first_seen FROM entries WHERE feed = %s AND key = %s", [entry.feed, entry.key]
         )
         first_seen = old["first_seen"] if old else now
-        row = _entry_values(_entry_row(with_first_seen_date(entry, first_seen)))
+        row = _entry_row(with_first_seen_date(entry, first_seen))
         row["last_changed"] = now
         # first_seen and uid are left out: an update never changes an entry's identity.
         row.pop("uid")
@@ -337,26 +247,6 @@ class PostgresStore:
                 "UPDATE pruned SET content_hash = %s WHERE feed = %s AND key = %s",
                 [entry.content_hash, entry.feed, entry.key],
             )
-
-    @_failing("reading the generation")
-    def generation(self) -> int:
-        return self._generation()
-
-    @_failing("moving the generation on")
-    def bump_generation(self) -> int:
-        """Say that what outputs are built from has changed; call it inside the transaction
-        that made the change. The row lock orders concurrent writers' generations."""
-        row = self._one(
-            "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation' "
-            "RETURNING value"
-        )
-        assert row is not None
-        return int(row["value"])
-
-    def _generation(self) -> int:
-        row = self._one("SELECT value FROM meta WHERE key = 'generation'")
-        assert row is not None
-        return int(row["value"])
 
     # --- reading entries ---------------------------------------------------------------------
 
@@ -378,12 +268,7 @@ class PostgresStore:
             where += " AND e.search @@ to_tsquery('aggregator', %(q)s)"
         after = ""
         while True:
-            try:
-                rows = self._all(
-                    f"{_SELECT_STORED}{where}{after} {_NEWEST_FIRST} LIMIT %(n)s", params
-                )
-            except psycopg.Error as e:
-                raise StoreError(f"reading entries failed: {redact(str(e).strip())}") from e
+            rows = self._all(f"{_SELECT_STORED}{where}{after} {_NEWEST_FIRST} LIMIT %(n)s", params)
             for r in rows:
                 yield _stored_from_row(r)  # type: ignore[arg-type]
             if len(rows) < batch:
@@ -399,7 +284,6 @@ class PostgresStore:
         except QueryError as e:
             raise StoreError(f"search failed: {e}") from e
 
-    @_failing("search")
     def search(self, query: str, limit: int = 20) -> list[StoredEntry]:
         """Entries matching an FTS5 query, best match first (ts_rank: title, then summary,
         then content weigh most), then newest."""
@@ -411,7 +295,6 @@ class PostgresStore:
         )
         return [_stored_from_row(r) for r in rows]  # type: ignore[arg-type]
 
-    @_failing("counting entries")
     def count_entries(self, feed: str | None = None) -> int:
         if feed is None:
             row = self._one("SELECT count(*) AS n FROM entries")
@@ -422,7 +305,6 @@ class PostgresStore:
 
     # --- retention ---------------------------------------------------------------------------
 
-    @_failing("pruning")
     def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int:
         """Delete entries first stored more than `retention_days` ago and, per feed, all but
         the `max_per_feed` newest (0 disables either rule), each leaving a tombstone in
@@ -463,26 +345,54 @@ class PostgresStore:
             self.bump_generation()
         return len(victims)
 
-    @_failing("reading the last prune")
     def last_prune(self) -> datetime | None:
         row = self._one("SELECT value FROM meta WHERE key = 'last_prune'")
         return datetime.fromisoformat(row["value"]) if row else None
 
-    @_failing("vacuum")
     def vacuum(self) -> None:
         """Give deleted rows' space back and refresh the planner's statistics. VACUUM runs
         outside a transaction (the connection is in autocommit)."""
         for table in ("entries", "pruned", "feeds", "entry_articles", "articles"):
             self.conn.execute(f"VACUUM (ANALYZE) {table}".encode())
 
-    def check_writable(self) -> None:
-        """Raise StoreError unless a write can be made right now (waiting at most 5 s for a
-        lock another session holds, as SQLite waits for its write lock)."""
-        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            return  # inside a transaction already: it writes
-        try:
-            with self.conn.transaction(force_rollback=True):
-                self.conn.execute("SET LOCAL lock_timeout = '5s'")
-                self.conn.execute("UPDATE meta SET value = value WHERE key = 'generation'")
-        except psycopg.Error as e:
-            raise StoreError(f"database is not writable: {redact(str(e).strip())}") from e
+    # --- the article queue and the re-sanitising pass (postgres_articles.py) ----------------
+
+    def queue_articles(self, rec: PollRecord, wanted: FeedTest, private: FeedTest) -> int | None:
+        return queue.mark_entries(self, rec, wanted, private)
+
+    def articles_due(self, now: datetime, limit: int = 200) -> list[Due]:
+        return queue.due(self, now, limit)
+
+    def next_article_due(self) -> datetime | None:
+        return queue.next_due(self)
+
+    def defer_articles(self, link: str, when: datetime) -> None:
+        queue.defer(self, link, when)
+
+    def record_article(
+        self,
+        link: str,
+        article: Article,
+        now: datetime,
+        retry_delays: Sequence[timedelta] = RETRY_DELAYS,
+    ) -> int | None:
+        return queue.record(self, link, article, now, retry_delays)
+
+    def article_counts(self, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
+        return queue.counts(self, feeds)
+
+    def sanitize_resume(self, policy: str) -> int | None:
+        return queue.sanitize_resume(self, policy)
+
+    def sanitize_batch(self, after: int, rows: int) -> list[SanitizeRow]:
+        return queue.sanitize_batch(self, after, rows)
+
+    def write_sanitized(
+        self, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
+    ) -> int:
+        return queue.write_sanitized(self, policy, cleaned, last, done)
+
+
+if TYPE_CHECKING:
+    # mypy holds PostgresStore to every operation of the Store protocol.
+    _conforms: type[Store] = PostgresStore

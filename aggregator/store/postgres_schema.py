@@ -1,10 +1,10 @@
 """The PostgreSQL schema: numbered migrations, applied on open in one transaction under an
 advisory lock, recorded in `schema_migrations`. I/O.
 
-The tables mirror SQLite's after all of its migrations (store/schema.py), in PostgreSQL's own
-types: timestamptz for times (always written and read in UTC), boolean for flags. JSON blobs
-(categories, media, authors, hints) stay text: the store never queries into them, and the same
-encoders (store/rows.py) write them for both stores.
+The tables mirror SQLite's after all of its migrations (store/schema.py), with timestamptz for
+times (written and read in UTC). Flags stay 0/1 integers and JSON blobs (categories, media,
+authors, hints) text, as on SQLite, so one row mapping (store/rows.py) serves both stores; the
+store never queries into the blobs.
 
 Full-text search: `entries.search` is a stored generated tsvector (title weighted A, summary B,
 content C, so a query can be limited to one column as FTS5's `title:` is) under a GIN index.
@@ -88,7 +88,7 @@ def m001_initial(conn: psycopg.Connection[Any]) -> None:
             failing_since timestamptz,
             redirect_url text,
             redirect_count integer NOT NULL DEFAULT 0,
-            gone boolean NOT NULL DEFAULT false,
+            gone integer NOT NULL DEFAULT 0 CHECK (gone IN (0, 1)),
             hints text,
             language text,
             key_mode text NOT NULL DEFAULT 'guid'
@@ -96,6 +96,7 @@ def m001_initial(conn: psycopg.Connection[Any]) -> None:
         """,
         f"""
         CREATE TABLE entries (
+            id bigint GENERATED ALWAYS AS IDENTITY UNIQUE,  -- SQLite's rowid: resanitize's order
             feed text NOT NULL REFERENCES feeds(name),
             key text NOT NULL,
             key_kind text NOT NULL,
@@ -109,7 +110,7 @@ def m001_initial(conn: psycopg.Connection[Any]) -> None:
             categories text NOT NULL,
             published timestamptz NOT NULL,
             updated timestamptz NOT NULL,
-            date_known boolean NOT NULL,
+            date_known integer NOT NULL CHECK (date_known IN (0, 1)),
             content_hash text NOT NULL,
             stable_hash text,
             media text,

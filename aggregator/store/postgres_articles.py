@@ -1,0 +1,257 @@
+"""The PostgreSQL queries of the article queue and of the re-sanitising pass: what
+store/articles.py and store/sanitized.py do on SQLite, over the same tables. I/O.
+
+Beyond SQLite's: the rows a unit of work decides from are locked (FOR UPDATE) for its
+transaction, since on PostgreSQL another process may be writing them at the same moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from ..models import Entry, PollRecord
+from ..outputs.dedupe import match_key
+from .articles import group_due, not_longer
+from .postgres_connection import PostgresBase, Row
+from .protocol import Article, Due, Sanitized, SanitizeRow
+from .rows import _second
+
+
+def _finish(
+    store: PostgresBase,
+    feed: str,
+    key: str,
+    status: str,
+    *,
+    now: datetime,
+    error: str | None = None,
+    method: str | None = None,
+    source: str | None = None,
+) -> None:
+    store.conn.execute(
+        "UPDATE entry_articles SET status = %s, error = %s, method = %s, source = %s, "
+        "done_at = %s, next_try = NULL WHERE feed = %s AND key = %s",
+        [status, error, method, source, _second(now), feed, key],
+    )
+
+
+def _apply(store: PostgresBase, feed: str, key: str, article: Row, now: datetime) -> bool:
+    """Give one entry the cached page's outcome (see articles._apply); True when its content
+    changed."""
+    if article["status"] != "ok":
+        _finish(store, feed, key, "failed", error=article["error"], now=now)
+        return False
+    row = store._one(
+        "SELECT summary, content FROM entries WHERE feed = %s AND key = %s FOR UPDATE",
+        [feed, key],
+    )
+    if row is None:
+        return False
+    error = not_longer(article["text_length"], row["summary"], row["content"])
+    if error is not None:
+        _finish(store, feed, key, "failed", error=error, now=now)
+        return False
+    store.conn.execute(
+        "UPDATE entries SET summary = CASE WHEN summary = '' THEN content ELSE summary END, "
+        "content = %s WHERE feed = %s AND key = %s",
+        [article["content"], feed, key],
+    )
+    _finish(store, feed, key, "extracted", method=article["method"], source=article["url"], now=now)
+    return True
+
+
+def _cached(store: PostgresBase, link: str) -> Row | None:
+    return store._one("SELECT * FROM articles WHERE link = %s", [link])
+
+
+def mark_entries(
+    store: PostgresBase,
+    rec: PollRecord,
+    wanted: Callable[[str], bool],
+    private: Callable[[str], bool],
+) -> int | None:
+    """Queue a poll's new and re-linked entries of feeds that want full content, applying a
+    page already cached (articles.mark_entries says why `private` feeds have keys of their
+    own). Returns the new generation when content changed."""
+    if not wanted(rec.feed) or not (rec.new or rec.updated):
+        return None
+    scope = rec.feed if private(rec.feed) else None
+    with store.atomic():
+        changed = False
+        for entry in rec.new:
+            changed |= _mark(store, entry, rec.now, scope, new=True)
+        for entry in rec.updated:
+            changed |= _mark(store, entry, rec.now, scope, new=False)
+        return store.bump_generation() if changed else None
+
+
+def _mark(
+    store: PostgresBase, entry: Entry, now: datetime, scope: str | None, *, new: bool
+) -> bool:
+    if not entry.link:
+        return False
+    link = match_key(entry.link) if scope is None else f"{scope}\x1f{match_key(entry.link)}"
+    old = store._one(
+        "SELECT link, status FROM entry_articles WHERE feed = %s AND key = %s FOR UPDATE",
+        [entry.feed, entry.key],
+    )
+    if old is None and not new:
+        return False  # stored before its feed wanted full content: left as it is
+    if old is not None and old["link"] == link:
+        if old["status"] != "extracted":
+            return False
+        article = _cached(store, link)
+        return article is not None and _apply(store, entry.feed, entry.key, article, now)
+    store.conn.execute(
+        "INSERT INTO entry_articles (feed, key, link, status, attempts, next_try) "
+        "VALUES (%s, %s, %s, 'pending', 0, %s) ON CONFLICT (feed, key) DO UPDATE SET "
+        "link = excluded.link, status = 'pending', attempts = 0, next_try = excluded.next_try, "
+        "error = NULL, method = NULL, source = NULL, done_at = NULL",
+        [entry.feed, entry.key, link, _second(now)],
+    )
+    article = _cached(store, link)
+    return article is not None and _apply(store, entry.feed, entry.key, article, now)
+
+
+def due(store: PostgresBase, now: datetime, limit: int) -> list[Due]:
+    """Pages with pending entries whose next try has come, oldest entries first."""
+    rows = store._all(
+        "SELECT a.link, a.feed, a.key, a.attempts, e.link AS url, e.title "
+        "FROM entry_articles a JOIN entries e ON e.feed = a.feed AND e.key = a.key "
+        "WHERE a.status = 'pending' AND a.next_try <= %s "
+        "ORDER BY a.next_try, e.first_seen LIMIT %s",
+        [now, limit],
+    )
+    return group_due(rows)
+
+
+def next_due(store: PostgresBase) -> datetime | None:
+    row = store._one("SELECT min(next_try) AS at FROM entry_articles WHERE status = 'pending'")
+    return row["at"] if row is not None else None
+
+
+def defer(store: PostgresBase, link: str, when: datetime) -> None:
+    store.conn.execute(
+        "UPDATE entry_articles SET next_try = %s WHERE link = %s AND status = 'pending'",
+        [_second(when), link],
+    )
+
+
+def record(
+    store: PostgresBase,
+    link: str,
+    article: Article,
+    now: datetime,
+    retry_delays: Sequence[timedelta],
+) -> int | None:
+    """Store what a page gave and apply it to every entry pending on it (see
+    articles.record). Returns the new generation when some entry's content changed."""
+    with store.atomic():
+        pending = store._all(
+            "SELECT feed, key, attempts FROM entry_articles "
+            "WHERE link = %s AND status = 'pending' FOR UPDATE",
+            [link],
+        )
+        if article.error is not None and article.transient:
+            for p in pending:
+                tried = p["attempts"] + 1
+                if tried > len(retry_delays):
+                    error = f"gave up after {tried} attempts: {article.error}"
+                    _finish(store, p["feed"], p["key"], "failed", error=error, now=now)
+                    continue
+                when = now + retry_delays[tried - 1]
+                if article.retry_at is not None:
+                    when = max(when, article.retry_at)
+                store.conn.execute(
+                    "UPDATE entry_articles SET attempts = %s, next_try = %s, error = %s "
+                    "WHERE feed = %s AND key = %s",
+                    [tried, _second(when), article.error, p["feed"], p["key"]],
+                )
+            return None
+        row: Row = {
+            "link": link,
+            "status": "failed" if article.error is not None else "ok",
+            "url": article.url,
+            "content": article.content,
+            "text_length": article.text_length,
+            "method": article.method or None,
+            "error": article.error,
+            "fetched_at": _second(now),
+        }
+        columns = ", ".join(row)
+        store.conn.execute(
+            f"INSERT INTO articles ({columns}) VALUES ({', '.join(f'%({c})s' for c in row)}) "
+            f"ON CONFLICT (link) DO UPDATE SET ({columns}) = ROW("
+            f"{', '.join(f'excluded.{c}' for c in row)})".encode(),
+            row,
+        )
+        changed = False
+        for p in pending:
+            changed |= _apply(store, p["feed"], p["key"], row, now)
+        return store.bump_generation() if changed else None
+
+
+def counts(store: PostgresBase, feeds: Sequence[str] | None) -> dict[str, dict[str, int]]:
+    """Per feed: how many of its entries' articles were extracted, failed, are pending."""
+    out: dict[str, dict[str, int]] = {}
+    for r in store._all(
+        "SELECT feed, status, count(*) AS n FROM entry_articles GROUP BY feed, status"
+    ):
+        if feeds is None or r["feed"] in feeds:
+            tally = out.setdefault(r["feed"], {"extracted": 0, "failed": 0, "pending": 0})
+            tally[r["status"]] = r["n"]
+    return out
+
+
+# --- the re-sanitising pass (progress in meta, as store/sanitized.py keeps it) ---------------
+
+
+def sanitize_resume(store: PostgresBase, policy: str) -> int | None:
+    """The entry id after which rows still need `policy`; None when every row has it."""
+    meta = {
+        r["key"]: r["value"]
+        for r in store._all(
+            "SELECT key, value FROM meta WHERE key IN "
+            "('sanitize_policy', 'sanitize_target', 'sanitize_rowid')"
+        )
+    }
+    if meta.get("sanitize_policy") == policy:
+        return None
+    if meta.get("sanitize_target") == policy:
+        return int(meta.get("sanitize_rowid") or 0)
+    return 0
+
+
+def sanitize_batch(store: PostgresBase, after: int, rows: int) -> list[SanitizeRow]:
+    return [
+        (r["id"], r["summary"], r["content"], r["link"], r["content_hash"])
+        for r in store._all(
+            "SELECT id, summary, content, link, content_hash FROM entries WHERE id > %s "
+            "ORDER BY id LIMIT %s",
+            [after, rows],
+        )
+    ]
+
+
+def write_sanitized(
+    store: PostgresBase, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
+) -> int:
+    """Write one batch (only rows unchanged since read) and the progress in one transaction;
+    returns the store generation."""
+    with store.atomic():
+        store._many(
+            "UPDATE entries SET summary = %s, content = %s WHERE id = %s AND content_hash = %s",
+            [(s, c, rowid, h) for rowid, s, c, h in cleaned],
+        )
+        progress = {"sanitize_target": policy, "sanitize_rowid": str(last)}
+        if done:
+            progress["sanitize_policy"] = policy
+        store._many(
+            "INSERT INTO meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            list(progress.items()),
+        )
+        if cleaned:
+            store.bump_generation()
+        return store.generation()

@@ -1,0 +1,159 @@
+"""One PostgreSQL connection of ours (psycopg 3): opened from a `postgresql://` URL and
+migrated, its transactions, the store generation, and every psycopg error turned into
+StoreError. I/O.
+
+The password may be in the URL or come from libpq itself (PGPASSWORD, a pass file, a service
+file): the URL is handed to libpq as it is, and shown only without its userinfo.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ..config.secret import redact, remember, split_userinfo, strip_userinfo
+from ..errors import StoreError
+from .postgres_schema import migrate
+
+C = TypeVar("C", bound=type)
+Row = dict[str, Any]
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be shown: without user and password."""
+    return strip_userinfo(url)
+
+
+def _failure(what: str, where: str, e: psycopg.Error) -> StoreError:
+    # libpq's messages may quote connection parameters: redact() blanks any secret we know.
+    return StoreError(f"{what} failed on {where}: {redact(str(e).strip())}")
+
+
+def _wrapped(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    what = name.replace("_", " ")
+    if inspect.isgeneratorfunction(fn):
+        # A generator's errors come while it is iterated, not when it is called.
+        @functools.wraps(fn)
+        def generator(self: PostgresBase, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(self, *args, **kwargs)
+            except psycopg.Error as e:
+                raise _failure(what, self.path, e) from e
+
+        return generator
+
+    @functools.wraps(fn)
+    def method(self: PostgresBase, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except psycopg.Error as e:
+            raise _failure(what, self.path, e) from e
+
+    return method
+
+
+def pg_store_errors(cls: C) -> C:
+    """Class decorator: every public method of `cls` raises StoreError("<method> failed on
+    <url>: <cause>"), chained, for any psycopg error, as connection.store_errors does for
+    SQLite, so that a new method cannot forget it."""
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(value):
+            setattr(cls, name, _wrapped(name, value))
+    return cls
+
+
+@pg_store_errors
+class PostgresBase:
+    """One connection to a PostgreSQL database, migrated on open, and what every unit of work
+    on it shares. Not thread-safe by design: it stays on the thread that uses it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = display_url(url)  # what messages and /status name it by
+        password = split_userinfo(url)[2]
+        if password:
+            remember(password)  # blanked in every later log line and redacted message
+        try:
+            self.conn: psycopg.Connection[Row] = psycopg.connect(
+                url, autocommit=True, row_factory=dict_row
+            )
+        except psycopg.Error as e:
+            raise StoreError(f"cannot open database {self.path}: {redact(str(e).strip())}") from e
+        try:
+            # Times come back as UTC datetimes whatever the server's or the role's zone.
+            self.conn.execute("SET TIME ZONE 'UTC'")
+            migrate(self.conn)
+        except psycopg.Error as e:
+            self.conn.close()
+            raise StoreError(
+                f"cannot migrate database {self.path}: {redact(str(e).strip())}"
+            ) from e
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _all(self, sql: str, params: Sequence[Any] | Row = ()) -> list[Row]:
+        return self.conn.execute(sql.encode(), params).fetchall()
+
+    def _one(self, sql: str, params: Sequence[Any] | Row = ()) -> Row | None:
+        return self.conn.execute(sql.encode(), params).fetchone()
+
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.cursor().executemany(sql.encode(), rows)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # psycopg's transaction() is BEGIN … COMMIT, or a savepoint inside an open one.
+        try:
+            with self.conn.transaction():
+                yield
+        except psycopg.Error as e:
+            raise StoreError(f"write failed on {self.path}: {redact(str(e).strip())}") from e
+
+    def atomic(self) -> AbstractContextManager[None]:
+        return self._transaction()
+
+    _atomic = atomic
+
+    def generation(self) -> int:
+        return self._generation()
+
+    def bump_generation(self) -> int:
+        # The row lock orders concurrent writers' generations.
+        row = self._one(
+            "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation' "
+            "RETURNING value"
+        )
+        assert row is not None
+        return int(row["value"])
+
+    def _generation(self) -> int:
+        row = self._one("SELECT value FROM meta WHERE key = 'generation'")
+        assert row is not None
+        return int(row["value"])
+
+    def data_version(self) -> int:
+        """Moves whenever a transaction that wrote has ended anywhere on the server (the
+        next transaction id to hand out), this connection's own included: the poller's
+        in-memory states are then checked more often than needed, never less."""
+        row = self._one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax")
+        assert row is not None
+        return int(row["xmax"])
+
+    def check_writable(self) -> None:
+        """Raise StoreError unless a write can be made right now (waiting at most 5 s for a
+        lock another session holds, as SQLite waits for its write lock)."""
+        if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return  # inside a transaction already: it writes
+        try:
+            with self.conn.transaction(force_rollback=True):
+                self.conn.execute("SET LOCAL lock_timeout = '5s'")
+                self.conn.execute("UPDATE meta SET value = value WHERE key = 'generation'")
+        except psycopg.Error as e:
+            raise StoreError(f"database is not writable: {redact(str(e).strip())}") from e
