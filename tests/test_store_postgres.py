@@ -284,3 +284,20 @@ def test_both_stores_find_the_same_entries(pg: PostgresStore, tmp_path: Path) ->
         assert len(found) >= 12, found  # not a comparison of empty results
     finally:
         sqlite.close()
+
+
+def test_data_version_moves_when_another_connection_commits(pg: PostgresStore, pg_url: str) -> None:
+    before = pg.data_version()
+    assert pg.data_version() == before  # reading moves nothing
+    other = PostgresStore(pg_url)
+    try:
+        other.sync_feeds([("x", "https://x.example/feed.xml")])
+    finally:
+        other.close()
+    assert pg.data_version() != before
+    # A write still in progress when we look, committed after: the commit moves it again.
+    with psycopg.connect(pg_url) as writer:
+        writer.execute("UPDATE feeds SET title = 'X' WHERE name = 'x'")
+        during = pg.data_version()
+        writer.commit()
+    assert pg.data_version() != during

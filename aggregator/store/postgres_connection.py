@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
@@ -139,12 +140,13 @@ class PostgresBase:
         return int(row["value"])
 
     def data_version(self) -> int:
-        """Moves whenever a transaction that wrote has ended anywhere on the server (the
-        next transaction id to hand out), this connection's own included: the poller's
-        in-memory states are then checked more often than needed, never less."""
-        row = self._one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax")
+        """Moves whenever a transaction that writes starts or ends anywhere on the server (the
+        snapshot a new transaction would take: its horizon and the ones still in progress),
+        this connection's own included: the poller's in-memory states are then checked more
+        often than needed, never less. A checksum of the snapshot: only changes count."""
+        row = self._one("SELECT pg_current_snapshot()::text AS snapshot")
         assert row is not None
-        return int(row["xmax"])
+        return zlib.crc32(row["snapshot"].encode())
 
     def check_writable(self) -> None:
         """Raise StoreError unless a write can be made right now (waiting at most 5 s for a
