@@ -133,6 +133,16 @@ class ParsedFeed:
 
 
 @dataclass(frozen=True, slots=True)
+class Known:
+    """What the store knows of one entry of a feed: enough to decide new / updated / unchanged."""
+
+    uid: str
+    content_hash: str
+    stable_hash: str | None
+    link: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """An entry with its identity decided: ready to be compared with the store and written."""
 

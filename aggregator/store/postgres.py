@@ -137,15 +137,6 @@ class PostgresStore(PostgresBase):
             sql += " FOR UPDATE OF f"
         return [_feed_state_from_row(r) for r in self._all(sql, params)]  # type: ignore[arg-type]
 
-    def known_hashes(self, feed: str) -> dict[str, str]:
-        """Key → content hash of every stored or pruned entry of a feed."""
-        rows = self._all(
-            "SELECT key, content_hash FROM pruned WHERE feed = %s "
-            "UNION ALL SELECT key, content_hash FROM entries WHERE feed = %s",
-            [feed, feed],
-        )
-        return {r["key"]: r["content_hash"] for r in rows}
-
     def known_entries(self, feed: str) -> dict[str, Known]:
         """Key → what is stored of every entry of a feed; pruned ones from their tombstones."""
         known = {

@@ -16,8 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from ..ingest.identity import Known
-from ..models import FeedState, PollRecord, StoredEntry
+from ..models import FeedState, Known, PollRecord, StoredEntry
 
 # The re-sanitising pass's rows: (rowid, summary, content, link, content hash) as read, and
 # (rowid, summary, content, content hash) as written back.

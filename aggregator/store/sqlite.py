@@ -14,9 +14,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..config.secret import redact
 from ..errors import StoreError
-from ..ingest.identity import Known, uid_for, with_first_seen_date
-from ..models import FeedState, PollRecord, StoredEntry
+from ..ingest.identity import uid_for, with_first_seen_date
+from ..models import FeedState, Known, PollRecord, StoredEntry
 from . import articles, sanitized
 from .connection import SqliteBase, store_errors
 from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow
@@ -284,7 +285,7 @@ class SqliteStore(SqliteBase):
         try:
             cur = self.db.execute(sql, params)
         except sqlite3.OperationalError as e:
-            raise StoreError(f"search failed: {e}") from e
+            raise StoreError(f"search failed on {self.path}: {redact(str(e))}") from e
         yield from self._stored(cur, batch)
 
     def _feed_count(self) -> int:
