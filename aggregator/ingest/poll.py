@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..config.schema import FeedConfig
+from ..config.resolved import Feed
 from ..config.secret import redact
 from ..errors import FeedError, FetchError, ParseError, error_kind
 from ..ingest.decide import PollPolicy, Signals, cache_signals, decide, entry_gap, jitter
@@ -101,7 +101,7 @@ class PollContext:
     store: StoreThreads
     parse_pool: Executor | None
     on_write: Callable[[int], None] = lambda generation: None
-    feed_config: Callable[[str], FeedConfig | None] = lambda name: None
+    feed_config: Callable[[str], Feed | None] = lambda name: None
     hosts: HostGates = field(default_factory=HostGates)
     network: NetworkWatch = field(default_factory=NetworkWatch)
     rng: random.Random = field(default_factory=random.Random)
@@ -346,7 +346,7 @@ async def _poll_source(
                 new, updated = d.new, d.updated
                 if feed is not None:
                     # Entries a feed's own rules drop are never stored.
-                    flt = feed.compiled_filter()
+                    flt = feed.filter
                     new = tuple(e for e in new if flt.keeps(Candidate(e, parsed.language, now)))
                     updated = tuple(
                         e for e in updated if flt.keeps(Candidate(e, parsed.language, now))
