@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from .cli_common import command, fail, load
-from .config.schema import Config, parse_duration
-from .ingest.poll import Feed, PollContext, poll_source
+from .config.resolved import Config, Feed
+from .config.values import parse_duration
+from .ingest.poll import PollContext, poll_source
 from .logs import setup_logging
 from .models import PollOutcome
 from .runtime import open_runtime
@@ -83,11 +84,10 @@ def fetch(config_path: str, feed_names: tuple[str, ...], max_wait: str) -> None:
         fail(f"--max-wait: {e}", 2)
     fmt = config.aggregator.log_format
     handler = setup_logging("warning", fmt)
-    known = {f.name for f in config.feeds}
     for name in feed_names:
-        if name not in known:
+        if name not in config.feeds:
             fail(f"no feed named {name!r} in {config_path}", 2)
-    names = list(feed_names) or [f.name for f in config.feeds]
+    names = list(feed_names) or list(config.feeds)
     started = datetime.now(UTC)
     # No bar between JSON log lines: they are for a machine, and the bar would break them.
     bar_file = open(os.devnull, "w") if fmt == "json" else sys.stderr  # noqa: SIM115

@@ -22,8 +22,9 @@ from typing import Any
 from aiohttp import web
 
 from . import jobs
+from .config.load import load_config
 from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
-from .config.schema import Config, FeedConfig, load_config
+from .config.resolved import Config, Feed
 from .errors import AggregatorError, ConfigError
 from .ingest.poll import poll_source
 from .ingest.schedule import FeedScheduler, first_poll
@@ -79,7 +80,7 @@ class Daemon:
         self._in_flight.add(task)
         next_run: datetime | None = None
         try:
-            feed = self._runtime.feed(name)
+            feed = self.config.feeds[name]
             now = datetime.now(UTC)
             outcome: PollOutcome = await poll_source(self._runtime.ctx, feed, now)
             next_run = outcome.next_poll
@@ -111,11 +112,11 @@ class Daemon:
             self.scheduler.add(name, max(next_run, soonest), self._poll)
 
     def _schedule(
-        self, feed: FeedConfig, state: FeedState | None, now: datetime, added: bool = False
+        self, feed: Feed, state: FeedState | None, now: datetime, added: bool = False
     ) -> None:
         """Arm a feed's first poll after a start from its stored decision (schedule.first_poll);
         a gone feed waits for its URL to change in the config."""
-        start = first_poll(state, now, self.config.policy_of(feed), self._rng, added)
+        start = first_poll(state, now, feed.policy, self._rng, added)
         if start is None:
             log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
             return
@@ -142,7 +143,7 @@ class Daemon:
             ) as runtime:
                 self._runtime, self._store = runtime, runtime.store
                 self.generation = runtime.generation
-                self.metrics.board.reset([f.name for f in self.config.feeds], runtime.states)
+                self.metrics.board.reset(list(self.config.feeds), runtime.states)
                 await self._serve(runtime, settings.host, settings.port)
         finally:
             log.info("stopped")
@@ -164,7 +165,7 @@ class Daemon:
         try:
             await self._start_notifier(server)
             now = datetime.now(UTC)
-            for feed in self.config.feeds:
+            for feed in self.config.feeds.values():
                 self._schedule(feed, runtime.states.get(feed.name), now)
             self.scheduler.start()
             runner = web.AppRunner(server.app(), access_log=None)
@@ -305,7 +306,7 @@ class Daemon:
         plan = plan_reload(old, new)
         assert self._store is not None
         # Rows first: a feed is in the database before its first poll can fire.
-        feeds = [(f.name, f.url) for f in new.feeds]
+        feeds = [(f.name, f.url) for f in new.feeds.values()]
         await self._store.write(lambda s: s.sync_feeds(feeds))
         if self._runtime is not None:
             # sync_feeds drops a changed URL's validators and state: read them afresh.
@@ -314,7 +315,7 @@ class Daemon:
         # Swapped whole: the server drops its render cache when the Config object changes,
         # and every poll reads its feed's url from the current config.
         self.config = new
-        self.metrics.board.reset([f.name for f in new.feeds], states)
+        self.metrics.board.reset(list(new.feeds), states)
         for name in plan.removed:
             self.scheduler.remove(name)
         if self._runtime is not None:

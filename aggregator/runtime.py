@@ -10,14 +10,14 @@ import contextlib
 import functools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from .config.schema import Config
+from .config.resolved import Config, Feed
 from .ingest.articles import ArticleQueue
 from .ingest.fetch import Fetcher
 from .ingest.hosts import HostGates, HostLimit, origin
-from .ingest.poll import Feed, PollContext, feed_of
+from .ingest.poll import PollContext
 from .ingest.schedule import stored_block
 from .ingest.workers import DeadlinePool
 from .metrics import Metrics, TimedFetcher
@@ -56,9 +56,8 @@ def make_gates(
     """
     s = config.aggregator
     gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
-    for feed in config.feeds:
-        policy = config.policy_of(feed)
-        limit = HostLimit(policy.host_concurrency, policy.host_delay)
+    for feed in config.feeds.values():
+        limit = HostLimit(feed.policy.host_concurrency, feed.policy.host_delay)
         state = (states or {}).get(feed.name)
         for url in (feed.url, state.redirect_url if state is not None else None):
             if url:
@@ -81,18 +80,10 @@ class Runtime:
     articles: ArticleQueue
     states: dict[str, FeedStatus]  # as stored when opened (or at the last `follow`)
     generation: int  # the store's, when opened
-    _feeds: dict[str, Feed] = field(default_factory=dict)
-    _feeds_of: Config | None = None
 
     def feed(self, name: str) -> Feed:
-        """A feed as its polls need it, from the current config (KeyError: not configured).
-        Every poll asks: by name from a dict made once per config (the feeds' rules compiled
-        then), not a scan of the feeds."""
-        if self._feeds_of is not self.config:
-            config = self.config
-            self._feeds = {f.name: feed_of(f, config.policy_of(f)) for f in config.feeds}
-            self._feeds_of = config
-        return self._feeds[name]
+        """A feed's current settings, resolved by the config (KeyError: not configured)."""
+        return self.config.feeds[name]
 
     def follow(self, config: Config, states: Mapping[str, FeedStatus], now: datetime) -> None:
         """Apply a reloaded config: host limits, sanitiser and parse limits, parse deadline.
@@ -103,7 +94,7 @@ class Runtime:
             self.ctx,
             hosts=make_gates(config, states, now),
             embed_hosts=frozenset(config.aggregator.embed_hosts),
-            limits=config.aggregator.limits(),
+            limits=config.aggregator.limits,
         )
         self.pool.deadline = config.aggregator.parse_timeout.total_seconds()
 
@@ -127,7 +118,7 @@ async def open_runtime(
     try:
         pool = make_parse_pool(s.parse_workers, s.parse_timeout.total_seconds())
         try:
-            feeds = [(f.name, f.url) for f in config.feeds]
+            feeds = [(f.name, f.url) for f in config.feeds.values()]
             await store.write(lambda st: st.sync_feeds(feeds))
             generation = await store.read(lambda st: st.generation())
             states = {st.name: st for st in await store.read(lambda st: st.feed_states())}
@@ -158,7 +149,7 @@ async def open_runtime(
                     work=asyncio.Semaphore(s.max_concurrency),
                     embed_hosts=frozenset(s.embed_hosts),
                     articles=articles,
-                    limits=s.limits(),
+                    limits=s.limits,
                 )
                 rt = Runtime(config, store, pool, fetcher, ctx, articles, states, generation)
                 yield rt

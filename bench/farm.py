@@ -49,7 +49,7 @@ import feedparser
 from aiohttp import web
 from outputs import render_figures, rss_now_mb, rss_peak_mb, serve_figures
 
-from aggregator.config.schema import Config, Settings
+from aggregator.config.load import parse_config
 from aggregator.ingest.decide import PollPolicy
 from aggregator.ingest.hosts import HostGates, HostLimit
 from aggregator.ingest.parse import parse_feed
@@ -536,7 +536,9 @@ async def bench(
 ) -> Polled:
     """The poll rounds on one database: cold, warm, unchanged, relearn, churn × K."""
     workers = args.workers or os.cpu_count() or 1
-    config = Config(aggregator=Settings(database=database, max_concurrency=args.concurrency))
+    config = parse_config(
+        {"aggregator": {"database": str(database), "max_concurrency": args.concurrency}}
+    )
     store = StoreThreads(database)
     pool = make_parse_pool(args.workers)
     rounds: dict[str, Round] = {}

@@ -25,11 +25,13 @@ from typing import Any
 
 from faultserver import FaultServer
 
-from aggregator.config.schema import DEFAULT_USER_AGENT, Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.ingest.decide import PollPolicy, backoff
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import origin
-from aggregator.ingest.poll import PollContext, feed_of, poll_source
+from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.schedule import first_run
 from aggregator.models import FeedState
 from aggregator.runtime import make_gates
@@ -184,14 +186,15 @@ def simulate(farm: Farm, db: Path, duration: timedelta = HOUR, seed: int = 1) ->
     async def main() -> None:
         store = StoreThreads(db)
         try:
-            await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in farm.config.feeds]))
+            rows = [(f.name, f.url) for f in farm.config.feeds.values()]
+            await store.write(lambda s: s.sync_feeds(rows))
             async with Fetcher(
                 user_agent=DEFAULT_USER_AGENT, timeout=5, max_body_size=1 << 20, max_concurrency=32
             ) as fetcher:
                 ctx = PollContext(
                     fetcher, store, None, hosts=make_gates(farm.config), rng=random.Random(seed)
                 )
-                feeds = {f.name: feed_of(f, farm.config.policy_of(f)) for f in farm.config.feeds}
+                feeds = farm.config.feeds
                 due: dict[str, datetime | None] = {
                     n: first_run(None, T0, f.policy.interval, rng) for n, f in feeds.items()
                 }
@@ -278,7 +281,7 @@ def check(farm: Farm) -> Report:
     requests = sum(len(s.hits) for s in farm.servers)
     for feed in farm.feeds:
         server = farm.servers[feed.host]
-        policy = farm.config.policy_of(farm.config.feed(feed.name))
+        policy = farm.config.feeds[feed.name].policy
         # One poll per simulated instant: a redirect's hops arrive together and count once.
         times = sorted({h.at for h in server.hits_of(feed.path) if h.at is not None})
         if feed.kind == "301":
@@ -303,7 +306,7 @@ def check(farm: Farm) -> Report:
             if gap < least:
                 violations.append(f"{feed.name}: gap {k + 1} is {gap}, rules allow {least}")
     for h, server in enumerate(farm.servers):
-        limit = farm.config.policy_of(farm.config.feeds[h * FEEDS_PER_HOST])
+        limit = list(farm.config.feeds.values())[h * FEEDS_PER_HOST].policy
         if server.max_in_flight > limit.host_concurrency:
             violations.append(
                 f"host h{h}: {server.max_in_flight} requests in flight, limit "

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 import pytest
 from articlesite import STORIES, ArticleSite, Story
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.articles import ArticleQueue
 from aggregator.ingest.fetch import Fetcher
-from aggregator.ingest.poll import PollContext, feed_of, poll_source
+from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.ingest.workers import DeadlinePool
 from aggregator.models import PollOutcome
 from aggregator.outputs.plan import render_output
@@ -72,7 +73,7 @@ class Harness:
     store: StoreThreads
 
     async def poll(self, name: str) -> PollOutcome:
-        feed = feed_of(self.config.feed(name), self.config.policy_of(self.config.feed(name)))
+        feed = self.config.feeds[name]
         while True:
             now = datetime.now(UTC)
             outcome = await poll_source(self.ctx, feed, now)
@@ -102,7 +103,8 @@ def run(
         store = StoreThreads(config.aggregator.database)
         pool = parse_pool or ThreadPoolExecutor(2)
         try:
-            await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
+            rows = [(f.name, f.url) for f in config.feeds.values()]
+            await store.write(lambda s: s.sync_feeds(rows))
             s = config.aggregator
             async with Fetcher(
                 user_agent=s.user_agent,
@@ -140,7 +142,7 @@ def stored(config: Config) -> dict[str, dict[str, Any]]:
     store = Store(config.aggregator.database)
     try:
         out = {}
-        for item in store.iter_entries([f.name for f in config.feeds]):
+        for item in store.iter_entries(list(config.feeds)):
             e = item.entry
             state = article_store.entry_state(store, e.feed, e.key) or {}
             out[f"{e.feed}/{e.guid}"] = {"summary": e.summary, "content": e.content, **state}

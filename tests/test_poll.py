@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from feedserver import DATA_DIR, FeedServer
 
-from aggregator.config.schema import DEFAULT_USER_AGENT
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.ingest.decide import PollPolicy
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import Feed, PollContext, poll_source

@@ -18,7 +18,8 @@ import pytest
 from conftest import free_port
 from faultserver import FaultServer
 
-from aggregator.config.schema import DEFAULT_USER_AGENT, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.ingest.decide import PollPolicy, jitter
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import HostGates, HostLimit, origin

@@ -428,7 +428,7 @@ def test_killed_writer_leaves_only_whole_polls(tmp_path: Path) -> None:
 
 def test_rows_with_forbidden_characters_still_render(tmp_path: Path) -> None:
     """A row written by an older version with a character XML forbids cannot break an output."""
-    from aggregator.config.schema import parse_config
+    from aggregator.config.load import parse_config
     from aggregator.outputs.plan import render_output
 
     store = Store(tmp_path / "x.db")

@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from ..config.credentials import RequestOptions
-from ..config.schema import FeedConfig
 from ..ingest.decide import PollPolicy
 from ..ingest.fetch import Fetcher
 from ..ingest.hosts import HostGates, NetworkWatch
@@ -77,8 +76,8 @@ class PollFeed(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Feed:
-    """A feed to poll: a PollFeed made by `feed_of` from the config, or directly (tests, the
-    benches: a public feed without rules, polled every 30 minutes without jitter)."""
+    """A feed to poll made directly (tests, the benches: a public feed without rules, polled
+    every 30 minutes without jitter); the daemon passes the config's resolved feeds."""
 
     name: str
     url: str
@@ -86,20 +85,6 @@ class Feed:
     update_policy: UpdatePolicy = "update"
     filter: Filter | None = None
     request_options: RequestOptions | None = None
-
-
-def feed_of(feed: FeedConfig, policy: PollPolicy) -> Feed:
-    """A configured feed as its polls need it: its rules compiled, with its policy
-    (`Config.policy_of`)."""
-    rules = feed.compiled_filter()
-    return Feed(
-        feed.name,
-        feed.url,
-        policy,
-        feed.update_policy,
-        rules if rules.checks else None,
-        feed.request_options,
-    )
 
 
 @dataclass(frozen=True, slots=True)

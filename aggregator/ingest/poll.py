@@ -18,7 +18,7 @@ from datetime import datetime
 
 from ..config.secret import redact
 from ..errors import FeedError, FetchError, error_kind
-from ..ingest.context import Feed, PollContext, PollFeed, feed_of
+from ..ingest.context import Feed, PollContext, PollFeed
 from ..ingest.decide import Decision, Signals, cache_signals, decide, entry_gap
 from ..ingest.decide import retry_after as decide_retry_after
 from ..ingest.digest import Digest, digest, digest_in
@@ -30,7 +30,7 @@ from ..models import Entry, FeedHints, FeedState, Fetched, NotModified, PollOutc
 from ..outputs.filters import Candidate, Filter
 from ..store.protocol import Store
 
-__all__ = ["Digest", "Feed", "PollContext", "PollFeed", "digest", "feed_of", "poll_source"]
+__all__ = ["Digest", "Feed", "PollContext", "PollFeed", "digest", "poll_source"]
 
 _NO_HINTS = FeedHints()
 
