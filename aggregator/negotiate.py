@@ -9,11 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .models import FeedState
+from .models import FeedStatus
 from .outputs.plan import MAX_PAGE_SIZE
 
 
-def feed_json(state: FeedState) -> dict[str, Any]:
+def feed_json(state: FeedStatus) -> dict[str, Any]:
     """One feed of /status.json: its state, times in ISO 8601."""
 
     def ts(d: datetime | None) -> str | None:

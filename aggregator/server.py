@@ -17,10 +17,10 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from .config.schema import Config, OutputConfig
+from .config.resolved import Config, Output
 from .health import FAILING, health_doc
 from .metrics import Metrics
-from .models import FeedState, OutputFormat
+from .models import FeedStatus, OutputFormat
 from .negotiate import dumps, feed_json, paging, prefers_html
 from .outputs.httpcache import Cached, make_cached, respond
 from .outputs.pages import OutputLink, OutputStatus, render_index, render_status_page
@@ -76,7 +76,6 @@ class OutputServer:
         self.healthy = healthy
         self.metrics = metrics
         self.renders = RenderCache(store, config, generation, metrics, plans)
-        self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -99,13 +98,6 @@ class OutputServer:
         see RenderCache.rendered."""
         return await self.renders.rendered(name, fmt, page, per_page)
 
-    def max_age(self, config: Config, name: str) -> int:
-        """Seconds a client may reuse an output: the shortest poll interval of its sources,
-        since nothing in it can change sooner."""
-        sources = config.sources_of(config.output(name))
-        intervals = [config.interval_of(f) for f in sources] or [config.aggregator.interval]
-        return int(min(intervals).total_seconds())
-
     async def output(self, request: web.Request) -> web.StreamResponse:
         name, fmt = request.match_info["name"], request.match_info["fmt"]
         if fmt not in SERVED_FORMATS:
@@ -113,7 +105,7 @@ class OutputServer:
                 text=f"unknown format {fmt!r}: use {', '.join(SERVED_FORMATS)}\n"
             )
         config = self.config()
-        found = next((o for o in config.outputs if o.name == name), None)
+        found = config.outputs.get(name)
         if found is None or not may_read(found, _token(request)):
             # A private output without its token is not there at all: 404, not 403. The check
             # comes first, so no ETag, 304 or body of it reaches anyone without the token.
@@ -135,8 +127,8 @@ class OutputServer:
         rendered per request on a reader thread, never cached (the space of queries is open)."""
         text = request.query.get("q", "").strip()[:500]
         source = request.query.get("source", "") or None
-        known = {f.name for f in config.sources_of(config.output(name))}
-        if source is not None and source not in known:
+        known = config.outputs[name].sources
+        if source is not None and all(f.name != source for f in known):
             raise web.HTTPBadRequest(text=f"?source=: {name!r} has no source {source!r}\n")
         # Text with nothing searchable in it (only punctuation) matches nothing: '""'.
         query = (to_fts(text) or '""') if text else None
@@ -152,12 +144,8 @@ class OutputServer:
     def _output_headers(
         self, config: Config, name: str, fmt: ServedFormat
     ) -> tuple[str, dict[str, str]]:
-        """Cache-Control and Link of an output, worked out once per config, not per request."""
-        key = (name, fmt)
-        found = self._headers.get(key)
-        if found is not None and found[0] is config:
-            return found[1], found[2]
-        output = config.output(name)
+        """Cache-Control and Link of an output, from what its config worked out at load."""
+        output = config.outputs[name]
         private = output.token is not None
         headers = dict(PRIVATE_HEADERS) if private else {}
         if fmt in FORMATS:
@@ -169,12 +157,10 @@ class OutputServer:
             headers["Link"] = ", ".join(links)
         # "private": no shared cache may keep what only the token's holder may read.
         scope = "private" if private else "public"
-        cache_control = f"{scope}, max-age={self.max_age(config, name)}"
-        self._headers[key] = (config, cache_control, headers)
-        return cache_control, headers
+        return f"{scope}, max-age={output.max_age}", headers
 
-    async def _feed_states(self) -> list[FeedState]:
-        names = [f.name for f in self.config().feeds]
+    async def _feed_states(self) -> list[FeedStatus]:
+        names = list(self.config().feeds)
         return await self.store.read(lambda s: s.feed_states(names))
 
     def _require_admin(self, request: web.Request) -> None:
@@ -220,11 +206,11 @@ class OutputServer:
         }
 
     async def _totals(
-        self, config: Config, outputs: Sequence[OutputConfig] | None = None
+        self, config: Config, outputs: Sequence[Output] | None = None
     ) -> dict[str, Rendered]:
         """Each output's first page as served (from the render cache when the store has not
         changed): its story count and last update, for the index and the status page."""
-        chosen = config.outputs if outputs is None else outputs
+        chosen = config.outputs.values() if outputs is None else outputs
         return {o.name: await self.rendered(o.name, "atom") for o in chosen}
 
     async def status(self, request: web.Request) -> web.Response:
@@ -244,7 +230,7 @@ class OutputServer:
                 tuple((f, url) for f, url in doc["outputs"][o.name].items()),
                 totals[o.name].total,
             )
-            for o in config.outputs
+            for o in config.outputs.values()
             if o.name in doc["outputs"]
         ]
         loaded = self.config_loaded()
@@ -279,7 +265,7 @@ class OutputServer:
         board = dict(self.metrics.board.items())
         outputs = []
         for o in shown:
-            sources = config.sources_of(o)
+            sources = o.sources
             failing = sum(f.name in board and board[f.name].status in FAILING for f in sources)
             first = totals[o.name]
             outputs.append(

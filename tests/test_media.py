@@ -13,7 +13,8 @@ import feedparser
 import pytest
 from test_validity import check_html
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.identity import Known, diff, identify
 from aggregator.ingest.media import duration_seconds, media_of_feedparser
 from aggregator.ingest.parse import parse_feed
@@ -49,7 +50,11 @@ def parsed(filename: str, body: bytes | None = None) -> Any:
 
 def store_podcasts(path: Path) -> Store:
     """Both podcast fixtures polled into a real database, as the daemon stores them."""
-    store = Store(path)
+    return fill_podcasts(Store(path))
+
+
+def fill_podcasts(store: Any) -> Any:
+    """Both podcast fixtures polled into `store` (either kind)."""
     for name, filename in FEEDS.items():
         feed = parsed(filename)
         new = tuple(identify(name, feed.entries, NOW))
@@ -73,10 +78,9 @@ def config(**output: object) -> Config:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    s = store_podcasts(tmp_path / "pods.db")
-    yield s
-    s.close()
+def store(store: Any) -> Any:
+    """conftest's store (SQLite, then PostgreSQL) with both podcasts in it."""
+    return fill_podcasts(store)
 
 
 def render(store: Store, fmt: str) -> bytes:

@@ -1,5 +1,6 @@
 """An output's plan is shared by its formats and pages through the renderer's PlanCache, but
-never outlives what it was made of: the store generation, the config object and the database."""
+never outlives what it was made of: the store generation, the config object and the database.
+On both stores (conftest's parametrised `store`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
 from aggregator.outputs.plan import PageNotFound, PlanCache, render_output
@@ -52,8 +54,7 @@ def titles(store: Store, cfg: Config, plans: PlanCache | None = None) -> list[st
     return [item["title"] for item in json.loads(body)["items"]]
 
 
-def test_formats_share_a_plan_until_the_store_changes(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
+def test_formats_share_a_plan_until_the_store_changes(store: Store) -> None:
     plans = PlanCache()
     try:
         cfg = config()
@@ -74,8 +75,7 @@ def test_formats_share_a_plan_until_the_store_changes(tmp_path: Path) -> None:
         store.close()
 
 
-def test_without_a_cache_every_render_plans_afresh(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
+def test_without_a_cache_every_render_plans_afresh(store: Store) -> None:
     plans = PlanCache()
     try:
         cfg = config()
@@ -89,8 +89,7 @@ def test_without_a_cache_every_render_plans_afresh(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_full_cache_starts_over(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
+def test_a_full_cache_starts_over(store: Store) -> None:
     plans = PlanCache(kept=2)
     try:
         cfg = config()
@@ -118,8 +117,7 @@ def test_databases_do_not_share_plans(tmp_path: Path) -> None:
         second.close()
 
 
-def test_the_subscribed_document_holds_the_outputs_limit(tmp_path: Path) -> None:
-    store = Store(tmp_path / "a.db")
+def test_the_subscribed_document_holds_the_outputs_limit(store: Store) -> None:
     try:
         poll(store, *(entry(n, f"Story {n}") for n in range(130)))
         big = config(limit=500)

@@ -14,7 +14,8 @@ from aiohttp.test_utils import make_mocked_request
 from hubserver import Hub, hub
 from test_validity import check_html, items_of, meta
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.sanitize import sanitize_html, xml_safe
 from aggregator.negotiate import prefers_html
 from aggregator.outputs.httpcache import accepts_gzip, make_cached, not_modified, respond

@@ -142,3 +142,22 @@ def test_the_cli_says_what_failed_in_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert f"error: search failed on {path}: database disk image is malformed" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_secret_in_the_cause_never_reaches_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTS5 names an unknown column in its error: a query holding a secret (pasted by
+    mistake) must come out blanked, as every message does (secret.redact)."""
+    from aggregator.config import secret
+
+    monkeypatch.setattr(secret, "_known", ())  # what the test remembers is forgotten after
+    secret.remember("hunter2token")
+    store = SqliteStore(tmp_path / "x.db")
+    try:
+        with pytest.raises(StoreError) as info:
+            store.search("hunter2token:word")
+    finally:
+        store.close()
+    assert "hunter2token" not in str(info.value)
+    assert "hunter2token" in str(info.value.__cause__)  # the cause, for a debugger, keeps it

@@ -15,6 +15,7 @@ import pytest
 from pgserver import PgServer
 from test_dedupe import T0, _load_sections
 from test_store import entries, ok, parsed
+from test_store_errors import READS
 
 from aggregator.errors import StoreError
 from aggregator.store.postgres import PostgresStore
@@ -284,3 +285,36 @@ def test_both_stores_find_the_same_entries(pg: PostgresStore, tmp_path: Path) ->
         assert len(found) >= 12, found  # not a comparison of empty results
     finally:
         sqlite.close()
+
+
+def test_data_version_moves_when_another_connection_commits(pg: PostgresStore, pg_url: str) -> None:
+    before = pg.data_version()
+    assert pg.data_version() == before  # reading moves nothing
+    other = PostgresStore(pg_url)
+    try:
+        other.sync_feeds([("x", "https://x.example/feed.xml")])
+    finally:
+        other.close()
+    assert pg.data_version() != before
+    # A write still in progress when we look, committed after: the commit moves it again.
+    with psycopg.connect(pg_url) as writer:
+        writer.execute("UPDATE feeds SET title = 'X' WHERE name = 'x'")
+        during = pg.data_version()
+        writer.commit()
+    assert pg.data_version() != during
+
+
+@pytest.mark.parametrize("what", READS)
+def test_a_read_on_a_table_gone_raises_store_error(
+    pg: PostgresStore, pg_server: PgServer, what: str
+) -> None:
+    """test_store_errors' reads, on PostgreSQL: the tables dropped behind the store's back."""
+    pg.record_poll(ok("a", new=entries("a", parsed(1), parsed(2))))
+    name = pg.path.rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.admin_url(name), autocommit=True) as admin:
+        admin.execute("DROP TABLE entry_articles, articles, pruned, entries, feeds, meta CASCADE")
+    with pytest.raises(StoreError) as info:
+        READS[what](pg)
+    assert f"{what} failed on {pg.path}: " in str(info.value)
+    assert isinstance(info.value.__cause__, psycopg.Error)
+    assert pg_server.password not in str(info.value)

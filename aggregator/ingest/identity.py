@@ -7,7 +7,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -16,7 +16,7 @@ import re2
 
 from ..ingest.media import media_fingerprint
 from ..ingest.tracking import strip_tracking
-from ..models import Entry, KeyKind, ParsedEntry
+from ..models import Entry, KeyKind, Known, ParsedEntry
 
 UpdatePolicy = Literal["ignore", "update", "republish"]
 KeyMode = Literal["guid", "link"]
@@ -315,16 +315,6 @@ def with_first_seen_date(entry: Entry, first_seen: datetime) -> Entry:
     if entry.date_known:
         return entry
     return replace(entry, published=first_seen, updated=first_seen)
-
-
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the store knows of one entry of a feed: enough to decide new / updated / unchanged."""
-
-    uid: str
-    content_hash: str
-    stable_hash: str | None
-    link: str | None
 
 
 def reconcile(entries: Sequence[Entry], known: Mapping[str, Known]) -> list[Entry]:

@@ -2,66 +2,28 @@
 or a savepoint inside an open one), and every sqlite3 error turned into StoreError. I/O.
 
 Why not sqlite-utils' `Database.atomic()`: it opens with a plain (deferred) BEGIN. A deferred
-transaction takes the write lock only at its first write, and when another connection (a CLI run,
-a backup, a second process) holds it then, SQLite fails the write at once with SQLITE_BUSY
-instead of waiting out busy_timeout: a reader cannot be upgraded to a writer while another
-writer may have changed what it read. BEGIN IMMEDIATE takes the write lock up front, where
-busy_timeout does apply, so a unit of work either waits its turn or never starts.
+transaction starts as a reader and asks for the write lock at its first write; if another
+connection (a CLI run, a second process) committed since its first read, that upgrade fails at
+once with SQLITE_BUSY (BUSY_SNAPSHOT in WAL mode), and busy_timeout cannot help: waiting would
+not make what it read current. Several of ours read before they write (prune picks its
+victims, an article's record reads the entries pending on it), so they would fail under load.
+BEGIN IMMEDIATE takes the write lock up front, where busy_timeout does apply: a unit of work
+waits its turn, then sees the latest commit.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import sqlite3
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..config.secret import redact
 from ..errors import StoreError
 from .schema import open_database
+from .wrapping import raising_store_error
 
-C = TypeVar("C", bound=type)
-
-
-def _failure(what: str, path: Path, e: sqlite3.Error) -> StoreError:
-    # sqlite3's messages name no value of ours, but redact() stays the rule for any message.
-    return StoreError(f"{what} failed on {path}: {redact(str(e))}")
-
-
-def _wrapped(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    what = name.replace("_", " ")
-    if inspect.isgeneratorfunction(fn):
-        # A generator's errors come while it is iterated (a page read by fetchmany), not
-        # when it is called: the wrapper has to be a generator too.
-        @functools.wraps(fn)
-        def generator(self: SqliteBase, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            try:
-                yield from fn(self, *args, **kwargs)
-            except sqlite3.Error as e:
-                raise _failure(what, self.path, e) from e
-
-        return generator
-
-    @functools.wraps(fn)
-    def method(self: SqliteBase, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.Error as e:
-            raise _failure(what, self.path, e) from e
-
-    return method
-
-
-def store_errors(cls: C) -> C:
-    """Class decorator: every public method of `cls` raises StoreError("<method> failed on
-    <file>: <cause>"), chained, for any sqlite3 error, reads as much as writes. Done once here
-    rather than by hand in each method, so that a new method cannot forget it."""
-    for name, value in list(vars(cls).items()):
-        if not name.startswith("_") and inspect.isfunction(value):
-            setattr(cls, name, _wrapped(name, value))
-    return cls
+# Every public method of the SQLite store classes: StoreError for any sqlite3 error.
+store_errors = raising_store_error(sqlite3.Error)
 
 
 class Atomic:
@@ -85,7 +47,7 @@ class Atomic:
             else:
                 conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise StoreError(f"cannot start a transaction: {e}") from e
+            raise StoreError(f"cannot start a transaction: {redact(str(e))}") from e
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
@@ -97,20 +59,20 @@ class Atomic:
             if conn.in_transaction:
                 conn.execute("RELEASE unit")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"write failed: {exc}") from exc
+                raise StoreError(f"write failed: {redact(str(exc))}") from exc
             return
         if exc_type is not None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"write failed: {exc}") from exc
+                raise StoreError(f"write failed: {redact(str(exc))}") from exc
             return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise StoreError(f"commit failed: {e}") from e
+            raise StoreError(f"commit failed: {redact(str(e))}") from e
 
 
 @store_errors
@@ -124,7 +86,7 @@ class SqliteBase:
         try:
             self.db = open_database(self.path)
         except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open database {self.path}: {e}") from e
+            raise StoreError(f"cannot open database {self.path}: {redact(str(e))}") from e
 
     def close(self) -> None:
         self.db.close()
@@ -160,6 +122,6 @@ class SqliteBase:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("ROLLBACK")
         except sqlite3.Error as e:
-            raise StoreError(f"database is not writable: {e}") from e
+            raise StoreError(f"database is not writable: {redact(str(e))}") from e
         finally:
             self.db.execute("PRAGMA busy_timeout = 30000")
