@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -73,28 +73,27 @@ class Metrics:
     def __init__(self, board: FeedBoard | None = None) -> None:
         self.board = board or FeedBoard()
         self.registry = prometheus_client.CollectorRegistry()
-        self.polls = prometheus_client.Counter(
-            "aggregator_polls", "Feed polls by result", ["status"], registry=self.registry
+        # Every label value known in advance is present from the start, at 0: a rate() over
+        # a series that appears only with its first event misses that event.
+        self.polls = self._counter(
+            "aggregator_polls", "Feed polls by result", "status", POLL_RESULTS
         )
-        self.errors = prometheus_client.Counter(
-            "aggregator_poll_errors",
-            "Failed polls by kind of error",
-            ["kind"],
-            registry=self.registry,
+        self.errors = self._counter(
+            "aggregator_poll_errors", "Failed polls by kind of error", "kind", ERROR_KINDS
         )
-        self.entries = prometheus_client.Counter(
-            "aggregator_entries_stored", "Entries written", ["kind"], registry=self.registry
+        self.entries = self._counter(
+            "aggregator_entries_stored", "Entries written", "kind", ("new", "updated")
         )
-        self.renders = prometheus_client.Counter(
-            "aggregator_renders", "Output renders", ["format"], registry=self.registry
+        self.renders = self._counter(
+            "aggregator_renders",
+            "Output renders",
+            "format",
+            ("atom", "rss", "json", "html", "opml"),
         )
-        self.cache_hits = prometheus_client.Counter(
-            "aggregator_output_cache_hits", "Outputs served from cache", registry=self.registry
-        )
-        self.stale_served = prometheus_client.Counter(
+        self.cache_hits = self._counter("aggregator_output_cache_hits", "Outputs served from cache")
+        self.stale_served = self._counter(
             "aggregator_output_stale_served",
             "Outputs served from the cache of an older store generation while re-rendered",
-            registry=self.registry,
         )
         self.fetch_seconds = prometheus_client.Histogram(
             "aggregator_fetch_seconds",
@@ -102,33 +101,27 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
-        self.hub_pings = prometheus_client.Counter(
-            "aggregator_websub_pings",
-            "WebSub hub pings by result",
-            ["result"],
-            registry=self.registry,
+        self.hub_pings = self._counter(
+            "aggregator_websub_pings", "WebSub hub pings by result", "result", ("ok", "error")
         )
-        self.articles = prometheus_client.Counter(
+        self.articles = self._counter(
             "aggregator_articles",
             "Article pages fetched for full content, by result (extracted, failed, retry)",
-            ["result"],
-            registry=self.registry,
+            "result",
+            ("extracted", "failed", "retry"),
         )
-        # Every label value known in advance is present from the start, at 0: a rate() over
-        # a series that appears only with its first event misses that event.
-        for result in POLL_RESULTS:
-            self.polls.labels(result)
-        for kind in ERROR_KINDS:
-            self.errors.labels(kind)
-        for kind in ("new", "updated"):
-            self.entries.labels(kind)
-        for fmt in ("atom", "rss", "json", "html", "opml"):
-            self.renders.labels(fmt)
-        for result in ("ok", "error"):
-            self.hub_pings.labels(result)
-        for result in ("extracted", "failed", "retry"):
-            self.articles.labels(result)
         self.registry.register(FeedCollector(self.board))
+
+    def _counter(
+        self, name: str, documentation: str, label: str | None = None, values: Iterable[str] = ()
+    ) -> prometheus_client.Counter:
+        """A counter in this registry, by one label or none, with a series per known value."""
+        counter = prometheus_client.Counter(
+            name, documentation, [label] if label else [], registry=self.registry
+        )
+        for value in values:
+            counter.labels(value)
+        return counter
 
 
 class TimedFetcher(Fetcher):
