@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,17 @@ from .ingest.fetch import Fetcher
 from .models import Fetched, NotModified, PollOutcome
 
 POLL_RESULTS = ("ok", "not_modified", "unchanged", "error", "gone")
+
+# A counter's label values known in advance, each present from the start at 0: a rate() over
+# a series that appears only with its first event misses that event.
+KNOWN_LABELS: dict[str, tuple[str, ...]] = {
+    "aggregator_polls": POLL_RESULTS,
+    "aggregator_poll_errors": ERROR_KINDS,
+    "aggregator_entries_stored": ("new", "updated"),
+    "aggregator_renders": ("atom", "rss", "json", "html", "opml"),
+    "aggregator_websub_pings": ("ok", "error"),
+    "aggregator_articles": ("extracted", "failed", "retry"),
+}
 
 # `_created` series (one per counter and label set) double the scrape for a value nobody
 # graphs. A process-wide switch of prometheus_client: the daemon owns its process.
@@ -73,23 +84,12 @@ class Metrics:
     def __init__(self, board: FeedBoard | None = None) -> None:
         self.board = board or FeedBoard()
         self.registry = prometheus_client.CollectorRegistry()
-        # Every label value known in advance is present from the start, at 0: a rate() over
-        # a series that appears only with its first event misses that event.
-        self.polls = self._counter(
-            "aggregator_polls", "Feed polls by result", "status", POLL_RESULTS
-        )
+        self.polls = self._counter("aggregator_polls", "Feed polls by result", "status")
         self.errors = self._counter(
-            "aggregator_poll_errors", "Failed polls by kind of error", "kind", ERROR_KINDS
+            "aggregator_poll_errors", "Failed polls by kind of error", "kind"
         )
-        self.entries = self._counter(
-            "aggregator_entries_stored", "Entries written", "kind", ("new", "updated")
-        )
-        self.renders = self._counter(
-            "aggregator_renders",
-            "Output renders",
-            "format",
-            ("atom", "rss", "json", "html", "opml"),
-        )
+        self.entries = self._counter("aggregator_entries_stored", "Entries written", "kind")
+        self.renders = self._counter("aggregator_renders", "Output renders", "format")
         self.cache_hits = self._counter("aggregator_output_cache_hits", "Outputs served from cache")
         self.stale_served = self._counter(
             "aggregator_output_stale_served",
@@ -102,24 +102,23 @@ class Metrics:
             registry=self.registry,
         )
         self.hub_pings = self._counter(
-            "aggregator_websub_pings", "WebSub hub pings by result", "result", ("ok", "error")
+            "aggregator_websub_pings", "WebSub hub pings by result", "result"
         )
         self.articles = self._counter(
             "aggregator_articles",
             "Article pages fetched for full content, by result (extracted, failed, retry)",
             "result",
-            ("extracted", "failed", "retry"),
         )
         self.registry.register(FeedCollector(self.board))
 
     def _counter(
-        self, name: str, documentation: str, label: str | None = None, values: Iterable[str] = ()
+        self, name: str, documentation: str, label: str | None = None
     ) -> prometheus_client.Counter:
         """A counter in this registry, by one label or none, with a series per known value."""
         counter = prometheus_client.Counter(
             name, documentation, [label] if label else [], registry=self.registry
         )
-        for value in values:
+        for value in KNOWN_LABELS.get(name, ()):
             counter.labels(value)
         return counter
 
