@@ -17,7 +17,7 @@ import click
 
 from . import __version__, cli_fetch, cli_ops
 from .cli_common import CONFIG_HELP, CONTEXT, command, fail, load, opened_store
-from .config.schema import CONFIG_ENV
+from .config.load import CONFIG_ENV
 from .logs import setup_logging
 from .models import StoredEntry
 from .store.backup import backup_database
@@ -81,7 +81,7 @@ def render(config_path: str, output: str, fmt: str, page: int | None) -> None:
     from .outputs.plan import PageNotFound, render_output
 
     config = load(config_path, need_secrets=True)
-    _known_output(config_path, [o.name for o in config.outputs], output)
+    _known_output(config_path, list(config.outputs), output)
     with opened_store(config) as store:
         try:
             rendered = render_output(
@@ -123,7 +123,7 @@ def feeds(config_path: str) -> None:
         )
     ]
     notes = []
-    for f in config.feeds:
+    for f in config.feeds.values():
         s = states.get(f.name)
         if s is None:
             rows.append((f.name, "pending", "-", "-", "", "0", "-", "0", ""))
@@ -170,9 +170,9 @@ def extract(
 
     config = load(config_path)
     if feed_name is not None:
-        if not any(f.name == feed_name for f in config.feeds):
+        feed = config.feeds.get(feed_name)
+        if feed is None:
             fail(f"no feed named {feed_name!r} in {config_path}", 2)
-        feed = config.feed(feed_name)
         selector = selector or feed.content_selector
         remove = remove or feed.remove_selectors
     try:
@@ -219,7 +219,7 @@ def preview(config_path: str, output: str) -> None:
     from .outputs.plan import plan_output
 
     config = load(config_path)
-    _known_output(config_path, [o.name for o in config.outputs], output)
+    _known_output(config_path, list(config.outputs), output)
     with opened_store(config) as store:
         plan = plan_output(store, config, output, datetime.now(UTC))
     merged = sum(len(s.merged) for s in plan.stories)
@@ -311,8 +311,8 @@ def import_opml(config_path: str, opml_file: Path, print_only: bool) -> None:
     try:
         result = parse_opml(
             opml_file.read_bytes(),
-            known_urls=[f.url for f in config.feeds],
-            known_names=[f.name for f in config.feeds],
+            known_urls=[f.url for f in config.feeds.values()],
+            known_names=list(config.feeds),
         )
     except (OSError, ValueError) as e:
         fail(f"{opml_file}: {e}", 2)
@@ -346,7 +346,7 @@ def export_opml(config_path: str, title: str) -> None:
         with opened_store(config) as store:
             states = {s.name: s for s in store.feed_states()}
     subs = []
-    for f in config.feeds:
+    for f in config.feeds.values():
         state = states.get(f.name)
         subs.append(
             Subscription(

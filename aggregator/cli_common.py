@@ -14,7 +14,8 @@ from typing import Any, NoReturn, TypeVar
 import click
 from click.core import ParameterSource
 
-from .config.schema import CONFIG_ENV, DEFAULT_CONFIG, Config, load_config
+from .config.load import CONFIG_ENV, DEFAULT_CONFIG, load_config
+from .config.resolved import Config
 from .errors import AggregatorError, ConfigError
 from .store.protocol import Store
 from .store.sqlite import SqliteStore

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .config.schema import Config
+from .config.resolved import Config
 from .errors import FetchError
 from .ingest.articles import ACCEPT_HTML
 from .ingest.extract import Extraction, extract_article, headers_content_type

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from .cli_common import command, fail, load
-from .config.schema import Config, FeedConfig, parse_duration
+from .config.resolved import Config, Feed
+from .config.values import parse_duration
 from .ingest.poll import PollContext, poll_source
 from .logs import setup_logging
 from .models import PollOutcome
@@ -35,25 +36,23 @@ async def _fetch_all(
     the article pages of their new entries that want full content."""
     async with open_runtime(config) as runtime:
 
-        async def one(feed: FeedConfig) -> PollOutcome:
-            outcome = await _poll_politely(runtime.ctx, config, feed, deadline)
+        async def one(feed: Feed) -> PollOutcome:
+            outcome = await _poll_politely(runtime.ctx, feed, deadline)
             progress(outcome)
             return outcome
 
-        outcomes = await asyncio.gather(*(one(config.feed(n)) for n in names))
+        outcomes = await asyncio.gather(*(one(runtime.feed(n)) for n in names))
         # The pages of the new entries of full_content feeds, at the hosts' pace.
         await runtime.articles.run(until_idle=True)
         return outcomes
 
 
-async def _poll_politely(
-    ctx: PollContext, config: Config, feed: FeedConfig, deadline: datetime | None
-) -> PollOutcome:
+async def _poll_politely(ctx: PollContext, feed: Feed, deadline: datetime | None) -> PollOutcome:
     """One poll, waiting for the feed's host turn or Retry-After when it comes before the
     deadline; a deferral past it is returned with why."""
     while True:
         now = datetime.now(UTC)
-        outcome = await poll_source(ctx, feed.name, feed.url, now, policy=config.policy_of(feed))
+        outcome = await poll_source(ctx, feed, now)
         when = outcome.next_poll
         if outcome.status != "deferred" or when is None:
             return outcome
@@ -85,11 +84,10 @@ def fetch(config_path: str, feed_names: tuple[str, ...], max_wait: str) -> None:
         fail(f"--max-wait: {e}", 2)
     fmt = config.aggregator.log_format
     handler = setup_logging("warning", fmt)
-    known = {f.name for f in config.feeds}
     for name in feed_names:
-        if name not in known:
+        if name not in config.feeds:
             fail(f"no feed named {name!r} in {config_path}", 2)
-    names = list(feed_names) or [f.name for f in config.feeds]
+    names = list(feed_names) or list(config.feeds)
     started = datetime.now(UTC)
     # No bar between JSON log lines: they are for a machine, and the bar would break them.
     bar_file = open(os.devnull, "w") if fmt == "json" else sys.stderr  # noqa: SIM115

@@ -23,7 +23,7 @@ import click
 
 from .cli_common import command, fail, load
 from .config.edit import append_feeds, remove_feed
-from .config.schema import Config
+from .config.resolved import Config
 from .errors import AggregatorError
 from .ingest.discover import Discovery, describe, discover, probe
 from .ingest.feedlinks import FeedLink
@@ -172,10 +172,10 @@ def add(
             if not checked.feeds:
                 fail(f"{link.url} (advertised by {url}) is not a feed{_why(checked)}")
             link = checked.feeds[0]
-    known = {f.url: f.name for f in config.feeds}
+    known = {f.url: f.name for f in config.feeds.values()}
     if link.url in known:
         fail(f"{link.url} is already configured as feed {known[link.url]!r}", 2)
-    taken = {f.name for f in config.feeds}
+    taken = set(config.feeds)
     if name is not None and name in taken:
         fail(f"a feed named {name!r} already exists", 2)
     chosen = name or _unique_name(title or link.title or urlsplit(link.url).hostname or "", taken)

@@ -22,11 +22,12 @@ from typing import Any
 from aiohttp import web
 
 from . import jobs
+from .config.load import load_config
 from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
-from .config.schema import Config, FeedConfig, load_config
+from .config.resolved import Config, Feed
 from .errors import AggregatorError, ConfigError
 from .ingest.poll import poll_source
-from .ingest.schedule import FeedScheduler, first_run, jitter
+from .ingest.schedule import FeedScheduler, first_poll
 from .logs import PollTally, setup_logging
 from .metrics import Metrics, record_outcome
 from .models import FeedState, PollOutcome
@@ -79,11 +80,9 @@ class Daemon:
         self._in_flight.add(task)
         next_run: datetime | None = None
         try:
-            feed = self.config.feed(name)
+            feed = self.config.feeds[name]
             now = datetime.now(UTC)
-            outcome: PollOutcome = await poll_source(
-                self._runtime.ctx, feed.name, feed.url, now, policy=self.config.policy_of(feed)
-            )
+            outcome: PollOutcome = await poll_source(self._runtime.ctx, feed, now)
             next_run = outcome.next_poll
             record_outcome(self.metrics, outcome, now)
             self.tally.add(outcome)
@@ -113,29 +112,14 @@ class Daemon:
             self.scheduler.add(name, max(next_run, soonest), self._poll)
 
     def _schedule(
-        self, feed: FeedConfig, state: FeedState | None, now: datetime, added: bool = False
+        self, feed: Feed, state: FeedState | None, now: datetime, added: bool = False
     ) -> None:
-        """Arm a feed's first poll after a start from its stored decision; a gone feed waits
-        for its URL to change in the config. A feed `added` by a reload that was never polled
-        is polled now (its host's limits permitting): only a cold start spreads first polls."""
-        if state is not None and state.gone:
+        """Arm a feed's first poll after a start from its stored decision (schedule.first_poll);
+        a gone feed waits for its URL to change in the config."""
+        start = first_poll(state, now, feed.policy, self._rng, added)
+        if start is None:
             log.info("feed %s is gone (HTTP 410) and is not polled", feed.name)
             return
-        if added and (state is None or state.last_poll is None):
-            self.scheduler.add(feed.name, now, self._poll)
-            return
-        policy = self.config.policy_of(feed)
-        reason = (state.next_reason or "") if state is not None else ""
-        if not reason or reason.startswith("interval "):
-            # No decision yet, or a plain interval one: a shortened interval applies at once.
-            cap = policy.interval + jitter(policy.interval)
-        elif state is not None and (state.backoff_level > 0 or reason.startswith("Retry-After")):
-            # A feed in backoff or Retry-After keeps its longer wait across a restart.
-            cap = max(policy.max_backoff, policy.max_interval)
-        else:
-            cap = policy.max_interval
-        stored_next = state.next_poll if state is not None else None
-        start = first_run(stored_next, now, policy.interval, self._rng, cap)
         self.scheduler.add(feed.name, start, self._poll)
 
     async def run(self) -> None:
@@ -159,7 +143,7 @@ class Daemon:
             ) as runtime:
                 self._runtime, self._store = runtime, runtime.store
                 self.generation = runtime.generation
-                self.metrics.board.reset([f.name for f in self.config.feeds], runtime.states)
+                self.metrics.board.reset(list(self.config.feeds), runtime.states)
                 await self._serve(runtime, settings.host, settings.port)
         finally:
             log.info("stopped")
@@ -181,7 +165,7 @@ class Daemon:
         try:
             await self._start_notifier(server)
             now = datetime.now(UTC)
-            for feed in self.config.feeds:
+            for feed in self.config.feeds.values():
                 self._schedule(feed, runtime.states.get(feed.name), now)
             self.scheduler.start()
             runner = web.AppRunner(server.app(), access_log=None)
@@ -322,7 +306,7 @@ class Daemon:
         plan = plan_reload(old, new)
         assert self._store is not None
         # Rows first: a feed is in the database before its first poll can fire.
-        feeds = [(f.name, f.url) for f in new.feeds]
+        feeds = [(f.name, f.url) for f in new.feeds.values()]
         await self._store.write(lambda s: s.sync_feeds(feeds))
         if self._runtime is not None:
             # sync_feeds drops a changed URL's validators and state: read them afresh.
@@ -331,7 +315,7 @@ class Daemon:
         # Swapped whole: the server drops its render cache when the Config object changes,
         # and every poll reads its feed's url from the current config.
         self.config = new
-        self.metrics.board.reset([f.name for f in new.feeds], states)
+        self.metrics.board.reset(list(new.feeds), states)
         for name in plan.removed:
             self.scheduler.remove(name)
         if self._runtime is not None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 
-from .config.schema import Config
+from .config.resolved import Config
 from .errors import AggregatorError
 from .health import HEARTBEAT_EVERY, FeedBoard, Heartbeat
 from .ingest.resanitize import resanitize
@@ -66,7 +66,7 @@ async def resanitize_stored(
     async with lock:  # a reload while a pass runs: the next one follows
         s = config().aggregator
         try:
-            await resanitize(store, pool, frozenset(s.embed_hosts), s.limits(), on_write)
+            await resanitize(store, pool, frozenset(s.embed_hosts), s.limits, on_write)
         except AggregatorError as e:
             log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 REDIRECT_CONFIRMATIONS = 3  # good polls of a permanent redirect before advising a config change
@@ -12,6 +13,20 @@ REDIRECT_CONFIRMATIONS = 3  # good polls of a permanent redirect before advising
 KeyKind = Literal["guid", "link", "hash"]
 PollStatus = Literal["ok", "not_modified", "unchanged", "error", "gone", "deferred"]
 OutputFormat = Literal["atom", "rss", "json"]
+
+
+class NextKind(StrEnum):
+    """Which rule set a feed's next poll time (decide.py, or a deferral in poll.py): what a
+    restart or another poller acts on. The human reason string is kept beside it, for people."""
+
+    INTERVAL = "interval"  # the feed's interval (raised to min_interval, capped at max_interval)
+    ADAPTIVE = "adaptive"  # half the observed time between the feed's entries
+    HINT = "hint"  # the feed's own ttl, sy:updatePeriod, Cache-Control max-age or Expires
+    BACKOFF = "backoff"  # after errors: the interval doubled per error, up to max_backoff
+    NETWORK_DOWN = "network_down"  # the network failed, not the feed: the regular wait
+    RETRY_AFTER = "retry_after"  # the feed's, or its host's, 429/503 Retry-After
+    HOST_DELAY = "host_delay"  # deferred: the host's host_delay had not passed
+    GONE = "gone"  # a 410: never polled again until its URL changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +215,10 @@ class FeedState:
     last_error: str | None = None
     next_poll: datetime | None = None
     warning: str | None = None
-    entry_count: int = 0
     language: str | None = None
     key_mode: str = "guid"  # "link" once the feed's guids proved unusable
     next_reason: str | None = None
+    next_kind: NextKind | None = None  # None: never polled (or stored by an older version)
     backoff_level: int = 0  # consecutive errors that count for backoff
     failing_since: datetime | None = None
     redirect_url: str | None = None  # where a 301/308 said the feed moved; polled instead
@@ -231,6 +246,13 @@ class FeedState:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedStatus(FeedState):
+    """A feed's state as status pages show it: its polling state and its stored entries."""
+
+    entry_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PollOutcome:
     """What one poll did, for logs, the CLI summary and metrics."""
 
@@ -247,13 +269,14 @@ class PollOutcome:
 
 @dataclass(frozen=True, slots=True)
 class PollRecord:
-    """Everything one poll writes, committed by the store in a single transaction."""
+    """What one poll saw and decided: the input of `feedstate.next_state`, which turns it into
+    the feed's next state, and the entries the poll writes with that state."""
 
     feed: str
     url: str
     now: datetime
     status: PollStatus
-    next_poll: datetime | None
+    next_poll: datetime | None  # the decision (None: never again)
     http_status: int | None = None
     validators: Validators | None = None  # None: keep the stored ones
     body_hash: str | None = None
@@ -266,8 +289,8 @@ class PollRecord:
     language: str | None = None
     key_mode: str | None = None  # None: keep the stored one
     next_reason: str | None = None
-    backoff_level: int = 0
-    redirect_url: str | None = None
-    redirect_count: int = 0
-    gone: bool = False
     hints: FeedHints | None = None  # None: keep the stored ones
+    next_kind: NextKind | None = None
+    # Where the response's chain of 301/308 redirects led (None: no permanent move).
+    permanent_url: str | None = None
+    network_down: bool = False  # an error while nearly every feed failed: no backoff for it

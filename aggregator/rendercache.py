@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from .config.schema import Config
+from .config.resolved import Config
 from .metrics import Metrics
 from .outputs.httpcache import Cached, make_cached
 from .outputs.plan import PageNotFound, PlanCache, Rendered, ServedFormat, render_output

@@ -10,17 +10,18 @@ import contextlib
 import functools
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from .config.schema import Config, FeedConfig
+from .config.resolved import Config, Feed
 from .ingest.articles import ArticleQueue
 from .ingest.fetch import Fetcher
 from .ingest.hosts import HostGates, HostLimit, origin
 from .ingest.poll import PollContext
+from .ingest.schedule import stored_block
 from .ingest.workers import DeadlinePool
 from .metrics import Metrics, TimedFetcher
-from .models import FeedState
+from .models import FeedState, FeedStatus
 from .store.threads import StoreThreads
 
 PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
@@ -55,22 +56,14 @@ def make_gates(
     """
     s = config.aggregator
     gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
-    for feed in config.feeds:
-        policy = config.policy_of(feed)
-        limit = HostLimit(policy.host_concurrency, policy.host_delay)
+    for feed in config.feeds.values():
+        limit = HostLimit(feed.policy.host_concurrency, feed.policy.host_delay)
         state = (states or {}).get(feed.name)
         for url in (feed.url, state.redirect_url if state is not None else None):
             if url:
                 gates.configure(origin(url), limit)
-        if (
-            now is not None
-            and state is not None
-            and state.url == feed.url
-            and state.next_poll is not None
-            and state.next_poll > now
-            and (state.next_reason or "").startswith("Retry-After ")
-        ):
-            gates.block(origin(state.redirect_url or feed.url), state.next_poll)
+        if now is not None and (block := stored_block(state, feed.url, now)) is not None:
+            gates.block(*block)
     return gates
 
 
@@ -85,20 +78,14 @@ class Runtime:
     fetcher: Fetcher
     ctx: PollContext
     articles: ArticleQueue
-    states: dict[str, FeedState]  # as stored when opened (or at the last `follow`)
+    states: dict[str, FeedStatus]  # as stored when opened (or at the last `follow`)
     generation: int  # the store's, when opened
-    _feeds: dict[str, FeedConfig] = field(default_factory=dict)
-    _feeds_of: Config | None = None
 
-    def feed_config(self, name: str) -> FeedConfig | None:
-        """A feed's current settings. Every poll asks (for its credentials and filters): by
-        name from a dict made once per config, not a scan of the feeds."""
-        if self._feeds_of is not self.config:
-            self._feeds = {f.name: f for f in self.config.feeds}
-            self._feeds_of = self.config
-        return self._feeds.get(name)
+    def feed(self, name: str) -> Feed:
+        """A feed's current settings, resolved by the config (KeyError: not configured)."""
+        return self.config.feeds[name]
 
-    def follow(self, config: Config, states: Mapping[str, FeedState], now: datetime) -> None:
+    def follow(self, config: Config, states: Mapping[str, FeedStatus], now: datetime) -> None:
         """Apply a reloaded config: host limits, sanitiser and parse limits, parse deadline.
         `states` are the feeds' stored states as of now (after the config's feeds synced)."""
         self.config = config
@@ -107,7 +94,7 @@ class Runtime:
             self.ctx,
             hosts=make_gates(config, states, now),
             embed_hosts=frozenset(config.aggregator.embed_hosts),
-            limits=config.aggregator.limits(),
+            limits=config.aggregator.limits,
         )
         self.pool.deadline = config.aggregator.parse_timeout.total_seconds()
 
@@ -131,7 +118,7 @@ async def open_runtime(
     try:
         pool = make_parse_pool(s.parse_workers, s.parse_timeout.total_seconds())
         try:
-            feeds = [(f.name, f.url) for f in config.feeds]
+            feeds = [(f.name, f.url) for f in config.feeds.values()]
             await store.write(lambda st: st.sync_feeds(feeds))
             generation = await store.read(lambda st: st.generation())
             states = {st.name: st for st in await store.read(lambda st: st.feed_states())}
@@ -158,12 +145,11 @@ async def open_runtime(
                     store,
                     pool,
                     on_write,
-                    lambda name: rt.feed_config(name),
                     hosts=make_gates(config, states, datetime.now(UTC)),
                     work=asyncio.Semaphore(s.max_concurrency),
                     embed_hosts=frozenset(s.embed_hosts),
                     articles=articles,
-                    limits=s.limits(),
+                    limits=s.limits,
                 )
                 rt = Runtime(config, store, pool, fetcher, ctx, articles, states, generation)
                 yield rt

@@ -9,7 +9,6 @@ off the event loop, as cached bytes otherwise. Pages that change with every poll
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -18,10 +17,11 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
-from .config.schema import Config, OutputConfig
+from .config.resolved import Config, Output
 from .health import FAILING, health_doc
 from .metrics import Metrics
-from .models import FeedState, OutputFormat
+from .models import FeedStatus, OutputFormat
+from .negotiate import dumps, feed_json, paging, prefers_html
 from .outputs.httpcache import Cached, make_cached, respond
 from .outputs.pages import OutputLink, OutputStatus, render_index, render_status_page
 from .outputs.plan import (
@@ -54,33 +54,6 @@ def _token(request: web.Request) -> str | None:
     return presented(request.query, request.headers)
 
 
-def _feed_json(state: FeedState) -> dict[str, Any]:
-    def ts(d: datetime | None) -> str | None:
-        return d.isoformat() if d else None
-
-    return {
-        "url": state.url,
-        "title": state.title,
-        "status": state.status,
-        "http_status": state.http_status,
-        "last_poll": ts(state.last_poll),
-        "last_ok": ts(state.last_ok),
-        "next_poll": ts(state.next_poll),
-        "next_reason": state.next_reason,
-        "errors": state.error_count,
-        "backoff_level": state.backoff_level,
-        "failing_since": ts(state.failing_since),
-        "last_error": state.last_error,
-        "warning": state.warning,
-        "entries": state.entry_count,
-        "key_mode": state.key_mode,
-        "gone": state.gone,
-        "redirect_url": state.redirect_url,
-        "redirect_count": state.redirect_count,
-        "config_hint": state.config_hint,
-    }
-
-
 class OutputServer:
     """The HTTP face of the daemon. `config` and `generation` are read at each request, so a
     new config or a store write is picked up without restarting the server."""
@@ -103,7 +76,6 @@ class OutputServer:
         self.healthy = healthy
         self.metrics = metrics
         self.renders = RenderCache(store, config, generation, metrics, plans)
-        self._headers: dict[tuple[str, ServedFormat], tuple[Config, str, dict[str, str]]] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -126,13 +98,6 @@ class OutputServer:
         see RenderCache.rendered."""
         return await self.renders.rendered(name, fmt, page, per_page)
 
-    def max_age(self, config: Config, name: str) -> int:
-        """Seconds a client may reuse an output: the shortest poll interval of its sources,
-        since nothing in it can change sooner."""
-        sources = config.sources_of(config.output(name))
-        intervals = [config.interval_of(f) for f in sources] or [config.aggregator.interval]
-        return int(min(intervals).total_seconds())
-
     async def output(self, request: web.Request) -> web.StreamResponse:
         name, fmt = request.match_info["name"], request.match_info["fmt"]
         if fmt not in SERVED_FORMATS:
@@ -140,12 +105,12 @@ class OutputServer:
                 text=f"unknown format {fmt!r}: use {', '.join(SERVED_FORMATS)}\n"
             )
         config = self.config()
-        found = next((o for o in config.outputs if o.name == name), None)
+        found = config.outputs.get(name)
         if found is None or not may_read(found, _token(request)):
             # A private output without its token is not there at all: 404, not 403. The check
             # comes first, so no ETag, 304 or body of it reaches anyone without the token.
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
-        page, per_page = _paging(request)
+        page, per_page = paging(request)
         cache_control, headers = self._output_headers(config, name, fmt)
         if fmt == "html" and ("q" in request.query or "source" in request.query):
             searched = await self._searched(request, config, name)
@@ -162,8 +127,8 @@ class OutputServer:
         rendered per request on a reader thread, never cached (the space of queries is open)."""
         text = request.query.get("q", "").strip()[:500]
         source = request.query.get("source", "") or None
-        known = {f.name for f in config.sources_of(config.output(name))}
-        if source is not None and source not in known:
+        known = config.outputs[name].sources
+        if source is not None and all(f.name != source for f in known):
             raise web.HTTPBadRequest(text=f"?source=: {name!r} has no source {source!r}\n")
         # Text with nothing searchable in it (only punctuation) matches nothing: '""'.
         query = (to_fts(text) or '""') if text else None
@@ -179,12 +144,8 @@ class OutputServer:
     def _output_headers(
         self, config: Config, name: str, fmt: ServedFormat
     ) -> tuple[str, dict[str, str]]:
-        """Cache-Control and Link of an output, worked out once per config, not per request."""
-        key = (name, fmt)
-        found = self._headers.get(key)
-        if found is not None and found[0] is config:
-            return found[1], found[2]
-        output = config.output(name)
+        """Cache-Control and Link of an output, from what its config worked out at load."""
+        output = config.outputs[name]
         private = output.token is not None
         headers = dict(PRIVATE_HEADERS) if private else {}
         if fmt in FORMATS:
@@ -196,12 +157,10 @@ class OutputServer:
             headers["Link"] = ", ".join(links)
         # "private": no shared cache may keep what only the token's holder may read.
         scope = "private" if private else "public"
-        cache_control = f"{scope}, max-age={self.max_age(config, name)}"
-        self._headers[key] = (config, cache_control, headers)
-        return cache_control, headers
+        return f"{scope}, max-age={output.max_age}", headers
 
-    async def _feed_states(self) -> list[FeedState]:
-        names = [f.name for f in self.config().feeds]
+    async def _feed_states(self) -> list[FeedStatus]:
+        names = list(self.config().feeds)
         return await self.store.read(lambda s: s.feed_states(names))
 
     def _require_admin(self, request: web.Request) -> None:
@@ -221,10 +180,10 @@ class OutputServer:
         status = 200 if ok else 503
         if not is_admin(self.config(), _token(request)):
             return web.json_response({"status": body["status"]}, status=status)
-        return web.json_response(body, status=status, dumps=_dumps)
+        return web.json_response(body, status=status, dumps=dumps)
 
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
-        feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        feeds = {s.name: feed_json(s) for s in await self._feed_states()}
         # Feeds with full_content: how many of their articles were extracted, failed, pending.
         for name, tally in (await self.store.read(lambda s: s.article_counts())).items():
             if name in feeds:
@@ -247,17 +206,17 @@ class OutputServer:
         }
 
     async def _totals(
-        self, config: Config, outputs: Sequence[OutputConfig] | None = None
+        self, config: Config, outputs: Sequence[Output] | None = None
     ) -> dict[str, Rendered]:
         """Each output's first page as served (from the render cache when the store has not
         changed): its story count and last update, for the index and the status page."""
-        chosen = config.outputs if outputs is None else outputs
+        chosen = config.outputs.values() if outputs is None else outputs
         return {o.name: await self.rendered(o.name, "atom") for o in chosen}
 
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
         self._require_admin(request)
-        if not _prefers_html(request.headers.get("Accept", "")):
+        if not prefers_html(request.headers.get("Accept", "")):
             return await self.status_json(request)
         config = self.config()
         doc = await self._status_doc(request)
@@ -271,7 +230,7 @@ class OutputServer:
                 tuple((f, url) for f, url in doc["outputs"][o.name].items()),
                 totals[o.name].total,
             )
-            for o in config.outputs
+            for o in config.outputs.values()
             if o.name in doc["outputs"]
         ]
         loaded = self.config_loaded()
@@ -292,7 +251,7 @@ class OutputServer:
         doc = await self._status_doc(request)
         # Serialised and compressed on a thread: one object per feed, possibly thousands.
         cached = await asyncio.to_thread(
-            lambda: make_cached(_dumps(doc).encode(), "application/json; charset=utf-8", None)
+            lambda: make_cached(dumps(doc).encode(), "application/json; charset=utf-8", None)
         )
         return respond(request, cached, "no-cache")
 
@@ -306,7 +265,7 @@ class OutputServer:
         board = dict(self.metrics.board.items())
         outputs = []
         for o in shown:
-            sources = config.sources_of(o)
+            sources = o.sources
             failing = sum(f.name in board and board[f.name].status in FAILING for f in sources)
             first = totals[o.name]
             outputs.append(
@@ -335,45 +294,3 @@ class OutputServer:
         return web.Response(
             body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
         )
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False)
-
-
-def _paging(request: web.Request) -> tuple[int, int | None]:
-    """?page= (from 1) and ?limit= (entries per page); a bad value is a 400 saying why."""
-
-    def number(key: str, high: int) -> int | None:
-        raw = request.query.get(key)
-        if raw is None:
-            return None
-        if not raw.isdigit() or not 1 <= int(raw) <= high:
-            raise web.HTTPBadRequest(text=f"?{key}= must be a whole number from 1 to {high}\n")
-        return int(raw)
-
-    return number("page", 1_000_000) or 1, number("limit", MAX_PAGE_SIZE)
-
-
-def _quality(accept: str, wanted: tuple[str, ...]) -> float:
-    best = 0.0
-    for part in accept.split(","):
-        kind, *params = (p.strip() for p in part.split(";"))
-        if kind.lower() not in wanted:
-            continue
-        q = 1.0
-        for p in params:
-            if p.startswith("q="):
-                try:
-                    q = float(p[2:])
-                except ValueError:
-                    q = 0.0
-        best = max(best, q)
-    return best
-
-
-def _prefers_html(accept: str) -> bool:
-    """True when a client (a browser) ranks HTML above JSON; clients that accept anything
-    equally (curl's */*) or send no Accept keep getting JSON, as before."""
-    html = _quality(accept, ("text/html", "application/xhtml+xml"))
-    return html > 0 and html > _quality(accept, ("application/json", "application/*", "*/*"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dedupe_quality import KINDS, make_story, render_copy
 
-from aggregator.config.schema import parse_config
+from aggregator.config.load import parse_config
 from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
 from aggregator.outputs import dedupe

@@ -49,10 +49,11 @@ import feedparser
 from aiohttp import web
 from outputs import render_figures, rss_now_mb, rss_peak_mb, serve_figures
 
-from aggregator.config.schema import Config, Settings
+from aggregator.config.load import parse_config
+from aggregator.ingest.decide import PollPolicy
 from aggregator.ingest.hosts import HostGates, HostLimit
 from aggregator.ingest.parse import parse_feed
-from aggregator.ingest.poll import PollContext, poll_source
+from aggregator.ingest.poll import Feed, PollContext, poll_source
 from aggregator.models import PollOutcome
 from aggregator.runtime import make_fetcher, make_parse_pool
 from aggregator.store.threads import StoreThreads
@@ -324,12 +325,12 @@ async def poll_round(
     before = await _probe_pool(ctx.parse_pool, workers)
     now = datetime.now(UTC)
     # A day ahead: the daemon started later on this database must not poll while it is measured.
-    next_poll = now + timedelta(days=1)
+    policy = PollPolicy(timedelta(days=1), jitter=False)
     cpu = time.process_time()
     threads = _thread_cpu()
     started = time.perf_counter()
     results = await asyncio.gather(
-        *(poll_source(ctx, n, u, now, next_poll) for n, u in feeds), return_exceptions=True
+        *(poll_source(ctx, Feed(n, u, policy), now) for n, u in feeds), return_exceptions=True
     )
     seconds = time.perf_counter() - started
     threads = {k: v - threads.get(k, 0.0) for k, v in _thread_cpu().items()}
@@ -535,7 +536,9 @@ async def bench(
 ) -> Polled:
     """The poll rounds on one database: cold, warm, unchanged, relearn, churn × K."""
     workers = args.workers or os.cpu_count() or 1
-    config = Config(aggregator=Settings(database=database, max_concurrency=args.concurrency))
+    config = parse_config(
+        {"aggregator": {"database": str(database), "max_concurrency": args.concurrency}}
+    )
     store = StoreThreads(database)
     pool = make_parse_pool(args.workers)
     rounds: dict[str, Round] = {}

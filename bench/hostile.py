@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import hostile
 
-from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
+from aggregator.config.load import parse_config
 from aggregator.ingest.poll import digest
 from aggregator.models import PollRecord
 from aggregator.outputs.plan import PlanCache, render_output
@@ -102,10 +102,12 @@ def main() -> None:
                 f"  {name:<17} {size / 1e6:5.1f} MB  {elapsed:7.2f} s  {len(d.new):>6} entries"
                 f"  worker peak RSS {peak:4.0f} MB  {warning}"
             )
-        config = Config(
-            aggregator=Settings(database=database),
-            feeds=tuple(FeedConfig(name=n, url=f"http://127.0.0.1/{n}") for n in names),
-            outputs=tuple(OutputConfig(name=n, title=n, limit=100, feeds=(n,)) for n in names),
+        config = parse_config(
+            {
+                "aggregator": {"database": str(database)},
+                "feeds": [{"name": n, "url": f"http://127.0.0.1/{n}"} for n in names],
+                "outputs": [{"name": n, "title": n, "limit": 100, "feeds": [n]} for n in names],
+            }
         )
         print("render of each feed's output, milliseconds (the first format plans the output)")
         print(f"  {'output':<17} {'atom':>9} {'rss':>9} {'json':>9} {'html':>9}")

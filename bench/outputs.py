@@ -30,7 +30,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.models import OutputFormat
 from aggregator.outputs.plan import PlanCache, render_output
 from aggregator.store.sqlite import SqliteStore
@@ -44,10 +45,12 @@ MB = 1024 * 1024
 
 def output_config(database: Path, feeds: Sequence[tuple[str, str]]) -> Config:
     """One output over every feed, its newest OUTPUT_LIMIT entries."""
-    return Config(
-        aggregator=Settings(database=database),
-        feeds=tuple(FeedConfig(name=n, url=u) for n, u in feeds),
-        outputs=(OutputConfig(name=OUTPUT, title="Every farm feed", limit=OUTPUT_LIMIT),),
+    return parse_config(
+        {
+            "aggregator": {"database": str(database)},
+            "feeds": [{"name": n, "url": u} for n, u in feeds],
+            "outputs": [{"name": OUTPUT, "title": "Every farm feed", "limit": OUTPUT_LIMIT}],
+        }
     )
 
 

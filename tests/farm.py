@@ -25,7 +25,9 @@ from typing import Any
 
 from faultserver import FaultServer
 
-from aggregator.config.schema import DEFAULT_USER_AGENT, Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.ingest.decide import PollPolicy, backoff
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import origin
@@ -184,24 +186,24 @@ def simulate(farm: Farm, db: Path, duration: timedelta = HOUR, seed: int = 1) ->
     async def main() -> None:
         store = StoreThreads(db)
         try:
-            await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in farm.config.feeds]))
+            rows = [(f.name, f.url) for f in farm.config.feeds.values()]
+            await store.write(lambda s: s.sync_feeds(rows))
             async with Fetcher(
                 user_agent=DEFAULT_USER_AGENT, timeout=5, max_body_size=1 << 20, max_concurrency=32
             ) as fetcher:
                 ctx = PollContext(
                     fetcher, store, None, hosts=make_gates(farm.config), rng=random.Random(seed)
                 )
-                feeds = {f.name: f for f in farm.config.feeds}
-                policies = {n: farm.config.policy_of(f) for n, f in feeds.items()}
+                feeds = farm.config.feeds
                 due: dict[str, datetime | None] = {
-                    n: first_run(None, T0, p.interval, rng) for n, p in policies.items()
+                    n: first_run(None, T0, f.policy.interval, rng) for n, f in feeds.items()
                 }
                 end = T0 + duration
                 while farm.clock.now < end:
                     now = farm.clock.now
                     ready = [n for n, when in due.items() if when is not None and when <= now]
                     results = await asyncio.gather(
-                        *(poll_source(ctx, n, feeds[n].url, now, policy=policies[n]) for n in ready)
+                        *(poll_source(ctx, feeds[n], now) for n in ready)
                     )
                     for n, outcome in zip(ready, results, strict=True):
                         due[n] = outcome.next_poll
@@ -279,7 +281,7 @@ def check(farm: Farm) -> Report:
     requests = sum(len(s.hits) for s in farm.servers)
     for feed in farm.feeds:
         server = farm.servers[feed.host]
-        policy = farm.config.policy_of(farm.config.feed(feed.name))
+        policy = farm.config.feeds[feed.name].policy
         # One poll per simulated instant: a redirect's hops arrive together and count once.
         times = sorted({h.at for h in server.hits_of(feed.path) if h.at is not None})
         if feed.kind == "301":
@@ -304,7 +306,7 @@ def check(farm: Farm) -> Report:
             if gap < least:
                 violations.append(f"{feed.name}: gap {k + 1} is {gap}, rules allow {least}")
     for h, server in enumerate(farm.servers):
-        limit = farm.config.policy_of(farm.config.feeds[h * FEEDS_PER_HOST])
+        limit = list(farm.config.feeds.values())[h * FEEDS_PER_HOST].policy
         if server.max_in_flight > limit.host_concurrency:
             violations.append(
                 f"host h{h}: {server.max_in_flight} requests in flight, limit "

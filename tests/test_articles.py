@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import pytest
 from articlesite import STORIES, ArticleSite, Story
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.articles import ArticleQueue
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import PollContext, poll_source
@@ -72,12 +73,10 @@ class Harness:
     store: StoreThreads
 
     async def poll(self, name: str) -> PollOutcome:
-        feed = self.config.feed(name)
+        feed = self.config.feeds[name]
         while True:
             now = datetime.now(UTC)
-            outcome = await poll_source(
-                self.ctx, name, feed.url, now, policy=self.config.policy_of(feed)
-            )
+            outcome = await poll_source(self.ctx, feed, now)
             if outcome.status != "deferred" or outcome.next_poll is None:
                 return outcome
             await asyncio.sleep(max(0.0, (outcome.next_poll - now).total_seconds()))
@@ -104,7 +103,8 @@ def run(
         store = StoreThreads(config.aggregator.database)
         pool = parse_pool or ThreadPoolExecutor(2)
         try:
-            await store.write(lambda s: s.sync_feeds([(f.name, f.url) for f in config.feeds]))
+            rows = [(f.name, f.url) for f in config.feeds.values()]
+            await store.write(lambda s: s.sync_feeds(rows))
             s = config.aggregator
             async with Fetcher(
                 user_agent=s.user_agent,
@@ -126,7 +126,6 @@ def run(
                     fetcher,
                     store,
                     pool,
-                    feed_config=lambda n: config.feed(n),
                     hosts=gates,
                     articles=queue,
                 )
@@ -143,7 +142,7 @@ def stored(config: Config) -> dict[str, dict[str, Any]]:
     store = Store(config.aggregator.database)
     try:
         out = {}
-        for item in store.iter_entries([f.name for f in config.feeds]):
+        for item in store.iter_entries(list(config.feeds)):
             e = item.entry
             state = article_store.entry_state(store, e.feed, e.key) or {}
             out[f"{e.feed}/{e.guid}"] = {"summary": e.summary, "content": e.content, **state}

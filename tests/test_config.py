@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import FrozenInstanceError
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,14 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from aggregator.cli import main
-from aggregator.config.schema import (
-    DEFAULT_USER_AGENT,
-    Config,
-    format_duration,
-    load_config,
-    parse_config,
-    parse_duration,
-)
+from aggregator.config.load import load_config, parse_config
+from aggregator.config.resolved import Config
+from aggregator.config.settings import DEFAULT_USER_AGENT
+from aggregator.config.values import format_duration, parse_duration
 from aggregator.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,7 +258,7 @@ def test_env_var_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     path = tmp_path / "from-env.toml"
     path.write_text('[[feeds]]\nname = "a"\nurl = "https://a.example/"\n', encoding="utf-8")
     monkeypatch.setenv("AGGREGATOR_CONFIG", str(path))
-    assert [f.name for f in load_config().feeds] == ["a"]
+    assert list(load_config().feeds) == ["a"]
 
 
 def test_defaults() -> None:
@@ -278,8 +275,8 @@ def test_defaults() -> None:
     assert s.max_body_size == 10 * 1024**2
     assert s.parse_workers == 0
     assert s.log_level == "info"
-    assert config.feeds == ()
-    assert config.outputs == ()
+    assert config.feeds == {}
+    assert config.outputs == {}
 
 
 def test_values_are_normalised(write_config: Callable[..., Path]) -> None:
@@ -299,18 +296,20 @@ def test_values_are_normalised(write_config: Callable[..., Path]) -> None:
     assert s.max_body_size == 512 * 1024
     assert s.log_level == "debug"
     assert s.interval == timedelta(hours=1)
-    assert config.interval_of(config.feed("a")) == timedelta(seconds=90)
-    assert config.interval_of(config.feed("b")) == timedelta(hours=1)
-    output = config.output("all")
-    assert (output.limit, output.include, output.exclude) == (100, (), ())
+    assert config.feeds["a"].interval == timedelta(seconds=90)
+    assert config.feeds["b"].interval == timedelta(hours=1)
+    output = config.outputs["all"]
+    assert (output.limit, output.filter.checks) == (100, ())
     with pytest.raises(KeyError):
-        config.feed("zzz")
+        config.feeds["zzz"]
 
 
 def test_config_is_immutable() -> None:
     config = parse_config({"feeds": [FEED_A]})
-    with pytest.raises(ValueError, match="frozen"):
-        config.feeds[0].name = "b"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        config.feeds["a"].name = "b"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.feeds["b"] = config.feeds["a"]  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -387,7 +386,7 @@ def _sources_config() -> Config:
 )
 def test_sources_of(output: str, expected: list[str]) -> None:
     config = _sources_config()
-    assert [f.name for f in config.sources_of(config.output(output))] == expected
+    assert [f.name for f in config.outputs[output].sources] == expected
 
 
 @pytest.mark.skipif(not SHIPPED_CONFIG.exists(), reason="config/aggregator.toml not written yet")
@@ -395,8 +394,8 @@ def test_shipped_config_loads() -> None:
     config = load_config(SHIPPED_CONFIG)
     assert config.feeds
     assert config.outputs
-    for output in config.outputs:
-        assert config.sources_of(output), output.name
+    for output in config.outputs.values():
+        assert output.sources, output.name
 
 
 def test_cli_check_config_valid(write_config: Callable[..., Path]) -> None:
@@ -437,7 +436,6 @@ def test_cli_check_config_missing_file(tmp_path: Path) -> None:
 
 
 def test_embed_hosts_must_be_host_names() -> None:
-    from aggregator.config.schema import parse_config
     from aggregator.errors import ConfigError
 
     ok = parse_config({"aggregator": {"embed_hosts": ["www.youtube.com", "player.vimeo.com"]}})

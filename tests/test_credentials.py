@@ -17,7 +17,9 @@ from authserver import GuardedServer
 from feedserver import DATA_DIR
 
 from aggregator.config.credentials import may_send, origin_of
-from aggregator.config.schema import DEFAULT_USER_AGENT, FeedConfig, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Feed
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.errors import ConfigError, FetchError
 from aggregator.ingest.fetch import Fetcher
 from aggregator.models import Fetched, NotModified
@@ -44,11 +46,11 @@ def origin_b() -> Iterator[GuardedServer]:
     server.close()
 
 
-def feed(url: str, **keys: Any) -> FeedConfig:
-    return parse_config({"feeds": [{"name": "private", "url": url, **keys}]}).feeds[0]
+def feed(url: str, **keys: Any) -> Feed:
+    return parse_config({"feeds": [{"name": "private", "url": url, **keys}]}).feeds["private"]
 
 
-def fetch(config: FeedConfig, url: str | None = None) -> Fetched | NotModified:
+def fetch(config: Feed, url: str | None = None) -> Fetched | NotModified:
     async def main() -> Fetched | NotModified:
         async with Fetcher(
             user_agent=DEFAULT_USER_AGENT, timeout=10, max_body_size=1 << 20, max_concurrency=4
@@ -58,7 +60,7 @@ def fetch(config: FeedConfig, url: str | None = None) -> Fetched | NotModified:
     return asyncio.run(main())
 
 
-def fetch_error(config: FeedConfig, url: str | None = None) -> FetchError:
+def fetch_error(config: Feed, url: str | None = None) -> FetchError:
     with pytest.raises(FetchError) as info:
         fetch(config, url)
     return info.value
@@ -100,7 +102,7 @@ def test_user_and_password_in_the_url_become_basic_auth_and_leave_the_url(
     url = origin_a.url("/basic.xml").replace("://", f"://reader:p%40ss%20{MARK}@")
     config = feed(url)
     assert config.url == origin_a.url("/basic.xml")
-    assert MARK not in repr(config) and MARK not in str(config.model_dump())
+    assert MARK not in repr(config) and MARK not in str(config)
     assert isinstance(fetch(config), Fetched)
 
 

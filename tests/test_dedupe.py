@@ -14,7 +14,8 @@ from conftest import DATA_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.identity import canonical_url, identify
 from aggregator.ingest.parse import parse_feed
 from aggregator.models import ParsedEntry, PollRecord, StoredEntry

@@ -12,7 +12,8 @@ import feedparser
 import pytest
 from conftest import DATA_DIR
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.identity import identify
 from aggregator.ingest.parse import parse_feed
 from aggregator.models import PollRecord

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from articlesite import ARTICLES, ROBOTS
 
-from aggregator.config.schema import DEFAULT_USER_AGENT, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.errors import ConfigError
 from aggregator.ingest.extract import decode, extract_article, is_html, normalised_text
 from aggregator.ingest.hosts import HostGates, HostLimit
@@ -215,10 +216,10 @@ def test_full_content_config_keys() -> None:
         {"name": "c", "url": "http://c.example/feed", "full_content": False},
     ]
     off = parse_config({"feeds": feeds})
-    assert [off.full_content_of(f) for f in off.feeds] == [False, True, False]
+    assert [f.full_content for f in off.feeds.values()] == [False, True, False]
     assert off.aggregator.respect_robots and off.aggregator.article_concurrency == 2
     on = parse_config({"aggregator": {"full_content": True}, "feeds": feeds})
-    assert [on.full_content_of(f) for f in on.feeds] == [True, True, False]
+    assert [f.full_content for f in on.feeds.values()] == [True, True, False]
     with pytest.raises(ConfigError) as e:
         parse_config(
             {

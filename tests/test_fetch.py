@@ -11,7 +11,7 @@ import pytest
 from feedserver import DATA_DIR, FeedServer
 
 from aggregator import PROJECT_URL
-from aggregator.config.schema import DEFAULT_USER_AGENT
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.errors import FetchError
 from aggregator.ingest.fetch import MAX_REDIRECTS, Fetcher
 from aggregator.models import Fetched, NotModified

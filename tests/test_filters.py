@@ -1,16 +1,18 @@
-"""Output rules: compiling keywords and regexes, include/exclude, select() with a limit."""
+"""Output rules: compiling keywords and regexes, include/exclude as the config compiles them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aggregator.config.load import parse_config
 from aggregator.ingest.identity import identify
 from aggregator.models import Entry, ParsedEntry, StoredEntry
-from aggregator.outputs.filters import Rules, compile_rule, select
+from aggregator.outputs.filters import Candidate, Filter, apply, compile_rule
 
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -104,6 +106,12 @@ def test_compile_rule_rejects(rule: str, message: str) -> None:
         compile_rule(rule)
 
 
+def rules(include: Sequence[str], exclude: Sequence[str]) -> Filter:
+    """The filter of an output with these include and exclude keys, as the config compiles it."""
+    table = {"name": "o", "title": "O", "include": list(include), "exclude": list(exclude)}
+    return parse_config({"outputs": [table]}).outputs["o"].filter
+
+
 SPORT = make_entry("Cup final tonight", categories=("Sport",))
 TRANSPORT = make_entry("Transport strike called off")
 POLITICS = make_entry("Budget vote", summary="Parliament passes the budget")
@@ -137,48 +145,30 @@ IN_LINK = make_entry("Link only", link="https://n.example/sport/123")
 def test_rules_matches(
     include: tuple[str, ...], exclude: tuple[str, ...], entry: Entry, expected: bool
 ) -> None:
-    assert Rules.compile(include, exclude).matches(entry) is expected
+    assert rules(include, exclude).keeps(Candidate(entry, None, NOW)) is expected
 
 
-def test_rules_select_keeps_order() -> None:
-    rules = Rules.compile(["budget", "sport"], ["/^live:/i"])
+def test_rules_keep_order() -> None:
+    flt = rules(["budget", "sport"], ["/^live:/i"])
     entries = [SPORT, TRANSPORT, LIVE_POLITICS, POLITICS, BY_AUTHOR]
-    assert rules.select(entries) == [SPORT, POLITICS, BY_AUTHOR]
+    kept = apply(flt, [stored(e) for e in entries], NOW)
+    assert [i.entry for i in kept] == [SPORT, POLITICS, BY_AUTHOR]
 
 
 ITEMS = [stored(make_entry(f"Story {i}", summary="sport" if i % 2 else "news")) for i in range(10)]
 
 
 @pytest.mark.parametrize(
-    ("include", "limit", "expected"),
+    ("include", "expected"),
     [
-        ((), 3, [0, 1, 2]),
-        ((), 10, list(range(10))),
-        ((), 50, list(range(10))),
-        ((), 0, []),
-        ((), -1, []),
-        (("sport",), 3, [1, 3, 5]),
-        (("sport",), 100, [1, 3, 5, 7, 9]),
-        (("news",), 1, [0]),
-        (("nothing-matches",), 5, []),
+        ((), list(range(10))),
+        (("sport",), [1, 3, 5, 7, 9]),
+        (("news",), [0, 2, 4, 6, 8]),
+        (("nothing-matches",), []),
     ],
 )
-def test_select(include: tuple[str, ...], limit: int, expected: list[int]) -> None:
-    got = select(ITEMS, Rules.compile(include, ()), limit)
-    assert got == [ITEMS[i] for i in expected]
-
-
-def test_select_stops_reading_early() -> None:
-    read: list[int] = []
-
-    def items() -> object:
-        for i, item in enumerate(ITEMS):
-            read.append(i)
-            yield item
-
-    got = select(items(), Rules(), 2)  # type: ignore[arg-type]
-    assert got == ITEMS[:2]
-    assert read == [0, 1]
+def test_apply(include: tuple[str, ...], expected: list[int]) -> None:
+    assert apply(rules(include, ()), ITEMS, NOW) == [ITEMS[i] for i in expected]
 
 
 _words = st.sampled_from(["sport", "transport", "budget", "live:", "C++", "news", "Sport"])
@@ -194,23 +184,14 @@ def stored_entries(draw: st.DrawFn) -> list[StoredEntry]:
     stored_entries(),
     st.lists(st.sampled_from(["sport", "/^live:/i", "C++", "budget"]), max_size=2),
     st.lists(st.sampled_from(["transport", "news", "/sport/"]), max_size=2),
-    st.integers(min_value=0, max_value=5),
 )
-def test_select_is_idempotent(
-    items: list[StoredEntry], include: list[str], exclude: list[str], extra: int
+def test_apply_is_idempotent(
+    items: list[StoredEntry], include: list[str], exclude: list[str]
 ) -> None:
-    rules = Rules.compile(include, exclude)
-    limit = len(items) + extra
-    once = select(items, rules, limit)
-    assert select(once, rules, limit) == once
-    assert all(rules.matches(i.entry) for i in once)
+    flt = rules(include, exclude)
+    once = apply(flt, items, NOW)
+    assert apply(flt, once, NOW) == once
+    assert all(flt.keeps(Candidate(i.entry, None, NOW)) for i in once)
     # Order is preserved: the result is a subsequence of the input.
     positions = [items.index(i) for i in once]
     assert positions == sorted(positions)
-
-
-@given(stored_entries(), st.integers(min_value=0, max_value=15))
-def test_select_respects_limit(items: list[StoredEntry], limit: int) -> None:
-    got = select(items, Rules.compile(["sport"], []), limit)
-    assert len(got) <= limit
-    assert got == [i for i in items if Rules.compile(["sport"], []).matches(i.entry)][:limit]

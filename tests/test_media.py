@@ -13,7 +13,8 @@ import feedparser
 import pytest
 from test_validity import check_html
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.identity import Known, diff, identify
 from aggregator.ingest.media import duration_seconds, media_of_feedparser
 from aggregator.ingest.parse import parse_feed

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.identity import identify
 from aggregator.models import ParsedEntry, PollRecord
 from aggregator.outputs.plan import PageNotFound, PlanCache, render_output

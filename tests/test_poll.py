@@ -11,10 +11,11 @@ from typing import Any, TypeVar
 
 from feedserver import DATA_DIR, FeedServer
 
-from aggregator.config.schema import DEFAULT_USER_AGENT
+from aggregator.config.settings import DEFAULT_USER_AGENT
+from aggregator.ingest.decide import PollPolicy
 from aggregator.ingest.fetch import Fetcher
-from aggregator.ingest.poll import PollContext, poll_source
-from aggregator.models import FeedState, PollOutcome, StoredEntry
+from aggregator.ingest.poll import Feed, PollContext, poll_source
+from aggregator.models import FeedStatus, PollOutcome, StoredEntry
 from aggregator.runtime import make_parse_pool
 from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
@@ -52,7 +53,7 @@ def run_polls(
 
 
 def poll(ctx: PollContext, name: str, url: str, now: datetime) -> Awaitable[PollOutcome]:
-    return poll_source(ctx, name, url, now, now + HOUR)
+    return poll_source(ctx, Feed(name, url, PollPolicy(HOUR, jitter=False)), now)
 
 
 def read(db: Path, fn: Callable[[Store], T]) -> T:
@@ -63,7 +64,7 @@ def read(db: Path, fn: Callable[[Store], T]) -> T:
         store.close()
 
 
-def state_of(db: Path, name: str) -> FeedState:
+def state_of(db: Path, name: str) -> FeedStatus:
     state = read(db, lambda s: s.feed_state(name))
     assert state is not None
     return state

@@ -18,12 +18,13 @@ import pytest
 from conftest import free_port
 from faultserver import FaultServer
 
-from aggregator.config.schema import DEFAULT_USER_AGENT, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.ingest.decide import PollPolicy, jitter
 from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.hosts import HostGates, HostLimit, origin
-from aggregator.ingest.poll import PollContext, poll_source
-from aggregator.models import FeedState, PollOutcome
+from aggregator.ingest.poll import Feed, PollContext, poll_source
+from aggregator.models import FeedState, FeedStatus, NextKind, PollOutcome
 from aggregator.runtime import make_gates
 from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
@@ -88,10 +89,10 @@ def run(
 
 
 def poll(ctx: PollContext, name: str, url: str, now: datetime) -> Awaitable[PollOutcome]:
-    return poll_source(ctx, name, url, now, policy=POLICY)
+    return poll_source(ctx, Feed(name, url, POLICY), now)
 
 
-def state_of(db: Path, name: str) -> FeedState:
+def state_of(db: Path, name: str) -> FeedStatus:
     store = Store(db)
     try:
         state = store.feed_state(name)
@@ -423,7 +424,7 @@ def test_adaptive_mode_polls_a_busy_feed_more_often_than_its_interval(
         interval=30 * M, min_interval=M, max_interval=24 * H, adaptive=True, jitter=False
     )
     outcome = run(
-        db, lambda ctx: poll_source(ctx, "busy", server.url("/busy.xml"), T0, policy=policy)
+        db, lambda ctx: poll_source(ctx, Feed("busy", server.url("/busy.xml"), policy), T0)
     )
     # An entry every 10 minutes: polled every 5, not every 30.
     assert (outcome.next_poll, outcome.reason) == (T0 + 5 * M, "adaptive 5m")
@@ -444,6 +445,7 @@ def test_a_restart_blocks_a_host_again_until_its_stored_retry_after(tmp_path: Pa
             "http://a.example/busy.xml",
             next_poll=T0 + 10 * M,
             next_reason="Retry-After 10m",
+            next_kind=NextKind.RETRY_AFTER,
         )
     }
     gates = make_gates(config, states, T0)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from aggregator.cli import main
-from aggregator.config.schema import FeedConfig, OutputConfig, Settings
+from aggregator.config.schema import FeedTable, OutputTable
+from aggregator.config.settings import AggregatorTable
 from aggregator.metrics import Metrics
 from aggregator.server import OutputServer
 from aggregator.store.threads import StoreThreads
@@ -24,7 +25,7 @@ def test_every_command_is_documented(command: str) -> None:
 @pytest.mark.parametrize(
     "key",
     sorted(
-        {*Settings.model_fields, *FeedConfig.model_fields, *OutputConfig.model_fields},
+        {*AggregatorTable.model_fields, *FeedTable.model_fields, *OutputTable.model_fields},
     ),
 )
 def test_every_config_key_is_documented(key: str) -> None:
@@ -75,7 +76,7 @@ def test_readme_lists_exactly_the_exported_metrics() -> None:
     assert exported == _readme_metrics()
 
 
-@pytest.mark.parametrize("key", sorted(Settings.model_fields))
+@pytest.mark.parametrize("key", sorted(AggregatorTable.model_fields))
 def test_every_aggregator_key_has_its_environment_variable_documented(key: str) -> None:
     from aggregator.config.env import env_name
 

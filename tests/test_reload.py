@@ -9,8 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aggregator.config.load import load_config, parse_config
 from aggregator.config.reload import ConfigWatcher, plan_reload
-from aggregator.config.schema import load_config, parse_config
 from aggregator.daemon import Daemon
 from aggregator.store.threads import StoreThreads
 
@@ -102,9 +102,9 @@ def test_reload_applies_the_difference_to_a_live_scheduler(
         daemon._store = store
         try:
             await store.write(
-                lambda s: s.sync_feeds([(f.name, f.url) for f in daemon.config.feeds])
+                lambda s: s.sync_feeds([(f.name, f.url) for f in daemon.config.feeds.values()])
             )
-            for feed in daemon.config.feeds:
+            for feed in daemon.config.feeds.values():
                 daemon.scheduler.add(feed.name, far, noop)
             daemon.scheduler.start()
             config_before = daemon.config
@@ -132,7 +132,7 @@ def test_reload_applies_the_difference_to_a_live_scheduler(
             path.write_text(text)
             assert await daemon.reload("file change")
             assert daemon.reload_status is not None and daemon.reload_status["status"] == "ok"
-            assert [f.name for f in daemon.config.feeds] == ["a", "b", "d"]
+            assert list(daemon.config.feeds) == ["a", "b", "d"]
             assert daemon.scheduler.next_run("c") is None
             d_next = daemon.scheduler.next_run("d")
             assert d_next is not None and d_next <= datetime.now(UTC) + timedelta(minutes=1)

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestServer
 from test_store import ok
 
 import aggregator.rendercache
-from aggregator.config.schema import Config, FeedConfig, OutputConfig, Settings
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.identity import identify
 from aggregator.metrics import Metrics
 from aggregator.models import ParsedEntry
@@ -63,12 +64,15 @@ def _database(db: Path, entries: dict[str, int]) -> None:
 
 
 def _config(db: Path, outputs: dict[str, tuple[str, ...]], feeds: tuple[str, ...]) -> Config:
-    return Config(
-        aggregator=Settings(database=db),
-        feeds=tuple(FeedConfig(name=f, url=f"https://{f}.example/f") for f in feeds),
-        outputs=tuple(
-            OutputConfig(name=o, title=o.title(), feeds=sources) for o, sources in outputs.items()
-        ),
+    return parse_config(
+        {
+            "aggregator": {"database": str(db)},
+            "feeds": [{"name": f, "url": f"https://{f}.example/f"} for f in feeds],
+            "outputs": [
+                {"name": o, "title": o.title(), "feeds": list(sources)}
+                for o, sources in outputs.items()
+            ],
+        }
     )
 
 

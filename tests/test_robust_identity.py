@@ -3,6 +3,7 @@ unusable guids, a mass guid change, volatile-only edits, update_policy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,10 +11,17 @@ import pytest
 from feedserver import FeedServer
 from test_poll import T0, entries_of, poll, run_polls, state_of
 
-from aggregator.config.schema import FeedConfig
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Feed
+from aggregator.ingest.decide import PollPolicy
 from aggregator.ingest.identity import guids_unusable, stable_hash
-from aggregator.ingest.poll import PollContext
+from aggregator.ingest.poll import PollContext, poll_source
 from aggregator.models import ParsedEntry
+
+
+def one_feed(**keys: object) -> Feed:
+    """Feed "f" as the config resolves it, with `keys` in its table."""
+    return parse_config({"feeds": [{"name": "f", "url": "https://t.example/f", **keys}]}).feeds["f"]
 
 
 def rss(*items: tuple[str | None, str, str, str]) -> bytes:
@@ -47,18 +55,21 @@ def _polls(
     feed_server: FeedServer,
     db: Path,
     docs: list[bytes],
-    feed: FeedConfig | None = None,
+    feed: Feed | None = None,
 ) -> list[tuple[int, int]]:
     """Serve each document in turn and poll it; (new, updated) of every poll."""
     url = feed_server.url("/f.xml")
 
     async def go(ctx: PollContext) -> list[tuple[int, int]]:
-        if feed is not None:
-            ctx = PollContext(ctx.fetcher, ctx.store, ctx.parse_pool, feed_config=lambda n: feed)
         out = []
         for i, doc in enumerate(docs):
             feed_server.serve_bytes("/f.xml", doc, etag=False, last_modified=False)
-            o = await poll(ctx, "f", url, T0 + timedelta(hours=i))
+            now = T0 + timedelta(hours=i)
+            if feed is None:
+                o = await poll(ctx, "f", url, now)
+            else:
+                policy = PollPolicy(timedelta(hours=1), jitter=False)
+                o = await poll_source(ctx, replace(feed, url=url, policy=policy), now)
             assert o.status == "ok", o.error
             out.append((o.new, o.updated))
         return out
@@ -138,7 +149,7 @@ def test_update_policy(
     feed_server: FeedServer, tmp_path: Path, policy: str, updated: int, title: str
 ) -> None:
     db = tmp_path / "x.db"
-    feed = FeedConfig(name="f", url="https://t.example/f", update_policy=policy)  # type: ignore[arg-type]
+    feed = one_feed(update_policy=policy)
     edited = [("a-1", "https://t.example/1", "One!", "First story body."), *ITEMS[1:]]
     assert _polls(feed_server, db, [rss(*ITEMS), rss(*edited)], feed) == [(3, 0), (0, updated)]
     assert {e.entry.title for e in entries_of(db, "f")} == {title, "Two", "Three"}
@@ -146,7 +157,7 @@ def test_update_policy(
 
 def test_republish_dates_the_edit_at_the_poll(feed_server: FeedServer, tmp_path: Path) -> None:
     db = tmp_path / "x.db"
-    feed = FeedConfig(name="f", url="https://t.example/f", update_policy="republish")
+    feed = one_feed(update_policy="republish")
     edited = [*ITEMS[:2], ("a-3", "https://t.example/3", "Three!", "Third story body.")]
     _polls(feed_server, db, [rss(*ITEMS), rss(*edited)], feed)
     first = entries_of(db, "f")[0]
@@ -156,8 +167,6 @@ def test_republish_dates_the_edit_at_the_poll(feed_server: FeedServer, tmp_path:
 
 def test_feed_filters_drop_entries_before_storing(feed_server: FeedServer, tmp_path: Path) -> None:
     db = tmp_path / "x.db"
-    feed = FeedConfig.model_validate(
-        {"name": "f", "url": "https://t.example/f", "exclude": ["second"]}
-    )
+    feed = one_feed(exclude=["second"])
     assert _polls(feed_server, db, [rss(*ITEMS)], feed) == [(2, 0)]
     assert {e.entry.title for e in entries_of(db, "f")} == {"One", "Three"}

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_filters import NOW, make_entry, stored
 
-from aggregator.config.schema import FeedConfig, OutputConfig, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Output
 from aggregator.errors import ConfigError
 from aggregator.models import Entry, StoredEntry
 from aggregator.outputs.filters import Candidate, apply, compile_rule
@@ -28,8 +29,9 @@ FOOTBALL = make_entry(
 RATES = make_entry("Central bank raises rates", content="<p>Inflation in Brazil</p>")
 
 
-def output(**keys: Any) -> OutputConfig:
-    return OutputConfig.model_validate({"name": "o", "title": "O", **keys})
+def output(**keys: Any) -> Output:
+    """Output "o" as the config resolves it, with `keys` in its table."""
+    return parse_config({"outputs": [{"name": "o", "title": "O", **keys}]}).outputs["o"]
 
 
 @pytest.mark.parametrize(
@@ -120,10 +122,10 @@ def test_bad_rules_are_caught_at_load(spec: dict[str, Any], message: str) -> Non
 def test_feed_rules_are_validated_too() -> None:
     with pytest.raises(ConfigError, match=r"feeds\[0\].exclude\[0\]: invalid regex"):
         parse_config({"feeds": [{"name": "a", "url": "https://a.example/f", "exclude": ["/(/"]}]})
-    feed = FeedConfig.model_validate(
-        {"name": "a", "url": "https://a.example/f", "filters": [{"keyword": "x"}]}
+    config = parse_config(
+        {"feeds": [{"name": "a", "url": "https://a.example/f", "filters": [{"keyword": "x"}]}]}
     )
-    assert len(feed.compiled_filter().checks) == 1
+    assert len(config.feeds["a"].filter.checks) == 1
 
 
 def test_catastrophic_regex_cannot_hang() -> None:

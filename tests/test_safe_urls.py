@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_validity import check_html
 
-from aggregator.config.schema import Config, parse_config
+from aggregator.config.load import parse_config
+from aggregator.config.resolved import Config
 from aggregator.ingest.fields import first_words, plain_text, safe_email, safe_person_url, safe_url
 from aggregator.ingest.parse import parse_feed
 from aggregator.ingest.poll import digest

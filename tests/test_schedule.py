@@ -8,7 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aggregator.ingest.schedule import FeedScheduler, first_run, jitter
+from aggregator.ingest.decide import PollPolicy
+from aggregator.ingest.schedule import (
+    FeedScheduler,
+    first_poll,
+    first_run,
+    jitter,
+    restart_cap,
+    stored_block,
+)
+from aggregator.models import FeedState, NextKind
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -57,6 +66,66 @@ def test_a_longer_cap_keeps_a_stored_backoff_across_a_restart() -> None:
     stored = NOW + timedelta(hours=20)
     start = first_run(stored, NOW, timedelta(hours=1), random.Random(1), timedelta(hours=24))
     assert start == stored
+
+
+H = timedelta(hours=1)
+POLICY = PollPolicy(interval=H, max_interval=24 * H, max_backoff=48 * H)
+URL = "https://a.example/feed.xml"
+
+
+def stored(kind: NextKind | None, level: int = 0, **fields: object) -> FeedState:
+    return FeedState("f", URL, next_kind=kind, backoff_level=level, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("state", "cap"),
+    [
+        (None, H + jitter(H)),  # never polled
+        (stored(None), H + jitter(H)),  # no decision yet
+        (stored(NextKind.INTERVAL), H + jitter(H)),  # a shortened interval applies at once
+        (stored(NextKind.RETRY_AFTER), 48 * H),  # the server's wait is honoured
+        (stored(NextKind.BACKOFF, 3), 48 * H),
+        (stored(NextKind.HOST_DELAY, 2), 48 * H),  # deferred while in backoff
+        (stored(NextKind.NETWORK_DOWN, 2), 48 * H),
+        (stored(NextKind.HOST_DELAY), 24 * H),
+        (stored(NextKind.NETWORK_DOWN), 24 * H),
+        (stored(NextKind.HINT), 24 * H),  # the feed's own ttl or caching headers
+        (stored(NextKind.ADAPTIVE), 24 * H),
+        (stored(NextKind.GONE), 24 * H),  # gone, then its URL changed
+    ],
+)
+def test_which_stored_wait_a_restart_honours(state: FeedState | None, cap: timedelta) -> None:
+    assert restart_cap(state, POLICY) == cap
+
+
+def test_first_poll_after_a_start() -> None:
+    rng = random.Random(1)
+    ahead = NOW + 20 * H
+    assert first_poll(stored(NextKind.GONE, gone=True), NOW, POLICY, rng) is None
+    assert first_poll(stored(NextKind.BACKOFF, 5, next_poll=ahead), NOW, POLICY, rng) == ahead
+    assert first_poll(stored(NextKind.INTERVAL, next_poll=ahead), NOW, POLICY, rng) == (
+        NOW + H + jitter(H)
+    )
+    # A feed added by a reload and never polled goes now; a known one keeps its decision.
+    assert first_poll(None, NOW, POLICY, rng, added=True) == NOW
+    polled = stored(NextKind.HINT, next_poll=NOW + 2 * H, last_poll=NOW - H)
+    assert first_poll(polled, NOW, POLICY, rng, added=True) == NOW + 2 * H
+    start = first_poll(None, NOW, POLICY, rng)
+    assert start is not None and NOW <= start <= NOW + timedelta(minutes=1)
+
+
+def test_a_stored_retry_after_blocks_its_host_until_it_passes() -> None:
+    until = NOW + 10 * timedelta(minutes=1)
+    state = stored(NextKind.RETRY_AFTER, next_poll=until)
+    assert stored_block(state, URL, NOW) == ("https://a.example", until)
+    assert stored_block(state, URL, until) is None
+    assert stored_block(state, "https://b.example/feed.xml", NOW) is None  # another URL now
+    redirected = stored(
+        NextKind.RETRY_AFTER, next_poll=until, redirect_url="https://c.example/feed.xml"
+    )
+    assert stored_block(redirected, URL, NOW) == ("https://c.example", until)
+    for kind in (NextKind.BACKOFF, NextKind.HOST_DELAY, NextKind.INTERVAL, None):
+        assert stored_block(stored(kind, next_poll=until), URL, NOW) is None
 
 
 def test_scheduler_fires_each_feed_once_and_a_poll_rearms_its_job() -> None:

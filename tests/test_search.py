@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_dedupe import SECTIONS, T0, _load_sections
 
 from aggregator.cli import main
-from aggregator.config.schema import parse_config
+from aggregator.config.load import parse_config
 from aggregator.errors import ConfigError
 from aggregator.models import PollRecord
 from aggregator.outputs.plan import plan_output

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config.schema import load_config, parse_config
+from aggregator.config.load import load_config, parse_config
 from aggregator.config.secret import RedactingFilter, Secret, redact, resolve_secret, split_userinfo
 from aggregator.errors import ConfigError
 from aggregator.logs import JsonFormatter
@@ -140,7 +140,7 @@ def test_private_outputs_are_visible_and_readable_with_their_token_only() -> Non
             ],
         }
     )
-    public, mine, theirs = config.outputs
+    public, mine, theirs = config.outputs.values()
     assert may_read(public, None) and may_read(mine, TOKEN)
     assert (
         not may_read(mine, None) and not may_read(mine, TOKEN[:-1]) and not may_read(theirs, TOKEN)
@@ -176,10 +176,9 @@ def test_commands_that_need_no_secret_load_a_config_whose_secrets_are_elsewhere(
         load_config(path)
     assert len(info.value.problems) == 4
     config = load_config(path, need_secrets=False)
-    assert config.feeds[0].password is not None and not config.feeds[0].password.resolved
-    assert config.outputs[0].token is not None and config.outputs[0].token.reference == (
-        "env:NOT_HERE_TOKEN"
-    )
+    assert config.feeds["f"].request_options is not None  # private, its password unread
+    token = config.outputs["o"].token
+    assert token is not None and not token.resolved and token.reference == "env:NOT_HERE_TOKEN"
     # Only a reference that could not be read is let through: other mistakes still count.
     path.write_text('[[outputs]]\nname = "o"\ntitle = "O"\ntoken = "short"\n', encoding="utf-8")
     with pytest.raises(ConfigError):

@@ -100,6 +100,7 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
         "m008_articles",
         "m010_no_userinfo",
         "m011_text_only_hashes",
+        "m012_next_kind",
     ]
 
 
@@ -109,6 +110,49 @@ def test_wal_mode_is_on(store: Store, tmp_path: Path) -> None:
     with raw(tmp_path / "x.db") as conn:
         # WAL is a property of the file: every other connection sees it too.
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("interval 30m", "interval"),
+        ("interval 5m, raised to min_interval, then skipHours", "interval"),
+        ("adaptive 5m", "adaptive"),
+        ("ttl 1h", "hint"),
+        ("sy:updatePeriod 12h, capped at max_interval", "hint"),
+        ("Cache-Control max-age 2h", "hint"),
+        ("Expires 3h", "hint"),
+        ("backoff after 3 errors: 2h", "backoff"),
+        ("network down, no backoff; interval 30m", "network_down"),
+        ("Retry-After 10m", "retry_after"),
+        ("Retry-After of https://a.example", "retry_after"),
+        ("host_delay of https://a.example", "host_delay"),
+        ("gone (HTTP 410): not polled again", "gone"),
+        ("a reason no version wrote", None),
+        (None, None),
+    ],
+)
+def test_m012_gives_rows_of_older_versions_the_kind_of_their_reason(
+    tmp_path: Path, reason: str | None, kind: str | None
+) -> None:
+    path = tmp_path / "x.db"
+    Store(path).close()
+    with raw(path) as conn:  # the database as the version before m012 left it
+        conn.execute("ALTER TABLE feeds DROP COLUMN next_kind")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm012_next_kind'")
+        conn.execute(
+            "INSERT INTO feeds (name, url, next_reason, next_poll) VALUES (?, ?, ?, ?)",
+            ["a", "https://a.example/feed.xml", reason, "2024-03-01T09:00:00+00:00"],
+        )
+        conn.commit()
+    store = Store(path)
+    try:
+        state = store.poll_state("a")
+        assert state is not None
+        assert state.next_kind == kind
+        assert (state.next_reason, state.next_poll) == (reason, T0.replace(hour=9))
+    finally:
+        store.close()
 
 
 def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
@@ -384,7 +428,7 @@ def test_killed_writer_leaves_only_whole_polls(tmp_path: Path) -> None:
 
 def test_rows_with_forbidden_characters_still_render(tmp_path: Path) -> None:
     """A row written by an older version with a character XML forbids cannot break an output."""
-    from aggregator.config.schema import parse_config
+    from aggregator.config.load import parse_config
     from aggregator.outputs.plan import render_output
 
     store = Store(tmp_path / "x.db")
@@ -454,8 +498,7 @@ def test_batched_reads_return_each_callers_result(tmp_path: Path) -> None:
         try:
             await threads.write(lambda s: s.sync_feeds([("a", "https://a/"), ("b", "https://b/")]))
             calls = [
-                threads.read_batched(lambda s, n=n: s.feed_state(n, count_entries=False))
-                for n in ("a", "b", "missing")
+                threads.read_batched(lambda s, n=n: s.poll_state(n)) for n in ("a", "b", "missing")
             ]
             return await asyncio.gather(*calls)
         finally:
@@ -503,11 +546,11 @@ def test_batched_calls_free_what_they_carried_without_the_cyclic_collector(
         gc.enable()
 
 
-def test_state_after_poll_is_what_record_poll_stores(store: Store) -> None:
-    """The poller keeps each feed's state in memory from state_after_poll instead of reading
-    the row before every poll: it must be exactly what record_poll leaves in the row."""
-    from aggregator.models import FeedHints
-    from aggregator.store.sqlite import state_after_defer, state_after_poll
+def test_the_state_a_poll_saves_is_the_state_read_back(store: Store) -> None:
+    """The poller keeps in memory the state it saved instead of reading the row before every
+    poll: the row must give back exactly that state, every field of it."""
+    from aggregator.ingest.feedstate import deferred, next_state
+    from aggregator.models import FeedHints, NextKind
 
     t = T0 + timedelta(microseconds=123456)  # stored to the second
     hints = FeedHints(ttl_minutes=30, skip_hours=(1, 2))
@@ -524,38 +567,95 @@ def test_state_after_poll_is_what_record_poll_stores(store: Store) -> None:
             language="en",
             hints=hints,
             new=entries("f", parsed(1)),
-            next_reason="interval",
+            next_reason="interval 1h",
+            next_kind=NextKind.INTERVAL,
         ),
         ok("f", t + timedelta(hours=1), status="not_modified", http_status=304),
         ok("f", t + timedelta(hours=2), status="unchanged", http_status=200, body_hash="h1"),
         ok("f", t + timedelta(hours=3), status="error", http_status=500, error="HTTP 500"),
-        ok("f", t + timedelta(hours=4), status="error", error="timed out", backoff_level=2),
+        ok("f", t + timedelta(hours=4), status="error", error="timed out", network_down=True),
         ok(
             "f",
             t + timedelta(hours=5),
             http_status=200,
             body_hash="h2",
             key_mode="link",
-            redirect_url="https://g.example/feed.xml",
-            redirect_count=1,
+            permanent_url="https://g.example/feed.xml",
+            next_kind=NextKind.BACKOFF,
         ),
-        ok("f", t + timedelta(hours=6), status="gone", http_status=410, error="gone", gone=True),
+        ok("f", t + timedelta(hours=6), status="gone", http_status=410, error="gone"),
     ]
     state = None
     for rec in polls:
-        store.record_poll(rec)
-        state = state_after_poll(state, rec)
-        assert state == store.feed_state("f", count_entries=False), rec.status
+        state = next_state(state, rec)
+        store.save_poll(state, rec.new, rec.updated)
+        assert state == store.poll_state("f"), rec.status
     assert state is not None
-    store.defer_poll("f", t + timedelta(days=1), "host_delay of https://f.example")
-    deferred = state_after_defer(state, t + timedelta(days=1), "host_delay of https://f.example")
-    assert deferred == store.feed_state("f", count_entries=False)
-    # A feed whose row exists before its first poll (sync_feeds) starts from that row.
+    assert (state.gone, state.error_count, state.redirect_count) == (True, 1, 1)
+    later = t + timedelta(days=1)
+    state = deferred(state, later, "host_delay of https://f.example", NextKind.HOST_DELAY)
+    store.save_poll(state)
+    assert state == store.poll_state("f")
+    # A feed whose row exists before its first poll (sync_feeds) starts from that row, and
+    # record_poll applies the same step over the stored row.
     store.sync_feeds([("g", "https://g.example/feed.xml")])
-    before = store.feed_state("g", count_entries=False)
+    before = store.poll_state("g")
     rec = ok("g", t, url="https://g.example/feed.xml", status="error", error="refused")
     store.record_poll(rec)
-    assert state_after_poll(before, rec) == store.feed_state("g", count_entries=False)
+    assert next_state(before, rec) == store.poll_state("g")
+
+
+def test_a_guarded_save_writes_only_over_the_state_it_started_from(store: Store) -> None:
+    from aggregator.models import FeedState
+
+    first = FeedState("f", "https://f.example/feed.xml", last_status="ok", last_poll=T0)
+    second = replace(first, last_status="error", error_count=1)
+    assert store.save_poll_if(None, first) is not None
+    assert store.save_poll_if(None, first) is None  # the row exists by now
+    assert store.save_poll_if(second, replace(second, error_count=2)) is None
+    assert store.poll_state("f") == first  # nothing written over another writer's row
+    [entry] = entries("f", parsed(1))
+    assert store.save_poll_if(first, second, new=(entry,)) == 1
+    assert (store.poll_state("f"), store.count_entries("f")) == (second, 1)
+
+
+def test_a_guarded_save_sees_another_connections_commit(tmp_path: Path) -> None:
+    from aggregator.models import FeedState, Validators
+
+    path = tmp_path / "x.db"
+    store = Store(path)
+    try:
+        first = FeedState("f", "https://f.example/", validators=Validators('"a"'), last_poll=T0)
+        assert store.save_poll_if(None, first) is not None
+        second = replace(first, last_poll=T0 + timedelta(hours=1))
+        assert store.save_poll_if(first, second) is not None  # the row is what it wrote
+        with raw(path) as conn:  # another process forgets the validators
+            conn.execute("UPDATE feeds SET etag = NULL WHERE name = 'f'")
+            conn.commit()
+        third = replace(second, last_poll=T0 + timedelta(hours=2))
+        assert store.save_poll_if(second, third) is None
+        state = store.poll_state("f")
+        assert state is not None and state.validators == Validators()
+    finally:
+        store.close()
+
+
+def test_no_write_computes_a_state_field(store: Store) -> None:
+    """The store writes the state it is given: a row written with an error count, failing_since
+    or backoff that the rules would never give is read back exactly as written."""
+    from aggregator.models import FeedState
+
+    odd = FeedState(
+        "f",
+        "https://f.example/feed.xml",
+        last_status="ok",
+        error_count=7,
+        failing_since=T0,
+        backoff_level=3,
+        gone=True,
+    )
+    store.save_poll(odd)
+    assert store.poll_state("f") == odd
 
 
 def test_insert_statement_lists_the_row_columns_in_order() -> None:

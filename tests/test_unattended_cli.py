@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config.schema import parse_config
+from aggregator.config.load import parse_config
 from aggregator.errors import ConfigError
 
 

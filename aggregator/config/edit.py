@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tomlkit
 
-from ..config.schema import parse_config
+from ..config.load import parse_config
 from ..errors import ConfigError
 from ..outputs.opml import Subscription
 

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.schema import Config, FeedConfig, Settings
+from ..config.resolved import Config, Feed, Settings
 
 # Settings read once at start (the database, the listening socket, the process pool and the
 # fetcher are built from them); a change is logged as needing a restart.
@@ -31,9 +31,9 @@ CHECK_EVERY = 2.0  # seconds between two looks at the config file
 class ReloadPlan:
     """The difference between the running config and a new valid one, as actions."""
 
-    added: tuple[FeedConfig, ...]  # to schedule
+    added: tuple[Feed, ...]  # to schedule
     removed: tuple[str, ...]  # to unschedule; their entries stay until pruned
-    rescheduled: tuple[FeedConfig, ...]  # interval changed: keep the next poll time
+    rescheduled: tuple[Feed, ...]  # interval changed: keep the next poll time
     changed: tuple[str, ...]  # url, title or tags changed: picked up at the next poll
     outputs_changed: bool
     needs_restart: tuple[str, ...]  # settings that only a restart applies
@@ -67,15 +67,14 @@ def _changed(old: Settings, new: Settings, keys: tuple[str, ...]) -> tuple[str, 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:
     """Compare two valid configs feed by feed; intervals are compared as effective intervals,
     so a changed default reschedules exactly the feeds that use it."""
-    old_feeds = {f.name: f for f in old.feeds}
-    new_feeds = {f.name: f for f in new.feeds}
-    rescheduled: list[FeedConfig] = []
+    old_feeds, new_feeds = old.feeds, new.feeds
+    rescheduled: list[Feed] = []
     changed: list[str] = []
     for name, feed in new_feeds.items():
         before = old_feeds.get(name)
         if before is None:
             continue
-        if old.interval_of(before) != new.interval_of(feed):
+        if before.interval != feed.interval:
             rescheduled.append(feed)
         if (before.url, before.title, before.tags) != (feed.url, feed.title, feed.tags):
             changed.append(name)
@@ -84,7 +83,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         removed=tuple(n for n in old_feeds if n not in new_feeds),
         rescheduled=tuple(rescheduled),
         changed=tuple(changed),
-        outputs_changed=old.outputs != new.outputs,
+        # In order: the index lists the outputs as the file does.
+        outputs_changed=tuple(old.outputs.values()) != tuple(new.outputs.values()),
         needs_restart=_changed(old.aggregator, new.aggregator, RESTART_SETTINGS),
     )
 

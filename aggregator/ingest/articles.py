@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..config.schema import Config, FeedConfig
+from ..config.resolved import Config, Feed
 from ..errors import FetchError
 from ..ingest.decide import retry_after
 from ..ingest.extract import extract_article, headers_content_type, is_html
@@ -89,34 +89,23 @@ class ArticleQueue:
         self._busy: set[str] = set()  # links being fetched, hosts whose robots.txt is
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        # Per Config object: the feeds that want full content, and those of them whose
-        # pages are fetched with credentials (kept apart in the cache: see store/articles.py).
-        self._wanted: tuple[Config, frozenset[str], frozenset[str]] | None = None
         # A host's robots.txt Crawl-delay: the next page of it may not start before this.
         self._crawl_next: dict[str, datetime] = {}
 
     # --- what polls call ---------------------------------------------------------------------
 
     def wanted(self, feed: str) -> bool:
-        """Whether `feed` wants full content now. Asked in every poll's write (on the writer
-        thread), so the answer is kept per Config object, which a reload replaces whole."""
-        return feed in self._feed_sets()[1]
+        """Whether `feed` wants full content now (asked in every poll's write, on the writer
+        thread, of the config of the moment: a reload applies at once)."""
+        found = self._feed(feed)
+        return found is not None and found.full_content
 
     def private(self, feed: str) -> bool:
-        """Whether `feed` fetches its pages with credentials (a cookie, basic auth, headers)."""
-        return feed in self._feed_sets()[2]
-
-    def _feed_sets(self) -> tuple[Config, frozenset[str], frozenset[str]]:
-        config = self.config()
-        cached = self._wanted
-        if cached is None or cached[0] is not config:
-            wanted = [f for f in config.feeds if config.full_content_of(f)]
-            private = [
-                f.name for f in wanted if (o := f.request_options) is not None and o.credentials
-            ]
-            cached = (config, frozenset(f.name for f in wanted), frozenset(private))
-            self._wanted = cached
-        return cached
+        """Whether `feed` fetches its pages with credentials (a cookie, basic auth, headers):
+        they are cached apart (see store/articles.py)."""
+        found = self._feed(feed)
+        options = found.request_options if found is not None else None
+        return self.wanted(feed) and options is not None and bool(options.credentials)
 
     def mark(self, store: Store, rec: PollRecord) -> int | None:
         """Part of a poll's write (on the writer thread): queue its new entries' pages."""
@@ -250,8 +239,8 @@ class ArticleQueue:
         if rules.unreachable:
             log.warning("robots.txt of %s could not be read: its pages wait", host)
 
-    def _feed(self, name: str) -> FeedConfig | None:
-        return next((f for f in self.config().feeds if f.name == name), None)
+    def _feed(self, name: str) -> Feed | None:
+        return self.config().feeds.get(name)
 
     async def _fetch(self, due: Due, host: str, gates: HostGates) -> None:
         now = self.clock()

@@ -3,7 +3,8 @@
 Inputs are the feed's policy (its interval and clamps), what the poll observed (the outcome, the
 document's hints, the response's caching headers, Retry-After) and `now`; the output is a time
 and a reason a person can read in `aggregator feeds` ("ttl 60m", "backoff after 3 errors").
-The rules, in order:
+Each decision also names its rule as a `NextKind`, which is what a restart acts on; nothing
+reads the reason back. The rules, in order:
 
 - 410 Gone: never again (until the feed's URL changes in the config).
 - Retry-After (429/503): not before the time the server named.
@@ -27,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from ..models import FeedHints
+from ..models import FeedHints, NextKind
 
 MAX_JITTER = timedelta(minutes=5)
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
@@ -65,10 +66,11 @@ class Signals:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """When to poll next (None: never) and the reason shown to people."""
+    """When to poll next (None: never), the rule that said so, and the reason for people."""
 
     when: datetime | None
     reason: str
+    kind: NextKind
 
 
 @functools.lru_cache(maxsize=1024)
@@ -99,7 +101,7 @@ def backoff(policy: PollPolicy, level: int) -> timedelta:
 def decide(policy: PollPolicy, now: datetime, signals: Signals, rng: random.Random) -> Decision:
     """The next poll of a feed after a poll that observed `signals` at `now`."""
     if signals.outcome == "gone":
-        return Decision(None, "gone (HTTP 410): not polled again")
+        return Decision(None, "gone (HTTP 410): not polled again", NextKind.GONE)
     s = signals
     if s.retry_after is not None and s.retry_after > now:
         ceiling = max(policy.max_backoff, policy.max_interval)
@@ -107,26 +109,29 @@ def decide(policy: PollPolicy, now: datetime, signals: Signals, rng: random.Rand
         # The other feeds of the host, deferred by this Retry-After, are spread over the first
         # jitter span after it (poll.py); the feed that was told to wait goes after them.
         wait += jitter(wait) if policy.jitter else timedelta(0)
-        return _finish(policy, now, wait, f"Retry-After {fmt(s.retry_after - now)}", s, rng)
+        reason = f"Retry-After {fmt(s.retry_after - now)}"
+        return _finish(policy, now, wait, reason, NextKind.RETRY_AFTER, s, rng)
     if s.outcome == "error" and s.network_down:
-        wait, reason = _regular(policy, now, s)
-        return _finish(policy, now, wait, f"network down, no backoff; {reason}", s, rng)
+        wait, reason, _ = _regular(policy, now, s)
+        reason = f"network down, no backoff; {reason}"
+        return _finish(policy, now, wait, reason, NextKind.NETWORK_DOWN, s, rng)
     if s.outcome == "error":
         level = max(s.backoff_level, 1)
         wait = backoff(policy, level)
         errors = "error" if level == 1 else "errors"
         capped = " (max_backoff)" if wait >= policy.max_backoff else ""
         reason = f"backoff after {level} {errors}: {fmt(wait)}{capped}"
-        return _finish(policy, now, wait, reason, s, rng)
-    wait, reason = _regular(policy, now, s)
-    return _finish(policy, now, wait, reason, s, rng)
+        return _finish(policy, now, wait, reason, NextKind.BACKOFF, s, rng)
+    wait, reason, kind = _regular(policy, now, s)
+    return _finish(policy, now, wait, reason, kind, s, rng)
 
 
-def _regular(policy: PollPolicy, now: datetime, s: Signals) -> tuple[timedelta, str]:
-    wait, reason = policy.interval, f"interval {fmt(policy.interval)}"
+def _regular(policy: PollPolicy, now: datetime, s: Signals) -> tuple[timedelta, str, NextKind]:
+    wait, reason, kind = policy.interval, f"interval {fmt(policy.interval)}", NextKind.INTERVAL
     if policy.adaptive and s.entry_gap is not None:
         # Poll about twice per expected entry: rare publishers less often, busy ones more.
         wait, reason = s.entry_gap / 2, f"adaptive {fmt(s.entry_gap / 2)}"
+        kind = NextKind.ADAPTIVE
     hints: list[tuple[timedelta | None, str]] = [
         (_minutes(s.hints.ttl_minutes), "ttl"),
         (_minutes(s.hints.update_minutes), "sy:updatePeriod"),
@@ -135,12 +140,12 @@ def _regular(policy: PollPolicy, now: datetime, s: Signals) -> tuple[timedelta, 
     ]
     for hint, name in hints:
         if hint is not None and hint > wait:
-            wait, reason = hint, f"{name} {fmt(hint)}"
+            wait, reason, kind = hint, f"{name} {fmt(hint)}", NextKind.HINT
     if wait < policy.min_interval:
         wait, reason = policy.min_interval, f"{reason}, raised to min_interval"
     elif wait > policy.max_interval:
         wait, reason = policy.max_interval, f"{reason}, capped at max_interval"
-    return wait, reason
+    return wait, reason, kind
 
 
 def _minutes(value: int | None) -> timedelta | None:
@@ -152,6 +157,7 @@ def _finish(
     now: datetime,
     wait: timedelta,
     reason: str,
+    kind: NextKind,
     s: Signals,
     rng: random.Random,
 ) -> Decision:
@@ -163,7 +169,7 @@ def _finish(
         which = "skipDays" if when.astimezone(UTC).weekday() in s.hints.skip_days else "skipHours"
         reason = f"{reason}, then {which}"
         when = skipped
-    return Decision(when.astimezone(UTC), reason)
+    return Decision(when.astimezone(UTC), reason, kind)
 
 
 def skip(when: datetime, hints: FeedHints) -> datetime:

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
+
+from ..ingest.decide import jitter
+from ..models import NextKind
 
 NETWORK_WINDOW = timedelta(hours=1)  # polls older than this say nothing about the network now
 NETWORK_SAMPLE = 20  # the most recent polls (of that hour) that are looked at
@@ -35,6 +39,27 @@ def origin(url: str) -> str:
 class HostLimit:
     concurrency: int = 1
     delay: timedelta = timedelta(0)
+
+
+@dataclass(frozen=True, slots=True)
+class HostWait:
+    """A poll put off by its host: when it may run, the rule that said so, and why."""
+
+    when: datetime
+    kind: NextKind
+    reason: str
+
+
+def spread_after(
+    blocked: datetime, now: datetime, last_poll: datetime | None, rng: random.Random
+) -> datetime:
+    """When a feed of a host blocked by a Retry-After until `blocked` is polled: within the
+    first jitter span after it, those waiting longest first, since queueing a busy host's
+    feeds in the same order each time starves the last ones."""
+    spread = jitter(blocked - now)
+    age = now - last_poll if last_poll is not None else None
+    share = min(1.0, (blocked - now) / age) if age else 0.0
+    return blocked + spread * share * rng.uniform(0.9, 1.0) + spread * rng.uniform(0, 0.05)
 
 
 class HostGates:
@@ -69,6 +94,21 @@ class HostGates:
     def block(self, host: str, until: datetime) -> None:
         """A 429/503 named a time: no feed of this host is fetched before it."""
         self._blocked[host] = max(until, self._blocked.get(host, until))
+
+    def wait(
+        self, host: str, now: datetime, feed: str, last_poll: datetime | None, rng: random.Random
+    ) -> HostWait | None:
+        """When a poll of `feed` on `host` may run instead of `now`; None when it may run now
+        (its start slot is then taken). A host under a Retry-After waits for it; otherwise
+        the feed takes its `host_delay` turn (see `reserve`)."""
+        blocked = self.blocked_until(host, now)
+        if blocked is not None:
+            when = spread_after(blocked, now, last_poll, rng)
+            return HostWait(when, NextKind.RETRY_AFTER, f"Retry-After of {host}")
+        free = self.reserve(host, now, feed)
+        if free is not None:
+            return HostWait(free, NextKind.HOST_DELAY, f"host_delay of {host}")
+        return None
 
     def reserve(self, host: str, now: datetime, key: str = "") -> datetime | None:
         """Take a start slot on `host` at `now` for `key` (a feed), or book its turn.

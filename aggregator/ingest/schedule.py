@@ -1,9 +1,10 @@
 """When each feed is first due after a start (pure) and the APScheduler wiring that fires polls.
 
-The schedule's state lives in the database (`feeds.next_poll`, decided by decide.py after each
-poll): on start, a feed whose next poll is still ahead waits for it, and overdue feeds are spread
-over a short window rather than fired in one burst. Each feed has one one-shot job; the poll's
-decision arms the next one.
+The schedule's state lives in the database (`feeds.next_poll` and `next_kind`, decided by
+decide.py after each poll): on start, a feed whose next poll is still ahead waits for it, and
+overdue feeds are spread over a short window rather than fired in one burst. Which stored waits
+a restart honours is decided here, from the kind of the stored decision (never its reason
+text). Each feed has one one-shot job; the poll's decision arms the next one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,20 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from ..ingest.decide import MAX_JITTER, jitter
+from ..ingest.decide import MAX_JITTER, PollPolicy, jitter
+from ..ingest.feedstate import poll_url
+from ..ingest.hosts import origin
+from ..models import FeedState, NextKind
 
-__all__ = ["MAX_JITTER", "FeedScheduler", "first_run", "jitter"]
+__all__ = [
+    "MAX_JITTER",
+    "FeedScheduler",
+    "first_poll",
+    "first_run",
+    "jitter",
+    "restart_cap",
+    "stored_block",
+]
 
 MAX_SPREAD = timedelta(minutes=1)
 
@@ -41,6 +53,54 @@ def first_run(
         return min(stored_next, now + (cap or interval))
     spread = min(interval / 10, MAX_SPREAD)
     return now + timedelta(seconds=rng.uniform(0, spread.total_seconds()))
+
+
+def restart_cap(state: FeedState | None, policy: PollPolicy) -> timedelta:
+    """The longest stored wait a (re)start honours for a feed.
+
+    A plain interval decision (or none yet) is capped at one interval, so a shortened interval
+    applies at once; a feed in backoff or under a Retry-After keeps its longer wait, so a
+    restart does not cut a server's requested wait short; any other decision (the feed's own
+    hints, the adaptive interval, a host_delay turn) keeps a wait of up to max_interval.
+    """
+    kind = state.next_kind if state is not None else None
+    if state is None or kind is None or kind is NextKind.INTERVAL:
+        return policy.interval + jitter(policy.interval)
+    if state.backoff_level > 0 or kind is NextKind.RETRY_AFTER:
+        return max(policy.max_backoff, policy.max_interval)
+    return policy.max_interval
+
+
+def first_poll(
+    state: FeedState | None,
+    now: datetime,
+    policy: PollPolicy,
+    rng: random.Random,
+    added: bool = False,
+) -> datetime | None:
+    """When a feed is first polled after a start from its stored state; None: never (it is
+    gone, until its URL changes). A feed `added` by a reload that was never polled is polled
+    now (its host's limits permitting): only a cold start spreads first polls."""
+    if state is not None and state.gone:
+        return None
+    if added and (state is None or state.last_poll is None):
+        return now
+    stored_next = state.next_poll if state is not None else None
+    return first_run(stored_next, now, policy.interval, rng, restart_cap(state, policy))
+
+
+def stored_block(state: FeedState | None, url: str, now: datetime) -> tuple[str, datetime] | None:
+    """The host and time a feed's stored Retry-After still blocks after a restart, so the
+    other feeds of a host that asked us to wait do not fetch at once; None if it blocks none."""
+    if (
+        state is None
+        or state.url != url
+        or state.next_kind is not NextKind.RETRY_AFTER
+        or state.next_poll is None
+        or state.next_poll <= now
+    ):
+        return None
+    return origin(poll_url(state, url)), state.next_poll
 
 
 class FeedScheduler:

@@ -1,5 +1,5 @@
-"""Filter rules: include/exclude patterns and rule trees, compiled once at config load and
-matched many times. Pure.
+"""Filter rules: include/exclude patterns and rule trees, compiled once when the config is
+resolved (config/rules.py) and matched many times. Pure.
 
 User regexes run on RE2, a linear-time engine, so no pattern can hang the daemon (a
 catastrophic-backtracking regex such as `(a+)+$` is as fast as any other). Keywords are escaped
@@ -9,7 +9,7 @@ literals, which Python's engine matches in linear time too.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -83,43 +83,6 @@ def _haystack(entry: Entry) -> str:
             *entry.categories,
         )
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """An output's include and exclude patterns. No include rules means everything is included."""
-
-    include: tuple[Matcher, ...] = ()
-    exclude: tuple[Matcher, ...] = ()
-
-    @classmethod
-    def compile(cls, include: Sequence[str], exclude: Sequence[str]) -> Rules:
-        return cls(tuple(compile_rule(r) for r in include), tuple(compile_rule(r) for r in exclude))
-
-    def matches(self, entry: Entry) -> bool:
-        """True when some include rule matches (or there is none) and no exclude rule does."""
-        if not self.include and not self.exclude:
-            return True
-        text = _haystack(entry)
-        if self.include and not any(p.search(text) for p in self.include):
-            return False
-        return not any(p.search(text) for p in self.exclude)
-
-    def select(self, entries: Iterable[Entry]) -> list[Entry]:
-        return [e for e in entries if self.matches(e)]
-
-
-def select(items: Iterable[StoredEntry], rules: Rules, limit: int) -> list[StoredEntry]:
-    """The first `limit` items (in the order given) that pass the rules; stops reading early."""
-    out: list[StoredEntry] = []
-    if limit <= 0:
-        return out
-    for item in items:
-        if rules.matches(item.entry):
-            out.append(item)
-            if len(out) >= limit:
-                break
-    return out
 
 
 # --- rule trees -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
-from ..config.schema import Config, OutputConfig
+from ..config.resolved import Config, Output
 from ..ingest.identity import is_empty
 from ..models import StoredEntry
 from ..outputs.dedupe import Story, group
@@ -51,7 +51,7 @@ class PageNotFound(LookupError):
     """A page past the end of an output (page 1 always exists, empty or not)."""
 
 
-def page_size(output: OutputConfig, fmt: ServedFormat) -> int:
+def page_size(output: Output, fmt: ServedFormat) -> int:
     """Stories per page when the request names none: the output's `page_size`, else its whole
     `limit` for the feed formats (the document a subscriber subscribes to holds the output as
     configured); the HTML page shows at most HTML_PAGE_SIZE."""
@@ -78,10 +78,8 @@ class Narrow:
     text: str = ""  # what the reader typed, shown back in the search box
 
 
-def _read(
-    store: Store, config: Config, output: OutputConfig, narrow: Narrow | None = None
-) -> list[StoredEntry]:
-    sources = [f.name for f in config.sources_of(output)]
+def _read(store: Store, output: Output, narrow: Narrow | None = None) -> list[StoredEntry]:
+    sources = [f.name for f in output.sources]
     query = output.query
     if narrow is not None:
         if narrow.source is not None:
@@ -89,7 +87,7 @@ def _read(
         if narrow.query is not None:
             query = within(query, narrow.query)
     want = output.limit * READ_FACTOR
-    window = output.dedupe_window if output.dedupe == "near" else timedelta(0)
+    window = output.dedupe.window if output.dedupe.mode == "near" else timedelta(0)
     out: list[StoredEntry] = []
     oldest: datetime | None = None
     for item in store.iter_entries(sources, query=query):
@@ -109,10 +107,10 @@ def plan_output(
 ) -> Plan:
     """Select an output's stories: read its sources (narrowed by its query), apply its filters,
     merge duplicates across feeds, keep the newest `limit` stories."""
-    output = config.output(name)
-    sources = config.sources_of(output)
+    output = config.outputs[name]
+    sources = output.sources
     # Empty entries stored before they were refused at ingest are never shown either.
-    items = [i for i in _read(store, config, output, narrow) if not is_empty(i.entry)]
+    items = [i for i in _read(store, output, narrow) if not is_empty(i.entry)]
     # A title set in the config names the source in place of the one the feed gives itself.
     titles = {f.name: f.title for f in sources if f.title}
     if titles:
@@ -124,8 +122,8 @@ def plan_output(
     flt = output.filter
     languages = store.feed_languages([f.name for f in sources]) if flt.checks else {}
     kept = apply(flt, items, now, languages, dropped)
-    order = {f.name: i for i, f in enumerate(config.feeds)}
-    stories = group(kept, output.dedupe_settings, order)
+    order = {name: i for i, name in enumerate(config.feeds)}
+    stories = group(kept, output.dedupe, order)
     return Plan(tuple(stories[: output.limit]), tuple(dropped), tuple(stories[output.limit :]))
 
 
@@ -173,11 +171,10 @@ def render_output(
     time. `narrow` (HTML only) is a reader's search: planned afresh, never cached. With
     `plans`, the plan of this generation is taken from it, or made and kept there.
     """
-    output = config.output(name)
+    output = config.outputs[name]
     generation = store.generation()
     if fmt == "opml":
-        sources = config.sources_of(output)
-        return _rendered(_render_sources(config, name), EPOCH, generation, len(sources))
+        return _rendered(_render_sources(output), EPOCH, generation, len(output.sources))
     cache = plans if now is None and narrow is None else None
     plan = None if cache is None else cache.get(store, config, name, generation)
     if plan is None:
@@ -207,7 +204,7 @@ def render_output(
         has_next=len(plan.stories) > start + size,
     )
     if fmt == "html":
-        body = render_output_page(meta, items, _search_box(config, output, narrow))
+        body = render_output_page(meta, items, _search_box(output, narrow))
     else:
         body = render(fmt, meta, items, merged)
     last = max(
@@ -218,11 +215,11 @@ def render_output(
     return replace(rendered, total=len(plan.stories))
 
 
-def _search_box(config: Config, output: OutputConfig, narrow: Narrow | None) -> SearchBox:
+def _search_box(output: Output, narrow: Narrow | None) -> SearchBox:
     return SearchBox(
         query=narrow.text if narrow is not None else "",
         source=(narrow.source if narrow is not None else None) or "",
-        sources=tuple((f.name, f.title or f.name) for f in config.sources_of(output)),
+        sources=tuple((f.name, f.title or f.name) for f in output.sources),
     )
 
 
@@ -239,11 +236,9 @@ def _rendered(
     )
 
 
-def _render_sources(config: Config, name: str) -> bytes:
+def _render_sources(output: Output) -> bytes:
     """The OPML of an output's sources, so a subscriber can follow them directly."""
-    output = config.output(name)
     feeds = [
-        Subscription(name=f.name, url=f.url, title=f.title, tags=f.tags)
-        for f in config.sources_of(output)
+        Subscription(name=f.name, url=f.url, title=f.title, tags=f.tags) for f in output.sources
     ]
     return render_opml(f"{output.title}: sources", feeds)

@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from ..config.schema import Config, OutputConfig
+from ..config.resolved import Config, Output
 from ..config.secret import Secret
 
 
@@ -45,7 +45,7 @@ def matches(secret: Secret | None, token: str | None) -> bool:
     return hmac.compare_digest(secret.value.encode(), token.encode())
 
 
-def may_read(output: OutputConfig, token: str | None) -> bool:
+def may_read(output: Output, token: str | None) -> bool:
     """A public output is for everyone; a private one only for its token."""
     return output.token is None or matches(output.token, token)
 
@@ -59,16 +59,16 @@ def is_admin(config: Config, token: str | None) -> bool:
 
 def visible_outputs(
     config: Config, token: str | None, *, admin: bool = False
-) -> tuple[OutputConfig, ...]:
+) -> tuple[Output, ...]:
     """The outputs a request may learn of: the public ones and a private one with its own
     token; with `admin` (the /status of a daemon that has an admin_token, to that token),
     all of them. Only the existence: reading a private output still takes its own token."""
     if admin and config.aggregator.admin_token is not None:
-        return config.outputs
-    return tuple(o for o in config.outputs if may_read(o, token))
+        return tuple(config.outputs.values())
+    return tuple(o for o in config.outputs.values() if may_read(o, token))
 
 
-def token_query(output: OutputConfig) -> str:
+def token_query(output: Output) -> str:
     """`token=…` for the links of a private output ("" for a public one)."""
     if output.token is None:
         return ""

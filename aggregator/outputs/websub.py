@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 
-from ..config.schema import Config, OutputConfig
+from ..config.resolved import Config, Output
 
 log = logging.getLogger("aggregator.websub")
 TOPIC_FORMATS = ("atom", "rss", "json")
@@ -26,10 +26,10 @@ def topics(config: Config, name: str) -> list[str]:
     return [f"{config.aggregator.base_url}/outputs/{name}.{fmt}" for fmt in TOPIC_FORMATS]
 
 
-def public_outputs(config: Config) -> list[OutputConfig]:
+def public_outputs(config: Config) -> list[Output]:
     """The outputs announced to the hub: never a private one, whose content the hub would
     fetch with its token and pass on to whoever subscribes."""
-    return [o for o in config.outputs if o.token is None]
+    return [o for o in config.outputs.values() if o.token is None]
 
 
 def publish_form(urls: Sequence[str]) -> list[tuple[str, str]]:

@@ -13,57 +13,17 @@ waits its turn, then sees the latest commit.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import sqlite3
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..config.secret import redact
 from ..errors import StoreError
 from .schema import open_database
+from .wrapping import raising_store_error
 
-C = TypeVar("C", bound=type)
-
-
-def _failure(what: str, path: Path, e: sqlite3.Error) -> StoreError:
-    # sqlite3's messages name no value of ours, but redact() stays the rule for any message.
-    return StoreError(f"{what} failed on {path}: {redact(str(e))}")
-
-
-def _wrapped(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    what = name.replace("_", " ")
-    if inspect.isgeneratorfunction(fn):
-        # A generator's errors come while it is iterated (a page read by fetchmany), not
-        # when it is called: the wrapper has to be a generator too.
-        @functools.wraps(fn)
-        def generator(self: SqliteBase, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            try:
-                yield from fn(self, *args, **kwargs)
-            except sqlite3.Error as e:
-                raise _failure(what, self.path, e) from e
-
-        return generator
-
-    @functools.wraps(fn)
-    def method(self: SqliteBase, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.Error as e:
-            raise _failure(what, self.path, e) from e
-
-    return method
-
-
-def store_errors(cls: C) -> C:
-    """Class decorator: every public method of `cls` raises StoreError("<method> failed on
-    <file>: <cause>"), chained, for any sqlite3 error, reads as much as writes. Done once here
-    rather than by hand in each method, so that a new method cannot forget it."""
-    for name, value in list(vars(cls).items()):
-        if not name.startswith("_") and inspect.isfunction(value):
-            setattr(cls, name, _wrapped(name, value))
-    return cls
+# Every public method of the SQLite store classes: StoreError for any sqlite3 error.
+store_errors = raising_store_error(sqlite3.Error)
 
 
 class Atomic:

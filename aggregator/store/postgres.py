@@ -12,15 +12,22 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
+from ..ingest.feedstate import moved, next_state
+from ..ingest.feedstate import second as _second
 from ..ingest.identity import Known, uid_for, with_first_seen_date
-from ..models import FeedState, PollRecord, StoredEntry
+from ..models import Entry, FeedState, FeedStatus, PollRecord, StoredEntry
 from . import postgres_articles as queue
 from .articles import RETRY_DELAYS
 from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
 from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow, Store
-from .rows import _entry_row, _feed_state_from_row, _hints_json, _second, _stored_from_row
-from .sqlite import state_after_poll
+from .rows import (
+    _entry_row,
+    _feed_state_from_row,
+    _feed_status_from_row,
+    _hints_json,
+    _stored_from_row,
+)
 
 _SELECT_STORED = (
     "SELECT e.*, f.title AS feed_title, f.url AS feed_url, f.link AS feed_link "
@@ -52,6 +59,7 @@ _STATE_COLUMNS = (
     "language",
     "key_mode",
     "next_reason",
+    "next_kind",
     "backoff_level",
     "failing_since",
     "redirect_url",
@@ -84,6 +92,7 @@ def _state_values(state: FeedState) -> list[Any]:
         state.language,
         state.key_mode,
         state.next_reason,
+        str(state.next_kind) if state.next_kind is not None else None,
         state.backoff_level,
         t(state.failing_since),
         state.redirect_url,
@@ -100,42 +109,44 @@ class PostgresStore(PostgresBase):
     # --- feeds -------------------------------------------------------------------------------
 
     def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
-        """Make sure every configured (name, url) has a row; keeps all state of known feeds.
-        A changed URL drops what concerned the old one (as sqlite.Store.sync_feeds says)."""
-        same = "feeds.url = excluded.url"
+        """Make sure every configured (name, url) has a row; keeps all state of known feeds,
+        except what concerned the old URL of a feed whose URL changed (feedstate.moved)."""
         with self._transaction():
-            self.conn.cursor().executemany(
-                "INSERT INTO feeds (name, url) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET url = excluded.url, "
-                f"etag = CASE WHEN {same} THEN feeds.etag END, "
-                f"last_modified = CASE WHEN {same} THEN feeds.last_modified END, "
-                f"body_hash = CASE WHEN {same} THEN feeds.body_hash END, "
-                f"redirect_url = CASE WHEN {same} THEN feeds.redirect_url END, "
-                f"redirect_count = CASE WHEN {same} THEN feeds.redirect_count ELSE 0 END, "
-                f"gone = CASE WHEN {same} THEN feeds.gone ELSE 0 END, "
-                f"hints = CASE WHEN {same} THEN feeds.hints END, "
-                f"backoff_level = CASE WHEN {same} THEN feeds.backoff_level ELSE 0 END",
-                list(feeds),
-            )
+            stored = {r["name"]: r["url"] for r in self._all("SELECT name, url FROM feeds")}
+            new = [(name, url) for name, url in feeds if name not in stored]
+            if new:
+                self.conn.cursor().executemany(
+                    "INSERT INTO feeds (name, url) VALUES (%s, %s) ON CONFLICT DO NOTHING", new
+                )
+            for name, url in feeds:
+                if name in stored and stored[name] != url:
+                    state = self._poll_state(name, lock=True)
+                    if state is not None:
+                        self._write_state(moved(state, url))
 
-    def feed_state(self, name: str, count_entries: bool = True) -> FeedState | None:
-        """A feed's stored state (entry_count 0 unless counted, as on SQLite)."""
-        rows = self._feed_rows("WHERE f.name = %s", [name], count_entries)
+    def poll_state(self, name: str) -> FeedState | None:
+        """A feed's polling state as last written (the read a poll makes before its request)."""
+        return self._poll_state(name)
+
+    def _poll_state(self, name: str, lock: bool = False) -> FeedState | None:
+        # With `lock`, the row is locked until the commit: two writers of one feed take turns.
+        row = self._one(f"SELECT * FROM feeds WHERE name = %s{' FOR UPDATE' * lock}", [name])
+        return _feed_state_from_row(row) if row is not None else None  # type: ignore[arg-type]
+
+    def feed_state(self, name: str) -> FeedStatus | None:
+        """A feed's state and its number of stored entries, for status pages."""
+        rows = self._feed_rows("WHERE f.name = %s", [name])
         return rows[0] if rows else None
 
-    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedState]:
+    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedStatus]:
         if names is None:
             return self._feed_rows("", [])
         return self._feed_rows("WHERE f.name = ANY(%s)", [list(names)])
 
-    def _feed_rows(
-        self, where: str, params: list[Any], count_entries: bool = True, lock: bool = False
-    ) -> list[FeedState]:
-        count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)" if count_entries else "0"
+    def _feed_rows(self, where: str, params: list[Any]) -> list[FeedStatus]:
+        count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)"
         sql = f'SELECT f.*, {count} AS entry_count FROM feeds f {where} ORDER BY f.name COLLATE "C"'
-        if lock:
-            sql += " FOR UPDATE OF f"
-        return [_feed_state_from_row(r) for r in self._all(sql, params)]  # type: ignore[arg-type]
+        return [_feed_status_from_row(r) for r in self._all(sql, params)]  # type: ignore[arg-type]
 
     def known_entries(self, feed: str) -> dict[str, Known]:
         """Key → what is stored of every entry of a feed; pruned ones from their tombstones."""
@@ -161,13 +172,6 @@ class PostgresStore(PostgresBase):
         )
         return [r["published"] for r in rows]
 
-    def defer_poll(self, feed: str, when: datetime, reason: str) -> None:
-        """Move a feed's next poll without polling it (its host asked us to wait)."""
-        self.conn.execute(
-            "UPDATE feeds SET next_poll = %s, next_reason = %s WHERE name = %s",
-            [_second(when), reason, feed],
-        )
-
     def feed_languages(self, names: Sequence[str]) -> dict[str, str | None]:
         """The language each feed declared on its last successful poll."""
         rows = self._all("SELECT name, language FROM feeds WHERE name = ANY(%s)", [list(names)])
@@ -175,38 +179,68 @@ class PostgresStore(PostgresBase):
 
     # --- one poll ----------------------------------------------------------------------------
 
+    def save_poll(
+        self, state: FeedState, new: Sequence[Entry] = (), updated: Sequence[Entry] = ()
+    ) -> int:
+        """Write one poll, all or nothing: the feed's state as given, whole, and its new and
+        updated entries (as sqlite.Store.save_poll). Returns the generation after the write."""
+        with self._transaction():
+            self._write_state(state)
+            return self._write_entries(state, new, updated)
+
+    def save_poll_if(
+        self,
+        expected: FeedState | None,
+        state: FeedState,
+        new: Sequence[Entry] = (),
+        updated: Sequence[Entry] = (),
+    ) -> int | None:
+        """`save_poll`, only if the feed's row (locked until the commit) still holds
+        `expected` (None: there is no row); else None, and nothing is written."""
+        with self._transaction():
+            if self._poll_state(state.name, lock=True) != expected:
+                return None
+            self._write_state(state)
+            return self._write_entries(state, new, updated)
+
     def record_poll(self, rec: PollRecord) -> int:
-        """Write one poll: its new and updated entries and the feed's state, all or nothing.
-        Returns the store generation after the write (it grows when entries changed)."""
+        """Apply a poll's record to the stored state (feedstate.next_state) and save it, for
+        callers that keep no state of their own (as sqlite.Store.record_poll)."""
         with self._transaction():
             # The row is locked until the commit: two writers of one feed take turns, and the
             # state written is the pure step from the state just read.
-            states = self._feed_rows("WHERE f.name = %s", [rec.feed], False, lock=True)
-            if not states:
+            state = self._poll_state(rec.feed, lock=True)
+            if state is None:
                 # No row to lock yet: make one (or meet the one another writer just made),
                 # or two first polls would both start from nothing and one be lost.
                 self.conn.execute(
                     "INSERT INTO feeds (name, url) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                     [rec.feed, rec.url],
                 )
-                states = self._feed_rows("WHERE f.name = %s", [rec.feed], False, lock=True)
-            state = state_after_poll(states[0], rec)
-            self._write_state(state)
-            now = _second(rec.now)
-            cur = self.conn.cursor()
-            if rec.new:
-                rows = [_entry_row(e) for e in rec.new]
-                columns = [*rows[0], "first_seen", "last_changed"]
-                cur.executemany(
-                    f"INSERT INTO entries ({', '.join(columns)}) "
-                    f"VALUES ({', '.join(['%s'] * len(columns))})".encode(),
-                    [[*row.values(), now, now] for row in rows],
-                )
-            for entry in rec.updated:
-                self._update_entry(entry, now)
-            if rec.new or rec.updated:
-                return self.bump_generation()
+                state = self._poll_state(rec.feed, lock=True)
+            new_state = next_state(state, rec)
+            self._write_state(new_state)
+            return self._write_entries(new_state, rec.new, rec.updated)
+
+    def _write_entries(
+        self, state: FeedState, new: Sequence[Entry], updated: Sequence[Entry]
+    ) -> int:
+        if not new and not updated:
             return self._generation()
+        assert state.last_poll is not None  # the poll's `now`
+        now = state.last_poll
+        cur = self.conn.cursor()
+        if new:
+            rows = [_entry_row(e) for e in new]
+            columns = [*rows[0], "first_seen", "last_changed"]
+            cur.executemany(
+                f"INSERT INTO entries ({', '.join(columns)}) "
+                f"VALUES ({', '.join(['%s'] * len(columns))})".encode(),
+                [[*row.values(), now, now] for row in rows],
+            )
+        for entry in updated:
+            self._update_entry(entry, now)
+        return self.bump_generation()
 
     def _write_state(self, state: FeedState) -> None:
         sets = ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS)

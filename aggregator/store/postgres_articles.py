@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from ..ingest.feedstate import second as _second
 from ..models import Entry, PollRecord
 from ..outputs.dedupe import match_key
 from .articles import group_due, not_longer
 from .postgres_connection import PostgresBase, Row
 from .protocol import Article, Due, Sanitized, SanitizeRow
-from .rows import _second
 
 
 def _finish(

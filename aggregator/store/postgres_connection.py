@@ -8,12 +8,10 @@ file): the URL is handed to libpq as it is, and shown only without its userinfo.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -22,8 +20,8 @@ from psycopg.rows import dict_row
 from ..config.secret import redact, remember, split_userinfo, strip_userinfo
 from ..errors import StoreError
 from .postgres_schema import migrate
+from .wrapping import raising_store_error
 
-C = TypeVar("C", bound=type)
 Row = dict[str, Any]
 
 # Seconds to wait for a connection when the URL does not say (libpq's default is forever: a
@@ -36,42 +34,8 @@ def display_url(url: str) -> str:
     return strip_userinfo(url)
 
 
-def _failure(what: str, where: str, e: psycopg.Error) -> StoreError:
-    # libpq's messages may quote connection parameters: redact() blanks any secret we know.
-    return StoreError(f"{what} failed on {where}: {redact(str(e).strip())}")
-
-
-def _wrapped(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    what = name.replace("_", " ")
-    if inspect.isgeneratorfunction(fn):
-        # A generator's errors come while it is iterated, not when it is called.
-        @functools.wraps(fn)
-        def generator(self: PostgresBase, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            try:
-                yield from fn(self, *args, **kwargs)
-            except psycopg.Error as e:
-                raise _failure(what, self.path, e) from e
-
-        return generator
-
-    @functools.wraps(fn)
-    def method(self: PostgresBase, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except psycopg.Error as e:
-            raise _failure(what, self.path, e) from e
-
-    return method
-
-
-def pg_store_errors(cls: C) -> C:
-    """Class decorator: every public method of `cls` raises StoreError("<method> failed on
-    <url>: <cause>"), chained, for any psycopg error, as connection.store_errors does for
-    SQLite, so that a new method cannot forget it."""
-    for name, value in list(vars(cls).items()):
-        if not name.startswith("_") and inspect.isfunction(value):
-            setattr(cls, name, _wrapped(name, value))
-    return cls
+# Every public method of the PostgreSQL store classes: StoreError for any psycopg error.
+pg_store_errors = raising_store_error(psycopg.Error)
 
 
 @pg_store_errors

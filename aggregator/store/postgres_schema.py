@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from .schema import kind_of_old_reason
+
 # Any fixed 64-bit number, the same in every process: two daemons starting at once on a new
 # database wait for each other here instead of both creating the tables.
 MIGRATION_LOCK = 0x61676772_6D696772  # "aggr" "migr"
@@ -167,6 +169,18 @@ def m001_initial(conn: psycopg.Connection[Any]) -> None:
         "CREATE INDEX entry_articles_due ON entry_articles (status, next_try)",
         "CREATE INDEX entry_articles_link ON entry_articles (link)",
     )
+
+
+@migration(2)
+def m002_next_kind(conn: psycopg.Connection[Any]) -> None:
+    """The rule that set each feed's next poll, beside its reason (as SQLite's m012, whose
+    one-off data migration fills it for the rows stored before from their reason)."""
+    _run(conn, "ALTER TABLE feeds ADD COLUMN next_kind text")
+    cur = conn.cursor(row_factory=tuple_row)
+    rows = cur.execute("SELECT name, next_reason FROM feeds WHERE next_reason IS NOT NULL")
+    for name, reason in rows.fetchall():
+        if (kind := kind_of_old_reason(reason)) is not None:
+            conn.execute("UPDATE feeds SET next_kind = %s WHERE name = %s", [kind, name])
 
 
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:

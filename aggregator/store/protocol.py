@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from ..models import FeedState, Known, PollRecord, StoredEntry
+from ..models import Entry, FeedState, FeedStatus, Known, PollRecord, StoredEntry
 
 # The re-sanitising pass's rows: (rowid, summary, content, link, content hash) as read, and
 # (rowid, summary, content, content hash) as written back.
@@ -83,13 +83,16 @@ class Store(Protocol):
     # --- feeds and polls ---------------------------------------------------------------------
 
     def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
-        """Give every configured (name, url) a row, keeping known feeds' state; one
-        transaction."""
+        """Give every configured (name, url) a row, keeping known feeds' state (a changed URL
+        gets feedstate.moved); one transaction."""
 
-    def feed_state(self, name: str, count_entries: bool = True) -> FeedState | None:
-        """A feed's stored state (None: unknown feed); entry_count 0 unless counted."""
+    def poll_state(self, name: str) -> FeedState | None:
+        """A feed's polling state as last written (None: unknown feed): a poll's one read."""
 
-    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedState]:
+    def feed_state(self, name: str) -> FeedStatus | None:
+        """A feed's state and its number of stored entries (None: unknown feed)."""
+
+    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedStatus]:
         """The states of the named feeds (all when None), by name, with entry counts."""
 
     def known_entries(self, feed: str) -> dict[str, Known]:
@@ -101,12 +104,25 @@ class Store(Protocol):
     def feed_languages(self, names: Sequence[str]) -> dict[str, str | None]:
         """The language each named feed declared on its last successful poll."""
 
-    def defer_poll(self, feed: str, when: datetime, reason: str) -> None:
-        """Move a feed's next poll without polling it; one transaction."""
+    def save_poll(
+        self, state: FeedState, new: Sequence[Entry] = (), updated: Sequence[Entry] = ()
+    ) -> int:
+        """Write a feed's state as given, whole (the store computes none of it), with a poll's
+        new and updated entries, in one transaction; returns the generation after it."""
+
+    def save_poll_if(
+        self,
+        expected: FeedState | None,
+        state: FeedState,
+        new: Sequence[Entry] = (),
+        updated: Sequence[Entry] = (),
+    ) -> int | None:
+        """`save_poll` only while the feed's row still holds `expected` (None: no row);
+        else None and nothing written: another process wrote the row since it was read."""
 
     def record_poll(self, rec: PollRecord) -> int:
-        """Write one poll's entries and feed state in one transaction; returns the
-        generation after it."""
+        """`save_poll` of feedstate.next_state over the stored state, in one transaction
+        (for callers that keep no state of their own); returns the generation after it."""
 
     # --- entries -----------------------------------------------------------------------------
 

@@ -4,14 +4,16 @@ back. Pure (no I/O): dicts and rows in, models out.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from ..ingest.identity import clean_text
 from ..ingest.media import authors_from_json, authors_json, media_from_json, media_json
-from ..models import Entry, FeedHints, FeedState, StoredEntry, Validators
+from ..models import Entry, FeedHints, FeedState, FeedStatus, NextKind, StoredEntry, Validators
 
 
 def _ts(when: datetime | None) -> str | None:
@@ -26,11 +28,6 @@ def _dt(text: str | datetime | None) -> datetime | None:
     if isinstance(text, datetime):
         return text
     return datetime.fromisoformat(text) if text else None
-
-
-def _second(when: datetime) -> datetime:
-    """`when` as a stored timestamp reads back: UTC, whole seconds (what _dt(_ts(when)) gives)."""
-    return when.astimezone(UTC).replace(microsecond=0)
 
 
 def _hints_json(hints: FeedHints) -> str:
@@ -130,8 +127,86 @@ def _stored_from_row(r: sqlite3.Row) -> StoredEntry:
     )
 
 
+_KINDS = {kind.value: kind for kind in NextKind}
+_NO_HINTS = FeedHints()
+
+# A feed's row holds its FeedState, all of it, in these columns (after `name`): written whole by
+# every poll, read back as the same FeedState.
+FEED_COLUMNS = (
+    "url",
+    "title",
+    "link",
+    "etag",
+    "last_modified",
+    "body_hash",
+    "last_poll",
+    "last_ok",
+    "last_status",
+    "http_status",
+    "error_count",
+    "last_error",
+    "next_poll",
+    "warning",
+    "language",
+    "key_mode",
+    "next_reason",
+    "next_kind",
+    "backoff_level",
+    "failing_since",
+    "redirect_url",
+    "redirect_count",
+    "gone",
+    "hints",
+)
+_UPDATE_FEED = f"UPDATE feeds SET {', '.join(f'{c} = ?' for c in FEED_COLUMNS)} WHERE name = ?"
+_INSERT_FEED = (
+    f"INSERT INTO feeds (name, {', '.join(FEED_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in range(len(FEED_COLUMNS) + 1))})"
+)
+# The same, only while the row is still the one a poll started from (optimistic concurrency:
+# another process may have written it since); a guard, not a computation of any column.
+_UPDATE_FEED_IF = _UPDATE_FEED + "".join(f" AND {c} IS ?" for c in FEED_COLUMNS)
+_INSERT_FEED_IF = _INSERT_FEED + " ON CONFLICT (name) DO NOTHING"
+
+
+@functools.lru_cache(maxsize=4096)
+def _hints_text(hints: FeedHints) -> str | None:
+    # Cached: every poll writes its feed's hints, and a feed's hints rarely change.
+    return _hints_json(hints) if hints != _NO_HINTS else None
+
+
+def _feed_values(state: FeedState) -> list[Any]:
+    """The FEED_COLUMNS values of a feed's state, in order."""
+    return [
+        state.url,
+        state.title,
+        state.link,
+        state.validators.etag,
+        state.validators.last_modified,
+        state.body_hash,
+        _ts(state.last_poll),
+        _ts(state.last_ok),
+        state.last_status,
+        state.http_status,
+        state.error_count,
+        state.last_error,
+        _ts(state.next_poll),
+        state.warning,
+        state.language,
+        state.key_mode,
+        state.next_reason,
+        str(state.next_kind) if state.next_kind is not None else None,
+        state.backoff_level,
+        _ts(state.failing_since),
+        state.redirect_url,
+        state.redirect_count,
+        int(state.gone),
+        _hints_text(state.hints),
+    ]
+
+
 def _feed_state_from_row(r: sqlite3.Row) -> FeedState:
-    """A feeds row, with its entry_count column (0 when not counted)."""
+    """A feeds row as the FeedState it was written from."""
     return FeedState(
         name=r["name"],
         url=r["url"],
@@ -147,14 +222,25 @@ def _feed_state_from_row(r: sqlite3.Row) -> FeedState:
         last_error=r["last_error"],
         next_poll=_dt(r["next_poll"]),
         warning=r["warning"],
-        entry_count=r["entry_count"],
         language=r["language"],
         key_mode=r["key_mode"],
         next_reason=r["next_reason"],
+        next_kind=_KINDS.get(r["next_kind"] or ""),
         backoff_level=r["backoff_level"],
         failing_since=_dt(r["failing_since"]),
         redirect_url=r["redirect_url"],
         redirect_count=r["redirect_count"],
         gone=bool(r["gone"]),
         hints=_hints_from(r["hints"]),
+    )
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(FeedState))
+
+
+def _feed_status_from_row(r: sqlite3.Row) -> FeedStatus:
+    """A feeds row with its entry_count column, for status pages."""
+    state = _feed_state_from_row(r)
+    return FeedStatus(
+        **{name: getattr(state, name) for name in _STATE_FIELDS}, entry_count=r["entry_count"]
     )

@@ -238,3 +238,41 @@ def m011_text_only_hashes(db: sqlite_utils.Database) -> None:
         "UPDATE entries SET stable_hash = 't:' || stable_hash "
         "WHERE media IS NULL AND stable_hash IS NOT NULL"
     )
+
+
+# Reasons a stored decision gave before m012, by the start decide.py and poll.py wrote them
+# with, and the kind of each (models.NextKind): read once, by m012, and never again.
+_REASON_KINDS = (
+    ("gone", "gone"),
+    ("Retry-After", "retry_after"),  # the feed's own, and "Retry-After of <host>" deferrals
+    ("network down", "network_down"),
+    ("backoff after", "backoff"),
+    ("interval ", "interval"),
+    ("adaptive ", "adaptive"),
+    ("host_delay of", "host_delay"),
+    ("ttl ", "hint"),
+    ("sy:updatePeriod ", "hint"),
+    ("Cache-Control max-age ", "hint"),
+    ("Expires ", "hint"),
+)
+
+
+def kind_of_old_reason(reason: str) -> str | None:
+    """The kind of a decision stored with only its reason (before m012); None if unknown."""
+    return next((kind for start, kind in _REASON_KINDS if reason.startswith(start)), None)
+
+
+@migrations()
+def m012_next_kind(db: sqlite_utils.Database) -> None:
+    """The rule that set each feed's next poll, beside its reason for people, so that nothing
+    reads the reason back to decide (a restart honours a stored wait by its kind: see
+    schedule.restart_cap). A one-off data migration fills the kind of the rows stored before
+    from their reason: the only place a reason is ever parsed. One it does not know stays NULL,
+    which a restart treats as no decision (a plain interval)."""
+    db.execute("ALTER TABLE feeds ADD COLUMN next_kind TEXT")
+    rows = db.execute(
+        "SELECT name, next_reason FROM feeds WHERE next_reason IS NOT NULL"
+    ).fetchall()
+    for name, reason in rows:
+        if (kind := kind_of_old_reason(reason)) is not None:
+            db.execute("UPDATE feeds SET next_kind = ? WHERE name = ?", [kind, name])

@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from ..config.secret import redact
 from ..errors import StoreError
+from ..ingest.feedstate import moved, next_state
 from ..ingest.identity import uid_for, with_first_seen_date
-from ..models import FeedState, Known, PollRecord, StoredEntry
+from ..models import Entry, FeedState, FeedStatus, Known, PollRecord, StoredEntry
 from . import articles, sanitized
 from .connection import SqliteBase, store_errors
 from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow
 from .rows import (
     _INSERT_ENTRY,
+    _INSERT_FEED,
+    _INSERT_FEED_IF,
+    _UPDATE_FEED,
+    _UPDATE_FEED_IF,
     _dt,
     _entry_row,
     _feed_state_from_row,
-    _hints_json,
-    _second,
+    _feed_status_from_row,
+    _feed_values,
     _stored_from_row,
     _ts,
 )
@@ -37,96 +42,58 @@ from .search import FTS_TABLE
 SCAN_SHARE = 4
 
 
-def state_after_defer(state: FeedState, when: datetime, reason: str) -> FeedState:
-    """The feed state `Store.defer_poll(name, when, reason)` leaves behind."""
-    return replace(state, next_poll=_second(when), next_reason=reason)
-
-
-def state_after_poll(state: FeedState | None, rec: PollRecord) -> FeedState:
-    """The feed state `Store.record_poll(rec)` leaves behind, computed without reading the row
-    back (as `feed_state(count_entries=False)` reads it: entry_count 0), so that the poller can
-    keep each feed's state in memory. Pure; must change with record_poll. Built directly, not
-    with dataclasses.replace: it runs once per poll, and replace was a tenth of a 304's cost."""
-    now = _second(rec.now)
-    base = state if state is not None else FeedState(rec.feed, rec.url)
-    failed = rec.status in ("error", "gone")
-    ok = rec.status == "ok"
-    return FeedState(
-        name=base.name,
-        url=rec.url,
-        title=rec.title if rec.title is not None else base.title,
-        link=rec.link if rec.link is not None else base.link,
-        validators=rec.validators if rec.validators is not None else base.validators,
-        body_hash=rec.body_hash if rec.body_hash is not None else base.body_hash,
-        last_poll=now,
-        last_ok=base.last_ok if failed else now,
-        last_status=rec.status,
-        http_status=rec.http_status if rec.http_status is not None else base.http_status,
-        error_count=base.error_count + 1 if failed else 0,
-        last_error=rec.error if failed else None,
-        next_poll=_second(rec.next_poll) if rec.next_poll is not None else None,
-        warning=rec.warning if ok else base.warning,
-        entry_count=0,
-        language=rec.language if ok else base.language,
-        key_mode=rec.key_mode if rec.key_mode is not None else base.key_mode,
-        next_reason=rec.next_reason,
-        backoff_level=rec.backoff_level,
-        failing_since=(base.failing_since or now) if failed else None,
-        redirect_url=rec.redirect_url,
-        redirect_count=rec.redirect_count,
-        gone=rec.gone,
-        hints=rec.hints if rec.hints is not None else base.hints,
-    )
-
-
 @store_errors
 class SqliteStore(SqliteBase):
     """The Store (protocol.py) on one SQLite connection, migrated on open: each method's
     contract is written there. Not thread-safe by design: see threads.StoreThreads."""
 
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        # The state this connection last wrote for a feed with save_poll_if, and the
+        # connection's data_version then: while that version holds, no other connection has
+        # committed, so the row is still that state and the next guarded write need not check
+        # it column by column (the check was dearer than the write).
+        self._written: dict[str, tuple[FeedState, int]] = {}
+
     # --- feeds -------------------------------------------------------------------------------
 
     def sync_feeds(self, feeds: Sequence[tuple[str, str]]) -> None:
-        """Make sure every configured (name, url) has a row; keeps all state of known feeds.
-
-        A changed URL is a different resource: its validators and body hash are dropped, or the
-        first poll of the new URL would send the old ETag and compare against the old body; so
-        are a redirect, "gone", the feed's hints and its backoff, which concerned the old URL.
-        """
+        """Make sure every configured (name, url) has a row; keeps all state of known feeds,
+        except what concerned the old URL of a feed whose URL changed (feedstate.moved)."""
         with self._atomic():
+            stored = {r[0]: r[1] for r in self.db.execute("SELECT name, url FROM feeds")}
             for name, url in feeds:
-                self.db.execute(
-                    "INSERT INTO feeds (name, url) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET url = excluded.url, "
-                    "etag = CASE WHEN url = excluded.url THEN etag END, "
-                    "last_modified = CASE WHEN url = excluded.url THEN last_modified END, "
-                    "body_hash = CASE WHEN url = excluded.url THEN body_hash END, "
-                    "redirect_url = CASE WHEN url = excluded.url THEN redirect_url END, "
-                    "redirect_count = CASE WHEN url = excluded.url THEN redirect_count ELSE 0 END, "
-                    "gone = CASE WHEN url = excluded.url THEN gone ELSE 0 END, "
-                    "hints = CASE WHEN url = excluded.url THEN hints END, "
-                    "backoff_level = CASE WHEN url = excluded.url THEN backoff_level ELSE 0 END",
-                    [name, url],
-                )
+                old_url = stored.get(name)
+                if old_url is None:
+                    self._write_feed(FeedState(name, url))
+                elif old_url != url:
+                    self._written.pop(name, None)
+                    state = self.poll_state(name)
+                    assert state is not None  # read in this transaction
+                    self._write_feed(moved(state, url))
+                stored[name] = url
 
-    def feed_state(self, name: str, count_entries: bool = True) -> FeedState | None:
-        """A feed's stored state. A poll passes count_entries=False: counting a feed's entries
-        is the dearest part of the query, and polling does not need it (entry_count is 0)."""
-        rows = self._feed_rows("WHERE f.name = ?", [name], count_entries)
+    def poll_state(self, name: str) -> FeedState | None:
+        """A feed's polling state as last written: the one read a poll makes before its request
+        (none at all while the poller's StateCache holds it)."""
+        row = self.db.execute("SELECT * FROM feeds WHERE name = ?", [name]).fetchone()
+        return _feed_state_from_row(row) if row is not None else None
+
+    def feed_state(self, name: str) -> FeedStatus | None:
+        """A feed's state and its number of stored entries, for status pages."""
+        rows = self._feed_rows("WHERE f.name = ?", [name])
         return rows[0] if rows else None
 
-    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedState]:
+    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedStatus]:
         if names is None:
             return self._feed_rows("", [])
         marks = ",".join("?" for _ in names)
         return self._feed_rows(f"WHERE f.name IN ({marks})", list(names))
 
-    def _feed_rows(
-        self, where: str, params: list[Any], count_entries: bool = True
-    ) -> list[FeedState]:
-        count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)" if count_entries else "0"
+    def _feed_rows(self, where: str, params: list[Any]) -> list[FeedStatus]:
+        count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)"
         sql = f"SELECT f.*, {count} AS entry_count FROM feeds f {where} ORDER BY f.name"
-        return [_feed_state_from_row(r) for r in self.db.execute(sql, params).fetchall()]
+        return [_feed_status_from_row(r) for r in self.db.execute(sql, params).fetchall()]
 
     def known_entries(self, feed: str) -> dict[str, Known]:
         """Key → what is stored of every entry of a feed (hashes, link, uid).
@@ -158,102 +125,116 @@ class SqliteStore(SqliteBase):
         )
         return [d for (text,) in rows.fetchall() if (d := _dt(text)) is not None]
 
-    def defer_poll(self, feed: str, when: datetime, reason: str) -> None:
-        """Move a feed's next poll without polling it (its host asked us to wait)."""
-        with self._atomic():
-            self.db.execute(
-                "UPDATE feeds SET next_poll = ?, next_reason = ? WHERE name = ?",
-                [_ts(when), reason, feed],
-            )
-
     # --- one poll ----------------------------------------------------------------------------
 
-    def record_poll(self, rec: PollRecord) -> int:
-        """Write one poll: its new and updated entries and the feed's state, all or nothing.
+    def save_poll(
+        self, state: FeedState, new: Sequence[Entry] = (), updated: Sequence[Entry] = ()
+    ) -> int:
+        """Write one poll, all or nothing: the feed's state as given, whole (feedstate.py
+        decided it; nothing here computes any of it), and its new and updated entries. A poll
+        put off without a request writes only its state.
 
         Returns the store generation after the write (it grows whenever entries changed, which is
         what tells outputs to re-render).
         """
-        now = _ts(rec.now)
-        state: dict[str, Any] = {
-            "url": rec.url,
-            "last_poll": now,
-            "last_status": rec.status,
-            "next_poll": _ts(rec.next_poll),
-            "next_reason": rec.next_reason,
-            "backoff_level": rec.backoff_level,
-            "redirect_url": rec.redirect_url,
-            "redirect_count": rec.redirect_count,
-            "gone": int(rec.gone),
-        }
-        if rec.http_status is not None:
-            state["http_status"] = rec.http_status
-        if rec.status in ("error", "gone"):
-            state["last_error"] = rec.error
-        else:
-            state.update(last_ok=now, error_count=0, last_error=None, failing_since=None)
-        if rec.hints is not None:
-            state["hints"] = _hints_json(rec.hints)
-        if rec.validators is not None:
-            state.update(etag=rec.validators.etag, last_modified=rec.validators.last_modified)
-        if rec.body_hash is not None:
-            state["body_hash"] = rec.body_hash
-        if rec.title is not None:
-            state["title"] = rec.title
-        if rec.link is not None:
-            state["link"] = rec.link
-        if rec.status == "ok":
-            state["warning"] = rec.warning
-            state["language"] = rec.language
-        if rec.key_mode is not None:
-            state["key_mode"] = rec.key_mode
+        self._written.pop(state.name, None)
+        generation = self._save(state, new, updated, None, guarded=False)
+        assert generation is not None
+        return generation
+
+    def save_poll_if(
+        self,
+        expected: FeedState | None,
+        state: FeedState,
+        new: Sequence[Entry] = (),
+        updated: Sequence[Entry] = (),
+    ) -> int | None:
+        """`save_poll`, only if the feed's row still holds `expected` (None: there is no row),
+        the state the poll started from; else None, and nothing is written. Another process
+        (`aggregator fetch` beside the daemon) may have written the row since the poll read it
+        or cached it: the poller then applies its step to the row as it is now and tries again,
+        so a whole-state write never undoes another's. The check is part of the UPDATE itself,
+        unless the row is known to hold `expected` (see `_written`)."""
         with self._atomic():
-            sets = ", ".join(f"{k} = ?" for k in state)
-            extra = ""
-            if rec.status in ("error", "gone"):
-                # failing_since is the first error of the current run; it survives later errors.
-                extra = ", failing_since = coalesce(failing_since, ?)"
-                extra += ", error_count = error_count + 1"
-            params = [now] if extra else []
+            version = self.data_version()
+            known = self._written.pop(state.name, None)
+            unchanged = known is not None and known[0] is expected and known[1] == version
+            generation = self._save(state, new, updated, expected, guarded=not unchanged)
+        if generation is not None:
+            self._written[state.name] = (state, version)
+        return generation
+
+    def _save(
+        self,
+        state: FeedState,
+        new: Sequence[Entry],
+        updated: Sequence[Entry],
+        expected: FeedState | None,
+        guarded: bool,
+    ) -> int | None:
+        with self._atomic():
+            if not self._write_feed(state, expected, guarded):
+                return None
+            if not new and not updated:
+                return self._generation()
+            assert state.last_poll is not None  # the poll's `now`
+            self._write_entries(state.last_poll, new, updated)
+            return self.bump_generation()
+
+    def record_poll(self, rec: PollRecord) -> int:
+        """Apply a poll's record to the stored state (feedstate.next_state) and save it, for
+        callers that keep no state of their own (tools, tests); the poller keeps each feed's
+        state and calls save_poll_if."""
+        with self._atomic():
+            state = next_state(self.poll_state(rec.feed), rec)
+            return self.save_poll(state, rec.new, rec.updated)
+
+    def _write_feed(
+        self, state: FeedState, expected: FeedState | None = None, guarded: bool = False
+    ) -> bool:
+        """Write a feed's row whole; False when `guarded` and the row no longer holds
+        `expected` (nothing written then)."""
+        values = _feed_values(state)
+        if guarded and expected is None:
+            return bool(self.db.execute(_INSERT_FEED_IF, [state.name, *values]).rowcount)
+        if guarded:
+            assert expected is not None
+            guard = [*values, state.name, *_feed_values(expected)]
+            return bool(self.db.execute(_UPDATE_FEED_IF, guard).rowcount)
+        if self.db.execute(_UPDATE_FEED, [*values, state.name]).rowcount == 0:
+            self.db.execute(_INSERT_FEED, [state.name, *values])
+        return True
+
+    def _write_entries(
+        self, when: datetime, new: Sequence[Entry], updated: Sequence[Entry]
+    ) -> None:
+        now = _ts(when)
+        if new:
+            rows = [[*_entry_row(entry).values(), now, now] for entry in new]
+            self.db.conn.executemany(_INSERT_ENTRY, rows)
+        for entry in updated:
+            old = self.db.execute(
+                "SELECT first_seen FROM entries WHERE feed = ? AND key = ?",
+                [entry.feed, entry.key],
+            ).fetchone()
+            first_seen = _dt(old["first_seen"]) if old else when
+            assert first_seen is not None
+            row = _entry_row(with_first_seen_date(entry, first_seen))
+            row["last_changed"] = now
+            # first_seen and uid are left out: an update never changes an entry's identity.
+            row.pop("uid")
+            keys = ("feed", "key")
+            sets = ", ".join(f"{k} = ?" for k in row if k not in keys)
             cur = self.db.execute(
-                f"UPDATE feeds SET {sets}{extra} WHERE name = ?",
-                [*state.values(), *params, rec.feed],
+                f"UPDATE entries SET {sets} WHERE feed = ? AND key = ?",
+                [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key],
             )
             if cur.rowcount == 0:
-                self.db.execute("INSERT INTO feeds (name, url) VALUES (?, ?)", [rec.feed, rec.url])
+                # A pruned entry edited upstream: remember its new hash, store nothing.
                 self.db.execute(
-                    f"UPDATE feeds SET {sets}{extra} WHERE name = ?",
-                    [*state.values(), *params, rec.feed],
+                    "UPDATE pruned SET content_hash = ? WHERE feed = ? AND key = ?",
+                    [entry.content_hash, entry.feed, entry.key],
                 )
-            if rec.new:
-                rows = [[*_entry_row(entry).values(), now, now] for entry in rec.new]
-                self.db.conn.executemany(_INSERT_ENTRY, rows)
-            for entry in rec.updated:
-                old = self.db.execute(
-                    "SELECT first_seen FROM entries WHERE feed = ? AND key = ?",
-                    [entry.feed, entry.key],
-                ).fetchone()
-                first_seen = _dt(old["first_seen"]) if old else rec.now
-                assert first_seen is not None
-                row = _entry_row(with_first_seen_date(entry, first_seen))
-                row["last_changed"] = now
-                # first_seen and uid are left out: an update never changes an entry's identity.
-                row.pop("uid")
-                keys = ("feed", "key")
-                sets = ", ".join(f"{k} = ?" for k in row if k not in keys)
-                cur = self.db.execute(
-                    f"UPDATE entries SET {sets} WHERE feed = ? AND key = ?",
-                    [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key],
-                )
-                if cur.rowcount == 0:
-                    # A pruned entry edited upstream: remember its new hash, store nothing.
-                    self.db.execute(
-                        "UPDATE pruned SET content_hash = ? WHERE feed = ? AND key = ?",
-                        [entry.content_hash, entry.feed, entry.key],
-                    )
-            if rec.new or rec.updated:
-                self.bump_generation()
-            return self._generation()
 
     # --- reading entries ---------------------------------------------------------------------
 
