@@ -20,11 +20,13 @@ from . import postgres_articles as queue
 from .articles import RETRY_DELAYS
 from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
-from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow, Store
+from .protocol import Article, Due, Entries, FeedTest, Sanitized, SanitizeRow, Store
 from .rows import (
+    FEED_COLUMNS,
     _entry_row,
     _feed_state_from_row,
     _feed_status_from_row,
+    _feed_values,
     _hints_json,
     _stored_from_row,
 )
@@ -40,66 +42,14 @@ _AFTER = (
     " AND (e.published < %(p)s OR (e.published = %(p)s AND (e.first_seen < %(f)s OR "
     '(e.first_seen = %(f)s AND e.uid COLLATE "C" > %(u)s))))'
 )
-# Written whole from a FeedState (entry_count is not a column).
-_STATE_COLUMNS = (
-    "url",
-    "title",
-    "link",
-    "etag",
-    "last_modified",
-    "body_hash",
-    "last_poll",
-    "last_ok",
-    "last_status",
-    "http_status",
-    "error_count",
-    "last_error",
-    "next_poll",
-    "warning",
-    "language",
-    "key_mode",
-    "next_reason",
-    "next_kind",
-    "backoff_level",
-    "failing_since",
-    "redirect_url",
-    "redirect_count",
-    "gone",
-    "hints",
-)
 
 
 def _state_values(state: FeedState) -> list[Any]:
-    # The stored form of each _STATE_COLUMNS field; times in whole seconds, as SQLite keeps them.
+    # The stored form of each FEED_COLUMNS field; times in whole seconds, as SQLite keeps them.
     def t(when: datetime | None) -> datetime | None:
         return _second(when) if when is not None else None
 
-    return [
-        state.url,
-        state.title,
-        state.link,
-        state.validators.etag,
-        state.validators.last_modified,
-        state.body_hash,
-        t(state.last_poll),
-        t(state.last_ok),
-        state.last_status,
-        state.http_status,
-        state.error_count,
-        state.last_error,
-        t(state.next_poll),
-        state.warning,
-        state.language,
-        state.key_mode,
-        state.next_reason,
-        str(state.next_kind) if state.next_kind is not None else None,
-        state.backoff_level,
-        t(state.failing_since),
-        state.redirect_url,
-        state.redirect_count,
-        int(state.gone),
-        _hints_json(state.hints),
-    ]
+    return _feed_values(state, t, _hints_json)
 
 
 @pg_store_errors
@@ -179,9 +129,7 @@ class PostgresStore(PostgresBase):
 
     # --- one poll ----------------------------------------------------------------------------
 
-    def save_poll(
-        self, state: FeedState, new: Sequence[Entry] = (), updated: Sequence[Entry] = ()
-    ) -> int:
+    def save_poll(self, state: FeedState, new: Entries = (), updated: Entries = ()) -> int:
         """Write one poll, all or nothing: the feed's state as given, whole, and its new and
         updated entries (as sqlite.Store.save_poll). Returns the generation after the write."""
         with self._transaction():
@@ -189,11 +137,7 @@ class PostgresStore(PostgresBase):
             return self._write_entries(state, new, updated)
 
     def save_poll_if(
-        self,
-        expected: FeedState | None,
-        state: FeedState,
-        new: Sequence[Entry] = (),
-        updated: Sequence[Entry] = (),
+        self, expected: FeedState | None, state: FeedState, new: Entries = (), updated: Entries = ()
     ) -> int | None:
         """`save_poll`, only if the feed's row (locked until the commit) still holds
         `expected` (None: there is no row); else None, and nothing is written."""
@@ -243,10 +187,10 @@ class PostgresStore(PostgresBase):
         return self.bump_generation()
 
     def _write_state(self, state: FeedState) -> None:
-        sets = ", ".join(f"{c} = excluded.{c}" for c in _STATE_COLUMNS)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in FEED_COLUMNS)
         self.conn.execute(
-            f"INSERT INTO feeds (name, {', '.join(_STATE_COLUMNS)}) "
-            f"VALUES (%s{', %s' * len(_STATE_COLUMNS)}) "
+            f"INSERT INTO feeds (name, {', '.join(FEED_COLUMNS)}) "
+            f"VALUES (%s{', %s' * len(FEED_COLUMNS)}) "
             f"ON CONFLICT (name) DO UPDATE SET {sets}".encode(),
             [state.name, *_state_values(state)],
         )

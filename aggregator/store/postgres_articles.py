@@ -16,6 +16,7 @@ from ..outputs.dedupe import match_key
 from .articles import group_due, not_longer
 from .postgres_connection import PostgresBase, Row
 from .protocol import Article, Due, Sanitized, SanitizeRow
+from .sanitized import PROGRESS_QUERY, resume_point
 
 
 def _finish(
@@ -209,18 +210,7 @@ def counts(store: PostgresBase, feeds: Sequence[str] | None) -> dict[str, dict[s
 
 def sanitize_resume(store: PostgresBase, policy: str) -> int | None:
     """The entry id after which rows still need `policy`; None when every row has it."""
-    meta = {
-        r["key"]: r["value"]
-        for r in store._all(
-            "SELECT key, value FROM meta WHERE key IN "
-            "('sanitize_policy', 'sanitize_target', 'sanitize_rowid')"
-        )
-    }
-    if meta.get("sanitize_policy") == policy:
-        return None
-    if meta.get("sanitize_target") == policy:
-        return int(meta.get("sanitize_rowid") or 0)
-    return 0
+    return resume_point({r["key"]: r["value"] for r in store._all(PROGRESS_QUERY)}, policy)
 
 
 def sanitize_batch(store: PostgresBase, after: int, rows: int) -> list[SanitizeRow]:

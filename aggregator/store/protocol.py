@@ -24,6 +24,8 @@ SanitizeRow = tuple[int, str, str, str | None, str]
 Sanitized = tuple[int, str, str, str]
 # Asked of a feed by name: does it want full content, are its pages fetched with credentials?
 FeedTest = Callable[[str], bool]
+# A poll's new or updated entries, as save_poll and save_poll_if take them.
+Entries = Sequence[Entry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,18 +106,12 @@ class Store(Protocol):
     def feed_languages(self, names: Sequence[str]) -> dict[str, str | None]:
         """The language each named feed declared on its last successful poll."""
 
-    def save_poll(
-        self, state: FeedState, new: Sequence[Entry] = (), updated: Sequence[Entry] = ()
-    ) -> int:
+    def save_poll(self, state: FeedState, new: Entries = (), updated: Entries = ()) -> int:
         """Write a feed's state as given, whole (the store computes none of it), with a poll's
         new and updated entries, in one transaction; returns the generation after it."""
 
     def save_poll_if(
-        self,
-        expected: FeedState | None,
-        state: FeedState,
-        new: Sequence[Entry] = (),
-        updated: Sequence[Entry] = (),
+        self, expected: FeedState | None, state: FeedState, new: Entries = (), updated: Entries = ()
     ) -> int | None:
         """`save_poll` only while the feed's row still holds `expected` (None: no row);
         else None and nothing written: another process wrote the row since it was read."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
@@ -175,8 +176,13 @@ def _hints_text(hints: FeedHints) -> str | None:
     return _hints_json(hints) if hints != _NO_HINTS else None
 
 
-def _feed_values(state: FeedState) -> list[Any]:
-    """The FEED_COLUMNS values of a feed's state, in order."""
+def _feed_values(
+    state: FeedState,
+    ts: Callable[[datetime | None], Any] = _ts,
+    hints: Callable[[FeedHints], str | None] = _hints_text,
+) -> list[Any]:
+    """The FEED_COLUMNS values of a feed's state, in order; `ts` and `hints` give a dialect's
+    stored form of a time and of the hints (SQLite's by default)."""
     return [
         state.url,
         state.title,
@@ -184,24 +190,24 @@ def _feed_values(state: FeedState) -> list[Any]:
         state.validators.etag,
         state.validators.last_modified,
         state.body_hash,
-        _ts(state.last_poll),
-        _ts(state.last_ok),
+        ts(state.last_poll),
+        ts(state.last_ok),
         state.last_status,
         state.http_status,
         state.error_count,
         state.last_error,
-        _ts(state.next_poll),
+        ts(state.next_poll),
         state.warning,
         state.language,
         state.key_mode,
         state.next_reason,
         str(state.next_kind) if state.next_kind is not None else None,
         state.backoff_level,
-        _ts(state.failing_since),
+        ts(state.failing_since),
         state.redirect_url,
         state.redirect_count,
         int(state.gone),
-        _hints_text(state.hints),
+        hints(state.hints),
     ]
 
 

@@ -8,25 +8,31 @@ restart resumes where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .connection import SqliteBase
 from .protocol import Sanitized, SanitizeRow
 
+# The meta rows that hold the pass's progress (the same query on either dialect).
+PROGRESS_QUERY = (
+    "SELECT key, value FROM meta WHERE key IN "
+    "('sanitize_policy', 'sanitize_target', 'sanitize_rowid')"
+)
 
-def resume_after(store: SqliteBase, policy: str) -> int | None:
-    """The rowid after which rows still need `policy`; None when every row has it."""
-    meta = dict(
-        store.db.execute(
-            "SELECT key, value FROM meta WHERE key IN "
-            "('sanitize_policy', 'sanitize_target', 'sanitize_rowid')"
-        ).fetchall()
-    )
+
+def resume_point(meta: Mapping[str, str], policy: str) -> int | None:
+    """From the progress keys: the row after which rows still need `policy` (0: all of them);
+    None when every row has it. Shared by both stores."""
     if meta.get("sanitize_policy") == policy:
         return None
     if meta.get("sanitize_target") == policy:
         return int(meta.get("sanitize_rowid") or 0)
     return 0
+
+
+def resume_after(store: SqliteBase, policy: str) -> int | None:
+    """The rowid after which rows still need `policy`; None when every row has it."""
+    return resume_point(dict(store.db.execute(PROGRESS_QUERY).fetchall()), policy)
 
 
 def read_batch(store: SqliteBase, after: int, rows: int) -> list[SanitizeRow]:

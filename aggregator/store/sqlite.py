@@ -21,7 +21,7 @@ from ..ingest.identity import uid_for, with_first_seen_date
 from ..models import Entry, FeedState, FeedStatus, Known, PollRecord, StoredEntry
 from . import articles, sanitized
 from .connection import SqliteBase, store_errors
-from .protocol import Article, Due, FeedTest, Sanitized, SanitizeRow
+from .protocol import Article, Due, Entries, FeedTest, Sanitized, SanitizeRow
 from .rows import (
     _INSERT_ENTRY,
     _INSERT_FEED,
@@ -127,9 +127,7 @@ class SqliteStore(SqliteBase):
 
     # --- one poll ----------------------------------------------------------------------------
 
-    def save_poll(
-        self, state: FeedState, new: Sequence[Entry] = (), updated: Sequence[Entry] = ()
-    ) -> int:
+    def save_poll(self, state: FeedState, new: Entries = (), updated: Entries = ()) -> int:
         """Write one poll, all or nothing: the feed's state as given, whole (feedstate.py
         decided it; nothing here computes any of it), and its new and updated entries. A poll
         put off without a request writes only its state.
@@ -143,11 +141,7 @@ class SqliteStore(SqliteBase):
         return generation
 
     def save_poll_if(
-        self,
-        expected: FeedState | None,
-        state: FeedState,
-        new: Sequence[Entry] = (),
-        updated: Sequence[Entry] = (),
+        self, expected: FeedState | None, state: FeedState, new: Entries = (), updated: Entries = ()
     ) -> int | None:
         """`save_poll`, only if the feed's row still holds `expected` (None: there is no row),
         the state the poll started from; else None, and nothing is written. Another process
