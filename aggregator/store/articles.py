@@ -14,7 +14,8 @@ one connection. Two tables, made by migration m008 (see schema.py):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,27 +37,47 @@ def _cached(store: SqliteBase, link: str) -> dict[str, Any] | None:
 
 
 def _apply(store: SqliteBase, feed: str, key: str, article: dict[str, Any], now: datetime) -> bool:
-    """Give one entry the cached page's outcome; True when its content changed. A page with
-    no more text than the feed's own keeps the feed's text (and says so)."""
+    """Give one entry the cached page's outcome; True when its content changed."""
+    return apply_page(
+        article,
+        lambda: store.db.execute(
+            "SELECT summary, content FROM entries WHERE feed = ? AND key = ?", [feed, key]
+        ).fetchone(),
+        functools.partial(_finish, store, feed, key, now=now),
+        lambda content: store.db.execute(_TAKE_CONTENT_QMARK, [content, feed, key]),
+    )
+
+
+# The feed's own text stays, as the summary; the page's becomes the content.
+TAKE_CONTENT = (
+    "UPDATE entries SET summary = CASE WHEN summary = '' THEN content ELSE summary END, "
+    "content = %s WHERE feed = %s AND key = %s"
+)
+_TAKE_CONTENT_QMARK = TAKE_CONTENT.replace("%s", "?")  # SQLite's placeholders
+
+
+def apply_page(
+    article: Mapping[str, Any],
+    entry_text: Callable[[], Any],
+    finish: Callable[..., None],
+    take_content: Callable[[str], object],
+) -> bool:
+    """The steps of giving an entry its cached page's outcome, the same on both stores (each
+    passes its own queries): a failed page fails the entry; one with no more text than the
+    feed's own (`entry_text()`: its summary and content row, None when gone) keeps the feed's
+    text, and says so; else the page's text becomes the content. True when content changed."""
     if article["status"] != "ok":
-        _finish(store, feed, key, "failed", error=article["error"], now=now)
+        finish("failed", error=article["error"])
         return False
-    row = store.db.execute(
-        "SELECT summary, content FROM entries WHERE feed = ? AND key = ?", [feed, key]
-    ).fetchone()
+    row = entry_text()
     if row is None:
         return False
     error = not_longer(article["text_length"], row["summary"], row["content"])
     if error is not None:
-        _finish(store, feed, key, "failed", error=error, now=now)
+        finish("failed", error=error)
         return False
-    # The feed's own text stays, as the summary; the page's becomes the content.
-    store.db.execute(
-        "UPDATE entries SET summary = CASE WHEN summary = '' THEN content ELSE summary END, "
-        "content = ? WHERE feed = ? AND key = ?",
-        [article["content"], feed, key],
-    )
-    _finish(store, feed, key, "extracted", method=article["method"], source=article["url"], now=now)
+    take_content(article["content"])
+    finish("extracted", method=article["method"], source=article["url"])
     return True
 
 
@@ -72,22 +93,32 @@ def not_longer(text_length: int, summary: str, content: str) -> str | None:
     )
 
 
-def _finish(
-    store: SqliteBase,
+# An entry's outcome, written once its page was fetched or failed (both stores' query).
+FINISH = (
+    "UPDATE entry_articles SET status = %s, error = %s, method = %s, source = %s, "
+    "done_at = %s, next_try = NULL WHERE feed = %s AND key = %s"
+)
+_FINISH_QMARK = FINISH.replace("%s", "?")
+
+
+def finish_values(
     feed: str,
     key: str,
     status: str,
+    done_at: object,
     *,
-    now: datetime,
     error: str | None = None,
     method: str | None = None,
     source: str | None = None,
+) -> list[object]:
+    """FINISH's parameters, in order; `done_at` in the dialect's stored form of a time."""
+    return [status, error, method, source, done_at, feed, key]
+
+
+def _finish(
+    store: SqliteBase, feed: str, key: str, status: str, *, now: datetime, **outcome: str | None
 ) -> None:
-    store.db.execute(
-        "UPDATE entry_articles SET status = ?, error = ?, method = ?, source = ?, done_at = ?, "
-        "next_try = NULL WHERE feed = ? AND key = ?",
-        [status, error, method, source, _ts(now), feed, key],
-    )
+    store.db.execute(_FINISH_QMARK, finish_values(feed, key, status, _ts(now), **outcome))
 
 
 def mark_entries(
@@ -107,12 +138,19 @@ def mark_entries(
         return None
     scope = rec.feed if private(rec.feed) else None
     with store._atomic():  # the same unit of work as the poll's own write, when batched
-        changed = False
-        for entry in rec.new:
-            changed |= _mark(store, entry, rec.now, scope, new=True)
-        for entry in rec.updated:
-            changed |= _mark(store, entry, rec.now, scope, new=False)
+        changed = mark_each(rec, lambda entry, new: _mark(store, entry, rec.now, scope, new=new))
         return store.bump_generation() if changed else None
+
+
+def mark_each(rec: PollRecord, mark: Callable[[Entry, bool], bool]) -> bool:
+    """`mark(entry, new)` for each of a poll's new entries, then its updated ones (both
+    stores'); True when some entry's content changed."""
+    changed = False
+    for entry in rec.new:
+        changed |= mark(entry, True)
+    for entry in rec.updated:
+        changed |= mark(entry, False)
+    return changed
 
 
 def _mark(store: SqliteBase, entry: Entry, now: datetime, scope: str | None, *, new: bool) -> bool:
@@ -192,6 +230,32 @@ def defer(store: SqliteBase, link: str, when: datetime) -> None:
         )
 
 
+def retry_time(
+    attempts: int, article: Article, now: datetime, retry_delays: Sequence[timedelta]
+) -> datetime | str:
+    """After a transient failure of a page an entry had tried `attempts` times before: when to
+    try again, or, with the retries spent, the error the entry fails with. Both stores'."""
+    tried = attempts + 1
+    if tried > len(retry_delays):
+        return f"gave up after {tried} attempts: {article.error}"
+    when = now + retry_delays[tried - 1]
+    return max(when, article.retry_at) if article.retry_at is not None else when
+
+
+def article_row(link: str, article: Article, fetched_at: object) -> dict[str, Any]:
+    """The articles row of what a page gave; `fetched_at` in the dialect's form of a time."""
+    return {
+        "link": link,
+        "status": "failed" if article.error is not None else "ok",
+        "url": article.url,
+        "content": article.content,
+        "text_length": article.text_length,
+        "method": article.method or None,
+        "error": article.error,
+        "fetched_at": fetched_at,
+    }
+
+
 def record(
     store: SqliteBase,
     link: str,
@@ -217,30 +281,17 @@ def _record(
     ]
     if article.error is not None and article.transient:
         for feed, key, attempts in pending:
-            tried = attempts + 1
-            if tried > len(retry_delays):
-                error = f"gave up after {tried} attempts: {article.error}"
-                _finish(store, feed, key, "failed", error=error, now=now)
-                continue
-            when = now + retry_delays[tried - 1]
-            if article.retry_at is not None:
-                when = max(when, article.retry_at)
-            store.db.execute(
-                "UPDATE entry_articles SET attempts = ?, next_try = ?, error = ? "
-                "WHERE feed = ? AND key = ?",
-                [tried, _ts(when), article.error, feed, key],
-            )
+            when = retry_time(attempts, article, now, retry_delays)
+            if isinstance(when, str):
+                _finish(store, feed, key, "failed", error=when, now=now)
+            else:
+                store.db.execute(
+                    "UPDATE entry_articles SET attempts = ?, next_try = ?, error = ? "
+                    "WHERE feed = ? AND key = ?",
+                    [attempts + 1, _ts(when), article.error, feed, key],
+                )
         return None
-    row = {
-        "link": link,
-        "status": "failed" if article.error is not None else "ok",
-        "url": article.url,
-        "content": article.content,
-        "text_length": article.text_length,
-        "method": article.method or None,
-        "error": article.error,
-        "fetched_at": _ts(now),
-    }
+    row = article_row(link, article, _ts(now))
     store.db.execute(
         "INSERT OR REPLACE INTO articles (link, status, url, content, text_length, method, "
         "error, fetched_at) VALUES (:link, :status, :url, :content, :text_length, :method, "
@@ -255,14 +306,20 @@ def _record(
 
 def counts(store: SqliteBase, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
     """Per feed: how many of its entries' articles were extracted, failed, are pending."""
-    rows = store.db.execute(
-        "SELECT feed, status, count(*) AS n FROM entry_articles GROUP BY feed, status"
-    ).fetchall()
+    return tally(store.db.execute(COUNTS).fetchall(), feeds)
+
+
+# Each feed's entries by article status (both stores' query).
+COUNTS = "SELECT feed, status, count(*) AS n FROM entry_articles GROUP BY feed, status"
+
+
+def tally(rows: Iterable[Any], feeds: Sequence[str] | None) -> dict[str, dict[str, int]]:
+    """(feed, status, n) rows as per-feed counts of each status, of `feeds` (None: all)."""
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         if feeds is None or r["feed"] in feeds:
-            tally = out.setdefault(r["feed"], {"extracted": 0, "failed": 0, "pending": 0})
-            tally[r["status"]] = r["n"]
+            counted = out.setdefault(r["feed"], {"extracted": 0, "failed": 0, "pending": 0})
+            counted[r["status"]] = r["n"]
     return out
 
 

@@ -7,59 +7,47 @@ transaction, since on PostgreSQL another process may be writing them at the same
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from ..ingest.feedstate import second as _second
 from ..models import Entry, PollRecord
 from ..outputs.dedupe import match_key
-from .articles import group_due, not_longer
+from .articles import (
+    FINISH,
+    TAKE_CONTENT,
+    apply_page,
+    article_row,
+    finish_values,
+    group_due,
+    mark_each,
+    retry_time,
+    tally,
+)
 from .postgres_connection import PostgresBase, Row
 from .protocol import Article, Due, Sanitized, SanitizeRow
-from .sanitized import PROGRESS_QUERY, resume_point
+from .sanitized import PROGRESS_QUERY, SAVE_PROGRESS, progress_rows, resume_point
 
 
 def _finish(
-    store: PostgresBase,
-    feed: str,
-    key: str,
-    status: str,
-    *,
-    now: datetime,
-    error: str | None = None,
-    method: str | None = None,
-    source: str | None = None,
+    store: PostgresBase, feed: str, key: str, status: str, *, now: datetime, **outcome: str | None
 ) -> None:
-    store.conn.execute(
-        "UPDATE entry_articles SET status = %s, error = %s, method = %s, source = %s, "
-        "done_at = %s, next_try = NULL WHERE feed = %s AND key = %s",
-        [status, error, method, source, _second(now), feed, key],
-    )
+    store.conn.execute(FINISH, finish_values(feed, key, status, _second(now), **outcome))
 
 
 def _apply(store: PostgresBase, feed: str, key: str, article: Row, now: datetime) -> bool:
-    """Give one entry the cached page's outcome (see articles._apply); True when its content
-    changed."""
-    if article["status"] != "ok":
-        _finish(store, feed, key, "failed", error=article["error"], now=now)
-        return False
-    row = store._one(
-        "SELECT summary, content FROM entries WHERE feed = %s AND key = %s FOR UPDATE",
-        [feed, key],
+    """Give one entry the cached page's outcome (articles.apply_page); True when its content
+    changed. The entry's row is locked until the commit."""
+    return apply_page(
+        article,
+        lambda: store._one(
+            "SELECT summary, content FROM entries WHERE feed = %s AND key = %s FOR UPDATE",
+            [feed, key],
+        ),
+        functools.partial(_finish, store, feed, key, now=now),
+        lambda content: store.conn.execute(TAKE_CONTENT, [content, feed, key]),
     )
-    if row is None:
-        return False
-    error = not_longer(article["text_length"], row["summary"], row["content"])
-    if error is not None:
-        _finish(store, feed, key, "failed", error=error, now=now)
-        return False
-    store.conn.execute(
-        "UPDATE entries SET summary = CASE WHEN summary = '' THEN content ELSE summary END, "
-        "content = %s WHERE feed = %s AND key = %s",
-        [article["content"], feed, key],
-    )
-    _finish(store, feed, key, "extracted", method=article["method"], source=article["url"], now=now)
-    return True
 
 
 def _cached(store: PostgresBase, link: str) -> Row | None:
@@ -79,11 +67,7 @@ def mark_entries(
         return None
     scope = rec.feed if private(rec.feed) else None
     with store.atomic():
-        changed = False
-        for entry in rec.new:
-            changed |= _mark(store, entry, rec.now, scope, new=True)
-        for entry in rec.updated:
-            changed |= _mark(store, entry, rec.now, scope, new=False)
+        changed = mark_each(rec, lambda entry, new: _mark(store, entry, rec.now, scope, new=new))
         return store.bump_generation() if changed else None
 
 
@@ -156,30 +140,17 @@ def record(
         )
         if article.error is not None and article.transient:
             for p in pending:
-                tried = p["attempts"] + 1
-                if tried > len(retry_delays):
-                    error = f"gave up after {tried} attempts: {article.error}"
-                    _finish(store, p["feed"], p["key"], "failed", error=error, now=now)
+                when = retry_time(p["attempts"], article, now, retry_delays)
+                if isinstance(when, str):
+                    _finish(store, p["feed"], p["key"], "failed", error=when, now=now)
                     continue
-                when = now + retry_delays[tried - 1]
-                if article.retry_at is not None:
-                    when = max(when, article.retry_at)
                 store.conn.execute(
                     "UPDATE entry_articles SET attempts = %s, next_try = %s, error = %s "
                     "WHERE feed = %s AND key = %s",
-                    [tried, _second(when), article.error, p["feed"], p["key"]],
+                    [p["attempts"] + 1, _second(when), article.error, p["feed"], p["key"]],
                 )
             return None
-        row: Row = {
-            "link": link,
-            "status": "failed" if article.error is not None else "ok",
-            "url": article.url,
-            "content": article.content,
-            "text_length": article.text_length,
-            "method": article.method or None,
-            "error": article.error,
-            "fetched_at": _second(now),
-        }
+        row: Row = article_row(link, article, _second(now))
         columns = ", ".join(row)
         store.conn.execute(
             f"INSERT INTO articles ({columns}) VALUES ({', '.join(f'%({c})s' for c in row)}) "
@@ -195,14 +166,10 @@ def record(
 
 def counts(store: PostgresBase, feeds: Sequence[str] | None) -> dict[str, dict[str, int]]:
     """Per feed: how many of its entries' articles were extracted, failed, are pending."""
-    out: dict[str, dict[str, int]] = {}
-    for r in store._all(
+    rows = store._all(
         "SELECT feed, status, count(*) AS n FROM entry_articles GROUP BY feed, status"
-    ):
-        if feeds is None or r["feed"] in feeds:
-            tally = out.setdefault(r["feed"], {"extracted": 0, "failed": 0, "pending": 0})
-            tally[r["status"]] = r["n"]
-    return out
+    )
+    return tally(rows, feeds)
 
 
 # --- the re-sanitising pass (progress in meta, as store/sanitized.py keeps it) ---------------
@@ -234,14 +201,7 @@ def write_sanitized(
             "UPDATE entries SET summary = %s, content = %s WHERE id = %s AND content_hash = %s",
             [(s, c, rowid, h) for rowid, s, c, h in cleaned],
         )
-        progress = {"sanitize_target": policy, "sanitize_rowid": str(last)}
-        if done:
-            progress["sanitize_policy"] = policy
-        store._many(
-            "INSERT INTO meta (key, value) VALUES (%s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            list(progress.items()),
-        )
+        store._many(SAVE_PROGRESS, progress_rows(policy, last, done))
         if cleaned:
             store.bump_generation()
         return store.generation()

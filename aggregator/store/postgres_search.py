@@ -16,6 +16,7 @@ be taken for an operator.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _WEIGHTS = {"title": "A", "summary": "B", "content": "C"}
 _ALL = "ABC"
@@ -76,46 +77,53 @@ class _Parser:
         tok = self.peek()
         return tok is not None and tok[0] == kind and (text is None or tok[1] == text)
 
+    def skip(self, kind: str, text: str | None = None) -> bool:
+        """Step over the next token if it is this one; whether it was."""
+        if not self.at(kind, text):
+            return False
+        self.i += 1
+        return True
+
     # Precedence as FTS5 has it: NOT binds tightest, then AND (written or implied), then OR.
     def any(self, weights: str) -> str:
-        left = self.all(weights)
-        while self.at("k", "OR"):
-            self.i += 1
-            left = f"({left} | {self.all(weights)})"
-        return left
+        return self.chain(self.all, weights, "({} | {})", lambda: self.skip("k", "OR"))
 
     def all(self, weights: str) -> str:
-        left = self.nots(weights)
-        while self.peek() is not None and not self.at("k", "OR") and not self.at("p", ")"):
-            if self.at("k", "AND"):
-                self.i += 1
-            left = f"({left} & {self.nots(weights)})"
-        return left
+        return self.chain(self.nots, weights, "({} & {})", self.and_follows)
 
     def nots(self, weights: str) -> str:
-        left = self.unit(weights)
-        while self.at("k", "NOT"):
-            self.i += 1
-            left = f"({left} & !{self.unit(weights)})"
+        return self.chain(self.unit, weights, "({} & !{})", lambda: self.skip("k", "NOT"))
+
+    def chain(
+        self, operand: Callable[[str], str], weights: str, form: str, more: Callable[[], bool]
+    ) -> str:
+        """Operands joined left to right into `form` while `more()` (which steps over the
+        operator, if written) says another follows."""
+        left = operand(weights)
+        while more():
+            left = form.format(left, operand(weights))
         return left
+
+    def and_follows(self) -> bool:
+        # AND, written (stepped over) or implied by the next unit; OR or a ')' ends the run.
+        if self.peek() is None or self.at("k", "OR") or self.at("p", ")"):
+            return False
+        self.skip("k", "AND")
+        return True
 
     def unit(self, weights: str) -> str:
         weights = self.columns(weights)
-        if self.at("p", "^"):
-            self.i += 1  # start of column: not expressible, the term alone
-        if self.at("p", "("):
-            self.i += 1
+        self.skip("p", "^")  # start of column: not expressible, the term alone
+        if self.skip("p", "("):
             inner = self.any(weights)
             self.take("p", ")")
             return inner
-        if self.at("k", "NEAR"):
-            self.i += 1
+        if self.skip("k", "NEAR"):
             self.take("p", "(")
             terms = [self.phrase(weights)]
             while not self.at("p", ")") and not self.at("p", ","):
                 terms.append(self.phrase(weights))
-            if self.at("p", ","):
-                self.i += 1
+            if self.skip("p", ","):
                 self.take("s")  # the distance
             self.take("p", ")")
             return "(" + " & ".join(terms) + ")"
@@ -124,12 +132,9 @@ class _Parser:
     def columns(self, weights: str) -> str:
         """A column filter before a unit, if any: the weights it leaves searchable."""
         start = self.i
-        exclude = self.at("p", "-")
-        if exclude:
-            self.i += 1
+        exclude = self.skip("p", "-")
         names: list[str] = []
-        if self.at("p", "{"):
-            self.i += 1
+        if self.skip("p", "{"):
             while not self.at("p", "}"):
                 names.append(self.take("s"))
             self.i += 1
@@ -159,16 +164,13 @@ class _Parser:
 
     def phrase(self, weights: str) -> str:
         parts = [self.string(weights)]
-        while self.at("p", "+"):
-            self.i += 1
+        while self.skip("p", "+"):
             parts.append(self.string(weights))
         return parts[0] if len(parts) == 1 else "(" + " <-> ".join(parts) + ")"
 
     def string(self, weights: str) -> str:
         text = self.take("s")
-        prefix = self.at("p", "*")
-        if prefix:
-            self.i += 1
+        prefix = self.skip("p", "*")
         return _term(text, prefix, weights)
 
 

@@ -30,6 +30,22 @@ def resume_point(meta: Mapping[str, str], policy: str) -> int | None:
     return 0
 
 
+# A progress key written (both stores' query, %s placeholders as PostgreSQL has them).
+SAVE_PROGRESS = (
+    "INSERT INTO meta (key, value) VALUES (%s, %s) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+
+def progress_rows(policy: str, last: int, done: bool) -> list[tuple[str, str]]:
+    """The progress keys a batch leaves: how far the pass applying `policy` got and, once it
+    is `done`, that every row has it."""
+    progress = [("sanitize_target", policy), ("sanitize_rowid", str(last))]
+    if done:
+        progress.append(("sanitize_policy", policy))
+    return progress
+
+
 def resume_after(store: SqliteBase, policy: str) -> int | None:
     """The rowid after which rows still need `policy`; None when every row has it."""
     return resume_point(dict(store.db.execute(PROGRESS_QUERY).fetchall()), policy)
@@ -57,13 +73,8 @@ def write_batch(
             "UPDATE entries SET summary = ?, content = ? WHERE rowid = ? AND content_hash = ?",
             [(s, c, rowid, h) for rowid, s, c, h in cleaned],
         )
-        progress = {"sanitize_target": policy, "sanitize_rowid": str(last)}
-        if done:
-            progress["sanitize_policy"] = policy
         store.db.conn.executemany(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            list(progress.items()),
+            SAVE_PROGRESS.replace("%s", "?"), progress_rows(policy, last, done)
         )
         if cleaned:
             store.bump_generation()
