@@ -14,21 +14,23 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StoreError
 from ..ingest.feedstate import moved, next_state
 from ..ingest.feedstate import second as _second
-from ..ingest.identity import Known, uid_for, with_first_seen_date
+from ..ingest.identity import Known, uid_for
 from ..models import Entry, FeedState, FeedStatus, PollRecord, StoredEntry
 from . import postgres_articles as queue
-from .articles import RETRY_DELAYS
+from .common import StoreCommon
 from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
-from .protocol import Article, Due, Entries, FeedTest, Sanitized, SanitizeRow, Store
+from .protocol import Entries, Store
 from .rows import (
     FEED_COLUMNS,
+    UPDATE_PRUNED,
     _entry_row,
     _feed_state_from_row,
     _feed_status_from_row,
     _feed_values,
     _hints_json,
     _stored_from_row,
+    entry_update,
 )
 
 _SELECT_STORED = (
@@ -53,8 +55,12 @@ def _state_values(state: FeedState) -> list[Any]:
 
 
 @pg_store_errors
-class PostgresStore(PostgresBase):
+class PostgresStore(StoreCommon, PostgresBase):
     """The store's queries on PostgreSQL; one connection, on one thread (PostgresBase)."""
+
+    # The article queue's and the re-sanitising pass's SQL, one module (StoreCommon calls it).
+    _queue = queue
+    _sanitize = queue
 
     # --- feeds -------------------------------------------------------------------------------
 
@@ -83,17 +89,8 @@ class PostgresStore(PostgresBase):
         row = self._one(f"SELECT * FROM feeds WHERE name = %s{' FOR UPDATE' * lock}", [name])
         return _feed_state_from_row(row) if row is not None else None  # type: ignore[arg-type]
 
-    def feed_state(self, name: str) -> FeedStatus | None:
-        """A feed's state and its number of stored entries, for status pages."""
-        rows = self._feed_rows("WHERE f.name = %s", [name])
-        return rows[0] if rows else None
-
-    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedStatus]:
-        if names is None:
-            return self._feed_rows("", [])
-        return self._feed_rows("WHERE f.name = ANY(%s)", [list(names)])
-
-    def _feed_rows(self, where: str, params: list[Any]) -> list[FeedStatus]:
+    def _feed_rows(self, names: Sequence[str] | None) -> list[FeedStatus]:
+        where, params = ("WHERE f.name = ANY(%s)", [list(names)]) if names is not None else ("", [])
         count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)"
         sql = f'SELECT f.*, {count} AS entry_count FROM feeds f {where} ORDER BY f.name COLLATE "C"'
         return [_feed_status_from_row(r) for r in self._all(sql, params)]  # type: ignore[arg-type]
@@ -200,22 +197,10 @@ class PostgresStore(PostgresBase):
             "SELECT first_seen FROM entries WHERE feed = %s AND key = %s", [entry.feed, entry.key]
         )
         first_seen = old["first_seen"] if old else now
-        row = _entry_row(with_first_seen_date(entry, first_seen))
-        row["last_changed"] = now
-        # first_seen and uid are left out: an update never changes an entry's identity.
-        row.pop("uid")
-        keys = ("feed", "key")
-        sets = ", ".join(f"{k} = %s" for k in row if k not in keys)
-        cur = self.conn.execute(
-            f"UPDATE entries SET {sets} WHERE feed = %s AND key = %s".encode(),
-            [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key],
-        )
-        if cur.rowcount == 0:
+        sql, params = entry_update(entry, first_seen, now)
+        if self.conn.execute(sql.encode(), params).rowcount == 0:
             # A pruned entry edited upstream: remember its new hash, store nothing.
-            self.conn.execute(
-                "UPDATE pruned SET content_hash = %s WHERE feed = %s AND key = %s",
-                [entry.content_hash, entry.feed, entry.key],
-            )
+            self.conn.execute(UPDATE_PRUNED, [entry.content_hash, entry.feed, entry.key])
 
     # --- reading entries ---------------------------------------------------------------------
 
@@ -323,43 +308,6 @@ class PostgresStore(PostgresBase):
         outside a transaction (the connection is in autocommit)."""
         for table in ("entries", "pruned", "feeds", "entry_articles", "articles"):
             self.conn.execute(f"VACUUM (ANALYZE) {table}".encode())
-
-    # --- the article queue and the re-sanitising pass (postgres_articles.py) ----------------
-
-    def queue_articles(self, rec: PollRecord, wanted: FeedTest, private: FeedTest) -> int | None:
-        return queue.mark_entries(self, rec, wanted, private)
-
-    def articles_due(self, now: datetime, limit: int = 200) -> list[Due]:
-        return queue.due(self, now, limit)
-
-    def next_article_due(self) -> datetime | None:
-        return queue.next_due(self)
-
-    def defer_articles(self, link: str, when: datetime) -> None:
-        queue.defer(self, link, when)
-
-    def record_article(
-        self,
-        link: str,
-        article: Article,
-        now: datetime,
-        retry_delays: Sequence[timedelta] = RETRY_DELAYS,
-    ) -> int | None:
-        return queue.record(self, link, article, now, retry_delays)
-
-    def article_counts(self, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
-        return queue.counts(self, feeds)
-
-    def sanitize_resume(self, policy: str) -> int | None:
-        return queue.sanitize_resume(self, policy)
-
-    def sanitize_batch(self, after: int, rows: int) -> list[SanitizeRow]:
-        return queue.sanitize_batch(self, after, rows)
-
-    def write_sanitized(
-        self, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
-    ) -> int:
-        return queue.write_sanitized(self, policy, cleaned, last, done)
 
 
 if TYPE_CHECKING:

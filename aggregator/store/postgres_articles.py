@@ -175,12 +175,12 @@ def counts(store: PostgresBase, feeds: Sequence[str] | None) -> dict[str, dict[s
 # --- the re-sanitising pass (progress in meta, as store/sanitized.py keeps it) ---------------
 
 
-def sanitize_resume(store: PostgresBase, policy: str) -> int | None:
+def resume_after(store: PostgresBase, policy: str) -> int | None:
     """The entry id after which rows still need `policy`; None when every row has it."""
     return resume_point({r["key"]: r["value"] for r in store._all(PROGRESS_QUERY)}, policy)
 
 
-def sanitize_batch(store: PostgresBase, after: int, rows: int) -> list[SanitizeRow]:
+def read_batch(store: PostgresBase, after: int, rows: int) -> list[SanitizeRow]:
     return [
         (r["id"], r["summary"], r["content"], r["link"], r["content_hash"])
         for r in store._all(
@@ -191,7 +191,7 @@ def sanitize_batch(store: PostgresBase, after: int, rows: int) -> list[SanitizeR
     ]
 
 
-def write_sanitized(
+def write_batch(
     store: PostgresBase, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
 ) -> int:
     """Write one batch (only rows unchanged since read) and the progress in one transaction;

@@ -12,7 +12,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from ..ingest.identity import clean_text
+from ..ingest.identity import clean_text, with_first_seen_date
 from ..ingest.media import authors_from_json, authors_json, media_from_json, media_json
 from ..models import Entry, FeedHints, FeedState, FeedStatus, NextKind, StoredEntry, Validators
 
@@ -209,6 +209,23 @@ def _feed_values(
         int(state.gone),
         hints(state.hints),
     ]
+
+
+# A pruned entry's content hash, when its feed edited it (%s placeholders, as in entry_update).
+UPDATE_PRUNED = "UPDATE pruned SET content_hash = %s WHERE feed = %s AND key = %s"
+
+
+def entry_update(entry: Entry, first_seen: datetime, now: object) -> tuple[str, list[Any]]:
+    """The UPDATE of an updated entry's row (%s placeholders; SQLite's callers put in `?`) and
+    its parameters; `now`, its last_changed, in the dialect's form of a time. first_seen and
+    uid are left out: an update never changes an entry's identity."""
+    row = _entry_row(with_first_seen_date(entry, first_seen))
+    row["last_changed"] = now
+    row.pop("uid")
+    keys = ("feed", "key")
+    sets = ", ".join(f"{k} = %s" for k in row if k not in keys)
+    params = [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key]
+    return f"UPDATE entries SET {sets} WHERE feed = %s AND key = %s", params
 
 
 def _feed_state_from_row(r: sqlite3.Row) -> FeedState:

@@ -17,17 +17,19 @@ from typing import Any
 from ..config.secret import redact
 from ..errors import StoreError
 from ..ingest.feedstate import moved, next_state
-from ..ingest.identity import uid_for, with_first_seen_date
+from ..ingest.identity import uid_for
 from ..models import Entry, FeedState, FeedStatus, Known, PollRecord, StoredEntry
 from . import articles, sanitized
+from .common import StoreCommon
 from .connection import SqliteBase, store_errors
-from .protocol import Article, Due, Entries, FeedTest, Sanitized, SanitizeRow
+from .protocol import Entries
 from .rows import (
     _INSERT_ENTRY,
     _INSERT_FEED,
     _INSERT_FEED_IF,
     _UPDATE_FEED,
     _UPDATE_FEED_IF,
+    UPDATE_PRUNED,
     _dt,
     _entry_row,
     _feed_state_from_row,
@@ -35,6 +37,7 @@ from .rows import (
     _feed_values,
     _stored_from_row,
     _ts,
+    entry_update,
 )
 from .search import FTS_TABLE
 
@@ -43,9 +46,13 @@ SCAN_SHARE = 4
 
 
 @store_errors
-class SqliteStore(SqliteBase):
+class SqliteStore(StoreCommon, SqliteBase):
     """The Store (protocol.py) on one SQLite connection, migrated on open: each method's
     contract is written there. Not thread-safe by design: see threads.StoreThreads."""
+
+    # The article queue's and the re-sanitising pass's SQL (StoreCommon calls them).
+    _queue = articles
+    _sanitize = sanitized
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path)
@@ -79,18 +86,10 @@ class SqliteStore(SqliteBase):
         row = self.db.execute("SELECT * FROM feeds WHERE name = ?", [name]).fetchone()
         return _feed_state_from_row(row) if row is not None else None
 
-    def feed_state(self, name: str) -> FeedStatus | None:
-        """A feed's state and its number of stored entries, for status pages."""
-        rows = self._feed_rows("WHERE f.name = ?", [name])
-        return rows[0] if rows else None
-
-    def feed_states(self, names: Sequence[str] | None = None) -> list[FeedStatus]:
-        if names is None:
-            return self._feed_rows("", [])
-        marks = ",".join("?" for _ in names)
-        return self._feed_rows(f"WHERE f.name IN ({marks})", list(names))
-
-    def _feed_rows(self, where: str, params: list[Any]) -> list[FeedStatus]:
+    def _feed_rows(self, names: Sequence[str] | None) -> list[FeedStatus]:
+        where, params = "", list(names or ())
+        if names is not None:
+            where = f"WHERE f.name IN ({','.join('?' for _ in names)})"
         count = "(SELECT count(*) FROM entries e WHERE e.feed = f.name)"
         sql = f"SELECT f.*, {count} AS entry_count FROM feeds f {where} ORDER BY f.name"
         return [_feed_status_from_row(r) for r in self.db.execute(sql, params).fetchall()]
@@ -213,22 +212,11 @@ class SqliteStore(SqliteBase):
             ).fetchone()
             first_seen = _dt(old["first_seen"]) if old else when
             assert first_seen is not None
-            row = _entry_row(with_first_seen_date(entry, first_seen))
-            row["last_changed"] = now
-            # first_seen and uid are left out: an update never changes an entry's identity.
-            row.pop("uid")
-            keys = ("feed", "key")
-            sets = ", ".join(f"{k} = ?" for k in row if k not in keys)
-            cur = self.db.execute(
-                f"UPDATE entries SET {sets} WHERE feed = ? AND key = ?",
-                [v for k, v in row.items() if k not in keys] + [entry.feed, entry.key],
-            )
-            if cur.rowcount == 0:
+            sql, params = entry_update(entry, first_seen, now)
+            if self.db.execute(sql.replace("%s", "?"), params).rowcount == 0:
                 # A pruned entry edited upstream: remember its new hash, store nothing.
-                self.db.execute(
-                    "UPDATE pruned SET content_hash = ? WHERE feed = ? AND key = ?",
-                    [entry.content_hash, entry.feed, entry.key],
-                )
+                pruned = [entry.content_hash, entry.feed, entry.key]
+                self.db.execute(UPDATE_PRUNED.replace("%s", "?"), pruned)
 
     # --- reading entries ---------------------------------------------------------------------
 
@@ -345,40 +333,3 @@ class SqliteStore(SqliteBase):
         self.db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('optimize')")
         self.db.execute("VACUUM")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    # --- the article queue and the re-sanitising pass: their SQL has modules of its own ------
-
-    def queue_articles(self, rec: PollRecord, wanted: FeedTest, private: FeedTest) -> int | None:
-        return articles.mark_entries(self, rec, wanted, private)
-
-    def articles_due(self, now: datetime, limit: int = 200) -> list[Due]:
-        return articles.due(self, now, limit)
-
-    def next_article_due(self) -> datetime | None:
-        return articles.next_due(self)
-
-    def defer_articles(self, link: str, when: datetime) -> None:
-        articles.defer(self, link, when)
-
-    def record_article(
-        self,
-        link: str,
-        article: Article,
-        now: datetime,
-        retry_delays: Sequence[timedelta] = articles.RETRY_DELAYS,
-    ) -> int | None:
-        return articles.record(self, link, article, now, retry_delays)
-
-    def article_counts(self, feeds: Sequence[str] | None = None) -> dict[str, dict[str, int]]:
-        return articles.counts(self, feeds)
-
-    def sanitize_resume(self, policy: str) -> int | None:
-        return sanitized.resume_after(self, policy)
-
-    def sanitize_batch(self, after: int, rows: int) -> list[SanitizeRow]:
-        return sanitized.read_batch(self, after, rows)
-
-    def write_sanitized(
-        self, policy: str, cleaned: Sequence[Sanitized], last: int, done: bool
-    ) -> int:
-        return sanitized.write_batch(self, policy, cleaned, last, done)

@@ -12,6 +12,7 @@ from ..config.secret import redact
 from ..errors import StoreError
 
 C = TypeVar("C", bound=type)
+_WRAPPED = "_raises_store_error"  # set on a method once wrapped
 
 
 def raising_store_error(driver_error: type[Exception]) -> Callable[[C], C]:
@@ -36,6 +37,7 @@ def raising_store_error(driver_error: type[Exception]) -> Callable[[C], C]:
                 except driver_error as e:
                     raise failure(what, self, e) from e
 
+            setattr(generator, _WRAPPED, True)
             return generator
 
         @functools.wraps(fn)
@@ -45,11 +47,16 @@ def raising_store_error(driver_error: type[Exception]) -> Callable[[C], C]:
             except driver_error as e:
                 raise failure(what, self, e) from e
 
+        setattr(method, _WRAPPED, True)
         return method
 
     def decorate(cls: C) -> C:
-        for name, value in list(vars(cls).items()):
-            if not name.startswith("_") and inspect.isfunction(value):
+        # Inherited methods too (a mixin both stores share, store/common.py), each once:
+        # a base class's methods, wrapped already by its own decorator, are marked so.
+        for name in dir(cls):
+            value = inspect.getattr_static(cls, name)
+            public = not name.startswith("_") and inspect.isfunction(value)
+            if public and not getattr(value, _WRAPPED, False):
                 setattr(cls, name, wrapped(name, value))
         return cls
 
