@@ -9,7 +9,6 @@ off the event loop, as cached bytes otherwise. Pages that change with every poll
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from .config.resolved import Config, Output
 from .health import FAILING, health_doc
 from .metrics import Metrics
 from .models import FeedStatus, OutputFormat
+from .negotiate import dumps, feed_json, paging, prefers_html
 from .outputs.httpcache import Cached, make_cached, respond
 from .outputs.pages import OutputLink, OutputStatus, render_index, render_status_page
 from .outputs.plan import (
@@ -52,33 +52,6 @@ PRIVATE_HEADERS = {"Referrer-Policy": "no-referrer"}
 
 def _token(request: web.Request) -> str | None:
     return presented(request.query, request.headers)
-
-
-def _feed_json(state: FeedStatus) -> dict[str, Any]:
-    def ts(d: datetime | None) -> str | None:
-        return d.isoformat() if d else None
-
-    return {
-        "url": state.url,
-        "title": state.title,
-        "status": state.status,
-        "http_status": state.http_status,
-        "last_poll": ts(state.last_poll),
-        "last_ok": ts(state.last_ok),
-        "next_poll": ts(state.next_poll),
-        "next_reason": state.next_reason,
-        "errors": state.error_count,
-        "backoff_level": state.backoff_level,
-        "failing_since": ts(state.failing_since),
-        "last_error": state.last_error,
-        "warning": state.warning,
-        "entries": state.entry_count,
-        "key_mode": state.key_mode,
-        "gone": state.gone,
-        "redirect_url": state.redirect_url,
-        "redirect_count": state.redirect_count,
-        "config_hint": state.config_hint,
-    }
 
 
 class OutputServer:
@@ -137,7 +110,7 @@ class OutputServer:
             # A private output without its token is not there at all: 404, not 403. The check
             # comes first, so no ETag, 304 or body of it reaches anyone without the token.
             raise web.HTTPNotFound(text=f"no output named {name!r}\n")
-        page, per_page = _paging(request)
+        page, per_page = paging(request)
         cache_control, headers = self._output_headers(config, name, fmt)
         if fmt == "html" and ("q" in request.query or "source" in request.query):
             searched = await self._searched(request, config, name)
@@ -207,10 +180,10 @@ class OutputServer:
         status = 200 if ok else 503
         if not is_admin(self.config(), _token(request)):
             return web.json_response({"status": body["status"]}, status=status)
-        return web.json_response(body, status=status, dumps=_dumps)
+        return web.json_response(body, status=status, dumps=dumps)
 
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
-        feeds = {s.name: _feed_json(s) for s in await self._feed_states()}
+        feeds = {s.name: feed_json(s) for s in await self._feed_states()}
         # Feeds with full_content: how many of their articles were extracted, failed, pending.
         for name, tally in (await self.store.read(lambda s: s.article_counts())).items():
             if name in feeds:
@@ -243,7 +216,7 @@ class OutputServer:
     async def status(self, request: web.Request) -> web.Response:
         """HTML for browsers (Accept prefers text/html), the JSON of /status.json otherwise."""
         self._require_admin(request)
-        if not _prefers_html(request.headers.get("Accept", "")):
+        if not prefers_html(request.headers.get("Accept", "")):
             return await self.status_json(request)
         config = self.config()
         doc = await self._status_doc(request)
@@ -278,7 +251,7 @@ class OutputServer:
         doc = await self._status_doc(request)
         # Serialised and compressed on a thread: one object per feed, possibly thousands.
         cached = await asyncio.to_thread(
-            lambda: make_cached(_dumps(doc).encode(), "application/json; charset=utf-8", None)
+            lambda: make_cached(dumps(doc).encode(), "application/json; charset=utf-8", None)
         )
         return respond(request, cached, "no-cache")
 
@@ -321,45 +294,3 @@ class OutputServer:
         return web.Response(
             body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
         )
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, ensure_ascii=False)
-
-
-def _paging(request: web.Request) -> tuple[int, int | None]:
-    """?page= (from 1) and ?limit= (entries per page); a bad value is a 400 saying why."""
-
-    def number(key: str, high: int) -> int | None:
-        raw = request.query.get(key)
-        if raw is None:
-            return None
-        if not raw.isdigit() or not 1 <= int(raw) <= high:
-            raise web.HTTPBadRequest(text=f"?{key}= must be a whole number from 1 to {high}\n")
-        return int(raw)
-
-    return number("page", 1_000_000) or 1, number("limit", MAX_PAGE_SIZE)
-
-
-def _quality(accept: str, wanted: tuple[str, ...]) -> float:
-    best = 0.0
-    for part in accept.split(","):
-        kind, *params = (p.strip() for p in part.split(";"))
-        if kind.lower() not in wanted:
-            continue
-        q = 1.0
-        for p in params:
-            if p.startswith("q="):
-                try:
-                    q = float(p[2:])
-                except ValueError:
-                    q = 0.0
-        best = max(best, q)
-    return best
-
-
-def _prefers_html(accept: str) -> bool:
-    """True when a client (a browser) ranks HTML above JSON; clients that accept anything
-    equally (curl's */*) or send no Accept keep getting JSON, as before."""
-    html = _quality(accept, ("text/html", "application/xhtml+xml"))
-    return html > 0 and html > _quality(accept, ("application/json", "application/*", "*/*"))

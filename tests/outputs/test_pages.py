@@ -17,6 +17,7 @@ from test_publish_validity import check_html, items_of, meta
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
 from aggregator.ingest.sanitize import sanitize_html, xml_safe
+from aggregator.negotiate import prefers_html
 from aggregator.outputs.httpcache import accepts_gzip, make_cached, not_modified, respond
 from aggregator.outputs.pages import (
     OutputLink,
@@ -26,7 +27,6 @@ from aggregator.outputs.pages import (
     render_status_page,
 )
 from aggregator.outputs.websub import HubNotifier, publish_form
-from aggregator.server import _prefers_html
 
 __all__ = ["hub"]
 
@@ -234,7 +234,7 @@ def test_respond_compresses_once_and_tags_each_encoding() -> None:
     ],
 )
 def test_status_content_negotiation(accept: str, html: bool) -> None:
-    assert _prefers_html(accept) is html
+    assert prefers_html(accept) is html
 
 
 def test_publish_form_names_every_topic() -> None:
