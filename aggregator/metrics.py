@@ -25,6 +25,17 @@ from .models import Fetched, NotModified, PollOutcome
 
 POLL_RESULTS = ("ok", "not_modified", "unchanged", "error", "gone")
 
+# A counter's label values known in advance, each present from the start at 0: a rate() over
+# a series that appears only with its first event misses that event.
+KNOWN_LABELS: dict[str, tuple[str, ...]] = {
+    "aggregator_polls": POLL_RESULTS,
+    "aggregator_poll_errors": ERROR_KINDS,
+    "aggregator_entries_stored": ("new", "updated"),
+    "aggregator_renders": ("atom", "rss", "json", "html", "opml"),
+    "aggregator_websub_pings": ("ok", "error"),
+    "aggregator_articles": ("extracted", "failed", "retry"),
+}
+
 # `_created` series (one per counter and label set) double the scrape for a value nobody
 # graphs. A process-wide switch of prometheus_client: the daemon owns its process.
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -73,28 +84,16 @@ class Metrics:
     def __init__(self, board: FeedBoard | None = None) -> None:
         self.board = board or FeedBoard()
         self.registry = prometheus_client.CollectorRegistry()
-        self.polls = prometheus_client.Counter(
-            "aggregator_polls", "Feed polls by result", ["status"], registry=self.registry
+        self.polls = self._counter("aggregator_polls", "Feed polls by result", "status")
+        self.errors = self._counter(
+            "aggregator_poll_errors", "Failed polls by kind of error", "kind"
         )
-        self.errors = prometheus_client.Counter(
-            "aggregator_poll_errors",
-            "Failed polls by kind of error",
-            ["kind"],
-            registry=self.registry,
-        )
-        self.entries = prometheus_client.Counter(
-            "aggregator_entries_stored", "Entries written", ["kind"], registry=self.registry
-        )
-        self.renders = prometheus_client.Counter(
-            "aggregator_renders", "Output renders", ["format"], registry=self.registry
-        )
-        self.cache_hits = prometheus_client.Counter(
-            "aggregator_output_cache_hits", "Outputs served from cache", registry=self.registry
-        )
-        self.stale_served = prometheus_client.Counter(
+        self.entries = self._counter("aggregator_entries_stored", "Entries written", "kind")
+        self.renders = self._counter("aggregator_renders", "Output renders", "format")
+        self.cache_hits = self._counter("aggregator_output_cache_hits", "Outputs served from cache")
+        self.stale_served = self._counter(
             "aggregator_output_stale_served",
             "Outputs served from the cache of an older store generation while re-rendered",
-            registry=self.registry,
         )
         self.fetch_seconds = prometheus_client.Histogram(
             "aggregator_fetch_seconds",
@@ -102,33 +101,26 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
-        self.hub_pings = prometheus_client.Counter(
-            "aggregator_websub_pings",
-            "WebSub hub pings by result",
-            ["result"],
-            registry=self.registry,
+        self.hub_pings = self._counter(
+            "aggregator_websub_pings", "WebSub hub pings by result", "result"
         )
-        self.articles = prometheus_client.Counter(
+        self.articles = self._counter(
             "aggregator_articles",
             "Article pages fetched for full content, by result (extracted, failed, retry)",
-            ["result"],
-            registry=self.registry,
+            "result",
         )
-        # Every label value known in advance is present from the start, at 0: a rate() over
-        # a series that appears only with its first event misses that event.
-        for result in POLL_RESULTS:
-            self.polls.labels(result)
-        for kind in ERROR_KINDS:
-            self.errors.labels(kind)
-        for kind in ("new", "updated"):
-            self.entries.labels(kind)
-        for fmt in ("atom", "rss", "json", "html", "opml"):
-            self.renders.labels(fmt)
-        for result in ("ok", "error"):
-            self.hub_pings.labels(result)
-        for result in ("extracted", "failed", "retry"):
-            self.articles.labels(result)
         self.registry.register(FeedCollector(self.board))
+
+    def _counter(
+        self, name: str, documentation: str, label: str | None = None
+    ) -> prometheus_client.Counter:
+        """A counter in this registry, by one label or none, with a series per known value."""
+        counter = prometheus_client.Counter(
+            name, documentation, [label] if label else [], registry=self.registry
+        )
+        for value in KNOWN_LABELS.get(name, ()):
+            counter.labels(value)
+        return counter
 
 
 class TimedFetcher(Fetcher):

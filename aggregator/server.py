@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,28 +55,23 @@ def _token(request: web.Request) -> str | None:
     return presented(request.query, request.headers)
 
 
+@dataclass(eq=False, repr=False)
 class OutputServer:
     """The HTTP face of the daemon. `config` and `generation` are read at each request, so a
     new config or a store write is picked up without restarting the server."""
 
-    def __init__(
-        self,
-        store: StoreThreads,
-        config: Callable[[], Config],
-        generation: Callable[[], int],
-        healthy: Callable[[], bool],
-        metrics: Metrics,
-        reload_status: Callable[[], dict[str, Any] | None] = lambda: None,
-        config_loaded: Callable[[], datetime | None] = lambda: None,
-        plans: PlanCache | None = None,
-    ) -> None:
-        self.config_loaded = config_loaded
-        self.store = store
-        self.reload_status = reload_status
-        self.config = config
-        self.healthy = healthy
-        self.metrics = metrics
-        self.renders = RenderCache(store, config, generation, metrics, plans)
+    store: StoreThreads
+    config: Callable[[], Config]
+    generation: InitVar[Callable[[], int]]  # read by the render cache only
+    healthy: Callable[[], bool]
+    metrics: Metrics
+    reload_status: Callable[[], dict[str, Any] | None] = lambda: None
+    config_loaded: Callable[[], datetime | None] = lambda: None
+    plans: InitVar[PlanCache | None] = None
+    renders: RenderCache = field(init=False)
+
+    def __post_init__(self, generation: Callable[[], int], plans: PlanCache | None) -> None:
+        self.renders = RenderCache(self.store, self.config, generation, self.metrics, plans)
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -31,6 +31,18 @@ FieldName = Literal["title", "summary", "content", "link", "author", "category"]
 assert set(FIELDS) == set(FieldName.__args__)  # type: ignore[attr-defined]
 
 
+# A rule node's kinds: the config's key and the attribute it is read into.
+_RULE_KINDS = (
+    ("keyword", "keyword"),
+    ("regex", "regex"),
+    ("all", "all_"),
+    ("any", "any_"),
+    ("not", "not_"),
+    ("max_age", "max_age"),
+    ("language", "language"),
+)
+
+
 class RuleTable(Strict):
     """One node of a rule tree: exactly one of keyword, regex, all, any, not, max_age, language.
 
@@ -51,19 +63,7 @@ class RuleTable(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> RuleTable:
-        kinds = [
-            k
-            for k, v in (
-                ("keyword", self.keyword),
-                ("regex", self.regex),
-                ("all", self.all_),
-                ("any", self.any_),
-                ("not", self.not_),
-                ("max_age", self.max_age),
-                ("language", self.language),
-            )
-            if v is not None
-        ]
+        kinds = [key for key, attr in _RULE_KINDS if getattr(self, attr) is not None]
         if len(kinds) != 1:
             raise ValueError(
                 "a rule needs exactly one of keyword, regex, all, any, not, max_age, language"

@@ -24,6 +24,7 @@ from ..config.values import (
     check_http_url,
     check_slug,
     check_token,
+    checked_if_set,
     format_duration,
     ranged,
 )
@@ -59,12 +60,7 @@ class FeedTable(FilterKeys):
     _url = field_validator("url")(classmethod(lambda cls, v: check_http_url(v)))
     _durations = ranged("interval", "host_delay")
 
-    @field_validator("content_selector")
-    @classmethod
-    def _content_selector(cls, v: str | None) -> str | None:
-        if v is not None:
-            check_selector(v)
-        return v
+    _content_selector = checked_if_set("content_selector", check_selector)
 
     @field_validator("remove_selectors")
     @classmethod
@@ -165,12 +161,7 @@ class OutputTable(FilterKeys):
     _durations = ranged("dedupe_window")
     _token = field_validator("token")(classmethod(lambda cls, v: check_token(v)))
 
-    @field_validator("query")
-    @classmethod
-    def _query(cls, v: str | None) -> str | None:
-        if v is not None:
-            check_query(v)
-        return v
+    _query = checked_if_set("query", check_query)
 
 
 class ConfigFile(Strict):

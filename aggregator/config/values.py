@@ -134,6 +134,17 @@ def ranged(*names: str) -> Any:
     return field_validator(*names)(classmethod(lambda cls, v, info: _duration_in_range(v, info)))
 
 
+def checked_if_set(name: str, check: Callable[[str], object]) -> Any:
+    """A field validator running `check` on an optional string field when it is given."""
+
+    def validate(cls: type, v: str | None) -> str | None:
+        if v is not None:
+            check(v)
+        return v
+
+    return field_validator(name)(classmethod(validate))
+
+
 def check_slug(value: str) -> str:
     if not _SLUG.match(value):
         raise ValueError(

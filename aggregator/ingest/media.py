@@ -210,23 +210,18 @@ def media_of_json(item: Mapping[str, Any]) -> Media:
 # --- stored form ----------------------------------------------------------------------------
 
 
+def _set_fields(obj: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named attributes of `obj` that are set (not empty, zero or None), by name."""
+    return {name: value for name in names if (value := getattr(obj, name))}
+
+
 def media_json(media: Media) -> str | None:
     """The stored form of an entry's media: JSON, None when it has none (most entries)."""
     if not media:
         return None
     doc: dict[str, Any] = {
         "enclosures": [
-            {
-                k: v
-                for k, v in (
-                    ("url", e.url),
-                    ("type", e.type),
-                    ("length", e.length),
-                    ("duration", e.duration),
-                    ("medium", e.medium),
-                )
-                if v
-            }
+            _set_fields(e, ("url", "type", "length", "duration", "medium"))
             for e in media.enclosures
         ]
     }
@@ -270,19 +265,7 @@ def authors_json(people: tuple[Person, ...]) -> str | None:
     if not people:
         return None
     return json.dumps(
-        [
-            {
-                k: v
-                for k, v in (
-                    ("name", p.name),
-                    ("email", p.email),
-                    ("url", p.url),
-                    ("avatar", p.avatar),
-                )
-                if v
-            }
-            for p in people
-        ],
+        [_set_fields(p, ("name", "email", "url", "avatar")) for p in people],
         ensure_ascii=False,
         separators=(",", ":"),
     )

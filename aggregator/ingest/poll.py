@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from ..config.secret import redact
 from ..errors import FeedError, FetchError, error_kind
@@ -371,24 +372,20 @@ def log_outcome(outcome: PollOutcome, warning: str | None = None) -> None:
     extra = f" error={outcome.error!r}" if outcome.error else ""
     if warning:
         extra += f" warning={warning!r}"
+    # The line's values, in its order; a JSON log has them as keys, and the error's too.
+    shown: dict[str, Any] = {
+        "feed": outcome.feed,
+        "status": outcome.status,
+        "new": outcome.new,
+        "updated": outcome.updated,
+        "ms": outcome.elapsed_ms,
+    }
     log.log(
         level,
         "poll feed=%s status=%s new=%d updated=%d ms=%d%s",
-        outcome.feed,
-        outcome.status,
-        outcome.new,
-        outcome.updated,
-        outcome.elapsed_ms,
+        *shown.values(),
         extra,
         extra=fields(
-            "poll",
-            feed=outcome.feed,
-            status=outcome.status,
-            new=outcome.new,
-            updated=outcome.updated,
-            ms=outcome.elapsed_ms,
-            error=outcome.error,
-            error_kind=outcome.error_kind,
-            warning=warning,
+            "poll", **shown, error=outcome.error, error_kind=outcome.error_kind, warning=warning
         ),
     )

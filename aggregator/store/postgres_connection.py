@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from ..config.secret import redact, remember, split_userinfo, strip_userinfo
@@ -22,6 +23,10 @@ from .postgres_schema import migrate
 from .wrapping import raising_store_error
 
 Row = dict[str, Any]
+
+# Seconds to wait for a connection when the URL does not say (libpq's default is forever: a
+# daemon pointed at a host that drops packets would hang at start with no word).
+CONNECT_TIMEOUT = 10
 
 
 def display_url(url: str) -> str:
@@ -45,8 +50,11 @@ class PostgresBase:
         if password:
             remember(password)  # blanked in every later log line and redacted message
         try:
+            conninfo = url
+            if "connect_timeout" not in conninfo_to_dict(url):
+                conninfo = make_conninfo(url, connect_timeout=CONNECT_TIMEOUT)
             self.conn: psycopg.Connection[Row] = psycopg.connect(
-                url, autocommit=True, row_factory=dict_row
+                conninfo, autocommit=True, row_factory=dict_row
             )
         except psycopg.Error as e:
             raise StoreError(f"cannot open database {self.path}: {redact(str(e).strip())}") from e

@@ -5,6 +5,7 @@ shares with SQLite is tested once for both, through conftest's parametrised `sto
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -318,3 +319,22 @@ def test_a_read_on_a_table_gone_raises_store_error(
     assert f"{what} failed on {pg.path}: " in str(info.value)
     assert isinstance(info.value.__cause__, psycopg.Error)
     assert pg_server.password not in str(info.value)
+
+
+def test_a_server_that_never_answers_is_a_store_error_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libpq waits forever by default; the store gives a URL without connect_timeout one."""
+    import socket
+
+    from aggregator.store import postgres_connection
+
+    monkeypatch.setattr(postgres_connection, "CONNECT_TIMEOUT", 2)
+    with socket.socket() as silent:  # accepts connections and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="cannot open database"):
+            PostgresStore(f"postgresql://aggregator:pw@127.0.0.1:{port}/db")
+        assert time.monotonic() - started < 60  # a deadline, not a measurement
