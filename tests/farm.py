@@ -7,7 +7,7 @@ poll has come, with `now` = the simulated time, and then jumps ahead. Nothing wa
 time except the HTTP requests themselves. Each server logs requests at the simulated time, so
 the request log can be checked against each feed's rules afterwards (`check`).
 
-Used by tests/test_farm.py (which asserts) and bench/polling_farm.py (which prints the figures).
+Used by tests/e2e/test_farm.py (which asserts) and bench/polling_farm.py (which prints the figures).
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests_support import DATA
 
 from aggregator.ingest.identity import (
     canonical_url,
@@ -25,7 +25,6 @@ from aggregator.ingest.identity import (
 from aggregator.ingest.parse import parse_feed
 from aggregator.models import Entry, ParsedEntry
 
-DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 STORY_PUBLISHED = datetime(2023, 9, 29, 18, 28, tzinfo=UTC)
 

@@ -14,12 +14,12 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
 import feedparser
 import pytest
+from tests_support import DATA
 
 from aggregator.ingest.parse import parse_feed
 from aggregator.ingest.poll import digest
@@ -27,7 +27,6 @@ from aggregator.models import StoredEntry
 from aggregator.outputs.pages import render_output_page
 from aggregator.outputs.publish import JSON_FEED_VERSION, OutputMeta, render
 
-DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 FIRST_SEEN = datetime(2024, 1, 10, 8, 0, tzinfo=UTC)
 ATOM = "{http://www.w3.org/2005/Atom}"

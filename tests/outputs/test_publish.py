@@ -7,11 +7,11 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from pathlib import Path
 from typing import Any
 
 import feedparser
 import pytest
+from tests_support import DATA
 
 from aggregator.ingest.identity import identify
 from aggregator.ingest.parse import parse_feed
@@ -26,7 +26,6 @@ from aggregator.outputs.publish import (
     render,
 )
 
-DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 FIRST_SEEN = datetime(2024, 1, 10, 8, 0, tzinfo=UTC)
 META = OutputMeta(

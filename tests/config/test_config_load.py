@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from tests_support import REPO
 
 from aggregator.cli import main
 from aggregator.config.load import load_config, parse_config
@@ -18,7 +19,6 @@ from aggregator.config.settings import DEFAULT_USER_AGENT
 from aggregator.config.values import format_duration, parse_duration
 from aggregator.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "config" / "aggregator.toml"
 
 FEED_A = {"name": "a", "url": "https://a.example/feed.xml", "tags": ["news"]}

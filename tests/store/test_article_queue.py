@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from test_store import T0, entries, ok, parsed
+from test_sqlite import T0, entries, ok, parsed
 
 from aggregator.store.protocol import Article
 

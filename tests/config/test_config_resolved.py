@@ -6,11 +6,11 @@ from __future__ import annotations
 import ast
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from test_filters import make_entry
+from tests_support import REPO
 
 import aggregator.config.rules
 from aggregator.config.load import parse_config
@@ -20,7 +20,7 @@ from aggregator.ingest.limits import Limits
 from aggregator.outputs.dedupe import DedupeSettings
 from aggregator.outputs.filters import Candidate
 
-PACKAGE = Path(__file__).resolve().parent.parent / "aggregator"
+PACKAGE = REPO / "aggregator"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 
 DOC: dict[str, Any] = {

@@ -216,5 +216,5 @@ def test_allowed_embeds_reach_the_outputs() -> None:
     item = StoredEntry(entry, NOW, NOW, "V", "https://v.example/feed", None)
     meta = OutputMeta("o", "O", "O", "http://127.0.0.1:8080")
     # Sanitised once, at ingest: the render serves what was stored as it is (a later change of
-    # embed_hosts re-sanitises the stored rows instead, see test_resanitize.py).
+    # embed_hosts re-sanitises the stored rows instead, see ingest/test_resanitize.py).
     assert b"youtube.com/embed/abc" in render_atom(meta, [item])

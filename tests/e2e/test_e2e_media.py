@@ -17,7 +17,7 @@ import feedparser
 import pytest
 from conftest import FeedServer, free_port
 from test_e2e import Daemon, http_get, start_daemon, wait_for
-from test_validity import check_html
+from test_publish_validity import check_html
 
 __all__ = ["start_daemon"]
 pytestmark = pytest.mark.e2e

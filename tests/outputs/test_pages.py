@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hubserver import Hub, hub
-from test_validity import check_html, items_of, meta
+from test_publish_validity import check_html, items_of, meta
 
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config

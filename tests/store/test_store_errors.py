@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_store import T0, entries, ok, parsed
+from test_sqlite import T0, entries, ok, parsed
 
 from aggregator.cli import main
 from aggregator.errors import StoreError

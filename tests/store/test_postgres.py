@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from pgserver import PgServer
 from test_dedupe import T0, _load_sections
-from test_store import entries, ok, parsed
+from test_sqlite import entries, ok, parsed
 from test_store_errors import READS
 
 from aggregator.errors import StoreError

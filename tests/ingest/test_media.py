@@ -11,7 +11,8 @@ from typing import Any
 
 import feedparser
 import pytest
-from test_validity import check_html
+from test_publish_validity import check_html
+from tests_support import DATA
 
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
@@ -22,7 +23,6 @@ from aggregator.models import Enclosure, PollRecord
 from aggregator.outputs.plan import render_output
 from aggregator.store.sqlite import SqliteStore as Store
 
-DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 FEEDS = {"radio": "podcast.rss.xml", "sounds": "podcast.atom.xml"}
 NSR_12 = "https://cdn.radio.example.net/audio/nsr-12.mp3"

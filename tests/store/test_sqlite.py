@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from tests_support import in_transaction
+from tests_support import REPO, in_transaction
 
 from aggregator.errors import StoreError
 from aggregator.ingest.identity import identify
@@ -25,7 +25,6 @@ from aggregator.models import Entry, ParsedEntry, PollRecord, Validators
 from aggregator.store.sqlite import SqliteStore as Store
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-REPO = Path(__file__).resolve().parent.parent
 
 
 def parsed(

@@ -1,6 +1,7 @@
 """Parsing every fixture feed: counts, titles, links, UTC dates, errors, sanitising, golden files.
 
-Regenerate the golden files after an intended change with:  .venv/bin/python tests/test_parse.py
+Regenerate the golden files after an intended change with:
+    PYTHONPATH=tests .venv/bin/python tests/ingest/test_parse.py
 """
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from __future__ import annotations
 import json
 import pickle
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tests_support import DATA
 
 from aggregator.errors import FeedError, ParseError
 from aggregator.ingest.media import authors_json, media_json
@@ -19,7 +20,6 @@ from aggregator.ingest.parse import parse_feed
 from aggregator.ingest.poll import digest
 from aggregator.models import Entry, ParsedFeed
 
-DATA = Path(__file__).resolve().parent / "data"
 GOLDEN = DATA / "golden"
 GOLDEN_NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 GOLDEN_FILES = ["rss20.xml", "atom10.xml", "jsonfeed11.json", "podcast.rss.xml", "podcast.atom.xml"]

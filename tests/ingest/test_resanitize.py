@@ -8,7 +8,7 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 
-from test_store import entries, ok, parsed
+from test_sqlite import entries, ok, parsed
 
 from aggregator.ingest.limits import DEFAULT_LIMITS
 from aggregator.ingest.resanitize import BATCH_ROWS, policy_of, resanitize

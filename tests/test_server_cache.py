@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from test_store import ok
+from test_sqlite import ok
 
 import aggregator.rendercache
 from aggregator.config.load import parse_config

@@ -13,6 +13,7 @@ import pytest
 from conftest import DATA_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests_support import TESTS
 
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
@@ -374,7 +375,11 @@ def test_fingerprints_are_the_same_in_every_process_and_packed() -> None:
     )
     outputs = set()
     for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.path.dirname(__file__)}
+        env = {
+            **os.environ,
+            "PYTHONHASHSEED": seed,
+            "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), str(TESTS)]),
+        }
         run = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
         )

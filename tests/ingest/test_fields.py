@@ -14,7 +14,8 @@ import feedparser
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_validity import check_html
+from test_publish_validity import check_html
+from tests_support import DATA
 
 from aggregator.config.load import parse_config
 from aggregator.config.resolved import Config
@@ -26,7 +27,6 @@ from aggregator.models import Enclosure, Entry, Media, Person, PollRecord
 from aggregator.outputs.plan import render_output
 from aggregator.store.sqlite import SqliteStore as Store
 
-DATA = Path(__file__).resolve().parent / "data"
 NOW = datetime(2024, 1, 15, 12, 0, tzinfo=UTC)
 HOSTILE = {
     "rss": "hostile-urls.rss.xml",

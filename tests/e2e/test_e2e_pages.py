@@ -16,7 +16,7 @@ from conftest import DATA_DIR, FeedServer, free_port
 from feedserver import guess_content_type
 from hubserver import Hub, hub
 from test_e2e import Daemon, http_get, start_daemon, wait_for
-from test_validity import check_html
+from test_publish_validity import check_html
 
 __all__ = ["hub", "start_daemon"]
 pytestmark = pytest.mark.e2e
