@@ -17,33 +17,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from retention import NOW, entry  # the same entries as the retention bench
+
 from aggregator.ingest.identity import identify
-from aggregator.models import ParsedEntry, PollRecord
+from aggregator.models import PollRecord
 from aggregator.store.postgres import PostgresStore
 from aggregator.store.sqlite import SqliteStore
-
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def entry(feed: int, n: int) -> ParsedEntry:
-    return ParsedEntry(
-        guid=f"f{feed}-{n}",
-        guid_is_permalink=False,
-        link=f"https://f{feed}.example/{n}",
-        title=f"Entry {n} of feed {feed}",
-        summary="A summary of a few words. " * 8,
-        content="<p>" + "Some body text of an ordinary article. " * 40 + "</p>",
-        author="Ann",
-        categories=("news",),
-        published=NOW - timedelta(minutes=n),
-        updated=None,
-    )
 
 
 def timed(label: str, count: int, unit: str, fn: Callable[[], Any]) -> tuple[str, str]:
