@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 from . import jobs
+from .cluster import ClaimLoop, claims_feeds, node_id
 from .config.load import load_config
 from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .config.resolved import Config, Feed
@@ -77,6 +78,7 @@ class Daemon:
         self._runtime: Runtime | None = None
         self._rng = random.Random()
         self._notifier: HubNotifier | None = None
+        self._claims: ClaimLoop | None = None  # a poller on PostgreSQL
 
     def stop(self) -> None:
         self._stop.set()
@@ -180,7 +182,13 @@ class Daemon:
 
     def _healthy(self) -> bool:
         # A server has no scheduler: nothing of its own to be stopped.
+        if self._claims is not None:
+            return self._claims.running
         return self.scheduler.running if self.polls else True
+
+    def _record(self, outcome: PollOutcome, now: datetime) -> None:
+        record_outcome(self.metrics, outcome, now)
+        self.tally.add(outcome)
 
     async def _serve(self, runtime: Runtime | None, store: StoreThreads) -> None:
         """Schedule every feed (with a runtime), serve HTTP and run the background jobs until
@@ -200,7 +208,11 @@ class Daemon:
         try:
             if self.serves:
                 await self._start_notifier(server)
-            if runtime is not None:
+            if runtime is not None and await runtime.store.write(claims_feeds):
+                # Pollers sharing a PostgreSQL store claim due feeds (cluster.py) instead.
+                self._claims = ClaimLoop(self._record)
+                self._claims.start(runtime, node_id())
+            elif runtime is not None:
                 now = datetime.now(UTC)
                 for feed in self.config.feeds.values():
                     self._schedule(feed, runtime.states.get(feed.name), now)
@@ -233,6 +245,8 @@ class Daemon:
             await self._stop.wait()
             log.info("stopping")
             self.scheduler.shutdown()
+            if self._claims is not None:
+                await self._claims.stop(DRAIN_SECONDS)
             await self._drain()
         finally:
             for task in list(self._tasks):
@@ -370,9 +384,11 @@ class Daemon:
         if self._runtime is not None:
             # Host limits may have changed; polls under way finish with the gates they hold.
             self._runtime.follow(new, states, now)
-        for feed in plan.added if self.polls else ():
+        # The claim loop takes due feeds from the config at each claim: nothing to arm.
+        arms = self.polls and self._claims is None
+        for feed in plan.added if arms else ():
             self._schedule(feed, states.get(feed.name), now, added=True)
-        for feed in plan.rescheduled if self.polls else ():
+        for feed in plan.rescheduled if arms else ():
             # The planned poll is kept (a plain interval one is capped at the new interval).
             state, planned = states.get(feed.name), self.scheduler.next_run(feed.name)
             if state is not None and planned is not None:

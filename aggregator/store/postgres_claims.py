@@ -66,6 +66,7 @@ class Claim:
     request may start and its lease ends."""
 
     name: str
+    origin: str  # the host its request goes to
     state: FeedState
     start: datetime
     lease_until: datetime
@@ -154,7 +155,9 @@ class PostgresClaims(PostgresBase):
                     "UPDATE hosts SET next_start = %s WHERE origin = %s",
                     [(at, host) for host, at in plan.next_start.items()],
                 )
-        claims = tuple(Claim(s.name, states[s.name], s.at, s.at + lease) for s in plan.starts)
+        claims = tuple(
+            Claim(s.name, s.origin, states[s.name], s.at, s.at + lease) for s in plan.starts
+        )
         return Claimed(claims, plan_now)
 
     def _lock_hosts(self, origins: list[str]) -> tuple[datetime, dict[str, HostRow]]:
