@@ -82,6 +82,10 @@ class ClusterGates(HostGates):
         super().block(host, until)
         self._on_block(host, until)
 
+    def learn(self, host: str, until: datetime) -> None:
+        """A Retry-After another poller recorded: held here too (not sent back)."""
+        super().block(host, until)
+
 
 class ClaimLoop:
     """Claims due feeds for this poller and polls them; `start` it on an open runtime, and
@@ -103,6 +107,7 @@ class ClaimLoop:
         self._stopping = False
         self._ticking = False
         self._again = False  # a tick came while one ran
+        self._woken = False  # a tick is armed for now
         self._writes: set[asyncio.Task[None]] = set()
         # (round trip, the database's clock minus ours) of the last clock readings.
         self._clock: deque[tuple[timedelta, timedelta]] = deque(maxlen=6)
@@ -162,11 +167,16 @@ class ClaimLoop:
         )
 
     def _wake(self) -> None:
-        """A poll ended: claim again now rather than at the next tick."""
-        if not self._stopping and self._scheduler.running:
+        """A poll ended: claim again now rather than at the next tick (once for all the polls
+        that end meanwhile: re-arming the job costs more than a poll's 304)."""
+        if self._ticking:  # the claim under way claims once more when it ends
+            self._again = True
+        elif not self._woken and not self._stopping and self._scheduler.running:
+            self._woken = True
             self._arm(datetime.now(UTC))
 
     async def _tick(self) -> None:
+        self._woken = False
         if self._ticking:  # a claim is under way: it claims once more when it ends
             self._again = True
             return
@@ -207,6 +217,12 @@ class ClaimLoop:
         claimed: Claimed = await rt.store.write(
             lambda s: _claims(s).claim_due(node, names, free, lease, limits, default)
         )
+        gates = rt.ctx.hosts
+        if isinstance(gates, ClusterGates):
+            # Polls claimed earlier that have not started must not start into a host that
+            # has since answered another poller with Retry-After (they are deferred).
+            for host, until in claimed.blocked.items():
+                gates.learn(host, until - self._offset)
         for claim in claimed.claims:
             rt.ctx.states.put(claim.state)
             task = asyncio.ensure_future(self._poll(claim))

@@ -14,7 +14,7 @@ out start times (ingest/slots.py). A poll's write ends its lease in its own tran
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -79,6 +79,9 @@ class Claimed:
 
     claims: tuple[Claim, ...]
     clock: datetime
+    # Hosts under a Retry-After now (until when), whoever recorded it: a poller applies them
+    # to the polls it claimed before, which have not started yet.
+    blocked: Mapping[str, datetime] = field(default_factory=dict)
 
 
 @pg_store_errors
@@ -155,10 +158,13 @@ class PostgresClaims(PostgresBase):
                     "UPDATE hosts SET next_start = %s WHERE origin = %s",
                     [(at, host) for host, at in plan.next_start.items()],
                 )
+            blocked = self._all(
+                "SELECT origin, blocked_until FROM hosts WHERE blocked_until > %s", [plan_now]
+            )
         claims = tuple(
             Claim(s.name, s.origin, states[s.name], s.at, s.at + lease) for s in plan.starts
         )
-        return Claimed(claims, plan_now)
+        return Claimed(claims, plan_now, {r["origin"]: r["blocked_until"] for r in blocked})
 
     def _lock_hosts(self, origins: list[str]) -> tuple[datetime, dict[str, HostRow]]:
         """Lock the hosts' rows (made if missing) in name order; then, with every claim of

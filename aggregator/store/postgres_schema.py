@@ -200,6 +200,7 @@ def m003_claims(conn: psycopg.Connection[Any]) -> None:
         # The claim's scan: feeds that may be due; and the leases held, counted per host.
         "CREATE INDEX feeds_due ON feeds (next_poll) WHERE gone = 0",
         "CREATE INDEX feeds_leased ON feeds (origin) WHERE lease_owner IS NOT NULL",
+        "CREATE INDEX hosts_blocked ON hosts (blocked_until)",
     )
     cur = conn.cursor(row_factory=tuple_row)
     rows = cur.execute("SELECT name, url, redirect_url FROM feeds").fetchall()

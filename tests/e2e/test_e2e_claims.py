@@ -72,7 +72,7 @@ def poller(
     pg_url: str,
     feeds: dict[str, str],
     who: str,
-    **settings: str,
+    **settings: str | int,
 ) -> Daemon:
     """A daemon on the shared database, its requests signed with its own user agent."""
     port = free_port()
@@ -88,7 +88,7 @@ def poller(
         user_agent=f"poller-{who}",
         **settings,
     )
-    return start_daemon(config, port)
+    return start_daemon(config, port, "--role", "poller")
 
 
 def rows(pg_url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -129,7 +129,8 @@ def test_two_pollers_share_the_feeds_and_each_hosts_limits(
     pg_url: str,
 ) -> None:
     feeds = serve(farm, per_host=10, delay=0.3)
-    limits = {"host_concurrency": 2, "host_delay": "1s"}
+    # Each poller holds at most two feeds at once: neither can take every host's slots.
+    limits = {"host_concurrency": 2, "host_delay": "1s", "max_concurrency": 2}
     a = poller(write_config, start_daemon, pg_url, feeds, "a", **limits)
     b = poller(write_config, start_daemon, pg_url, feeds, "b", **limits)
     wait_for(lambda: all_polled(pg_url, feeds), "every feed to be polled", DEADLINE)
@@ -156,7 +157,7 @@ def test_a_killed_pollers_feeds_are_polled_by_the_other_after_its_lease(
     pg_url: str,
 ) -> None:
     feeds = serve(farm, per_host=4, delay=3.0)
-    limits = {"host_concurrency": 2, "host_delay": "0s", "lease": "3s"}
+    limits = {"host_concurrency": 2, "host_delay": "0s", "lease": "3s", "max_concurrency": 3}
     a = poller(write_config, start_daemon, pg_url, feeds, "a", **limits)
     b = poller(write_config, start_daemon, pg_url, feeds, "b", **limits)
 
@@ -183,3 +184,31 @@ def test_a_killed_pollers_feeds_are_polled_by_the_other_after_its_lease(
         served = [r for r in requests if r.headers["User-Agent"] == "poller-b"]
         assert most_at_once(served) <= 2, host
     assert b.stop() == 0
+
+
+def test_a_retry_after_one_poller_got_holds_for_the_other(
+    farm: list[FeedServer],
+    write_config: Callable[..., Path],
+    start_daemon: Callable[..., Daemon],
+    pg_url: str,
+) -> None:
+    feeds = serve(farm, per_host=4, delay=0.2)
+    busy = farm[0]
+    busy.serve_status("/h0-00.xml", 429, {"Retry-After": "600"})  # the first due on its host
+    limits = {"host_concurrency": 1, "host_delay": "1s", "max_concurrency": 1}
+    a = poller(write_config, start_daemon, pg_url, feeds, "a", **limits)
+    b = poller(write_config, start_daemon, pg_url, feeds, "b", **limits)
+    others = {n: u for n, u in feeds.items() if not n.startswith("h0-")}
+    wait_for(lambda: all_polled(pg_url, others), "the other hosts' feeds to be polled", DEADLINE)
+    log = log_of(farm)
+    # The host said to wait ten minutes: no poller asked it anything more.
+    assert [r.path for r in log[busy.host]] == ["/h0-00.xml"]
+    ((until, ahead),) = rows(
+        pg_url,
+        "SELECT blocked_until, blocked_until - now() > interval '9 minutes' FROM hosts "
+        f"WHERE origin = 'http://{busy.host}:{busy.port}'",
+    )
+    assert ahead, until
+    agents = Counter(r.headers["User-Agent"] for reqs in log.values() for r in reqs)
+    assert set(agents) == {"poller-a", "poller-b"}, agents
+    assert a.stop() == 0 and b.stop() == 0

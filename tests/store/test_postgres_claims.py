@@ -124,9 +124,13 @@ def test_a_host_under_retry_after_gives_no_start_before_it(
 ) -> None:
     store = stores()
     names = feeds(store, per_host=2)
-    store.block_host(HOSTS[1], store.db_clock() + timedelta(hours=1))
-    claims = claim(stores(), "b", names)
-    assert sorted(c.name for c in claims) == ["h0-00", "h0-01", "h2-00", "h2-01"]
+    until = store.db_clock() + timedelta(hours=1)
+    store.block_host(HOSTS[1], until)
+    store.block_host(HOSTS[1], until - timedelta(minutes=5))  # an earlier end changes nothing
+    claimed = stores().claim_due("b", names, 100, LEASE, {}, FREE)
+    assert sorted(c.name for c in claimed.claims) == ["h0-00", "h0-01", "h2-00", "h2-01"]
+    # Every poller learns of the block with its claims, for the polls it claimed before.
+    assert claimed.blocked == {HOSTS[1]: until}
     # A block that ends within the claim's reach is handed out as the start itself.
     soon = store.db_clock() + timedelta(seconds=3)
     store.block_host(HOSTS[2], soon)
