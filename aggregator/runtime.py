@@ -22,6 +22,7 @@ from .ingest.schedule import stored_block
 from .ingest.workers import DeadlinePool
 from .metrics import Metrics, TimedFetcher
 from .models import FeedState, FeedStatus
+from .store.open import store_threads
 from .store.threads import StoreThreads
 
 PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
@@ -114,7 +115,7 @@ async def open_runtime(
     `metrics` times every fetch and counts article results; `on_write` hears the store
     generation after each commit (the daemon's render cache and WebSub notifier)."""
     s = config.aggregator
-    store = StoreThreads(s.database)
+    store = store_threads(s.database)
     try:
         pool = make_parse_pool(s.parse_workers, s.parse_timeout.total_seconds())
         try:
