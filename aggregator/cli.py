@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_fetch, cli_ops
+from . import __version__, cli_fetch, cli_ops, cli_store
 from .cli_common import CONFIG_HELP, CONTEXT, command, fail, load, opened_store
 from .config.env import PREFIX as ENV_PREFIX
 from .config.load import CONFIG_ENV
@@ -415,6 +415,7 @@ for _command in (
     cli_ops.health,
     cli_ops.add,
     cli_ops.remove,
+    cli_store.copy_store,
 ):
     main.add_command(_command)
 
