@@ -22,6 +22,7 @@ from .ingest.schedule import stored_block
 from .ingest.workers import DeadlinePool
 from .metrics import Metrics, TimedFetcher
 from .models import FeedState, FeedStatus
+from .store.open import store_threads
 from .store.threads import StoreThreads
 
 PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
@@ -69,7 +70,7 @@ def make_gates(
 
 def store_for(config: Config) -> StoreThreads:
     """The store threads on the config's database, opened (and migrated)."""
-    return StoreThreads(config.aggregator.database)
+    return store_threads(config.aggregator.database)
 
 
 @contextlib.asynccontextmanager
