@@ -49,12 +49,6 @@ def node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def claims_feeds(store: Store) -> bool:
-    """Whether pollers of this store claim their feeds (PostgreSQL) rather than each
-    scheduling every feed itself (SQLite: one poller)."""
-    return isinstance(store, PostgresClaims)
-
-
 def _claims(store: Store) -> PostgresClaims:
     if not isinstance(store, PostgresClaims):
         raise StoreError("claiming feeds needs a PostgreSQL store")

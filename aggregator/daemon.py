@@ -21,12 +21,11 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from aiohttp import web
 
 from . import jobs
-from .cluster import ClaimLoop, claims_feeds, node_id
 from .config.load import load_config
 from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .config.resolved import Config, Feed
@@ -41,6 +40,9 @@ from .runtime import Runtime, open_runtime, opened_store_threads
 from .server import OutputServer
 from .store.lock import DaemonLock
 from .store.threads import StoreThreads
+
+if TYPE_CHECKING:
+    from .cluster import ClaimLoop
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
@@ -214,8 +216,11 @@ class Daemon:
         try:
             if self.serves:
                 await self._start_notifier(server)
-            if runtime is not None and await runtime.store.write(claims_feeds):
-                # Pollers sharing a PostgreSQL store claim due feeds (cluster.py) instead.
+            if runtime is not None and self.config.aggregator.database.is_postgres:
+                # Pollers sharing a PostgreSQL store claim due feeds instead (imported here:
+                # a daemon on SQLite loads no psycopg).
+                from .cluster import ClaimLoop, node_id
+
                 self._claims = ClaimLoop(self._record)
                 self._claims.start(runtime, node_id())
             elif runtime is not None:

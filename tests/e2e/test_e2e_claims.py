@@ -17,10 +17,11 @@ import psycopg
 import pytest
 from conftest import free_port
 from feedserver import FeedServer, RequestRecord
-from test_e2e import Daemon, wait_for
+from test_e2e import Daemon, start_daemon, wait_for
 
 from aggregator.cluster import START_SLACK
 
+__all__ = ["start_daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
