@@ -66,7 +66,8 @@ class ClusterGates(HostGates):
         default: HostLimit,
         on_block: Callable[[str, datetime], None],
     ) -> None:
-        super().__init__(limits, default)
+        # Paced: within this poller, starts keep host_delay on the wire as on SQLite.
+        super().__init__(limits, default, paced=True)
         self._on_block = on_block
 
     def reserve(self, host: str, now: datetime, key: str = "") -> datetime | None:
