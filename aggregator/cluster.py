@@ -17,9 +17,10 @@ import os
 import secrets
 import socket
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -42,6 +43,8 @@ DRAIN_SECONDS = 5.0  # what a stop gives the polls under way
 # this apart across pollers (and the whole host_delay within one, HostGates.pace).
 START_SLACK = 0.2
 CLOCK_EVERY = 10.0  # seconds between readings of the database's clock
+STORE_RETRY = timedelta(minutes=1)  # a poll that failed on the store is claimed again then
+HAND_BACK_EVERY = timedelta(seconds=3)  # retries of a release while the database is down
 
 
 def node_id() -> str:
@@ -186,7 +189,7 @@ class ClaimLoop:
         finally:
             self._ticking = False
             if not self._stopping and self._scheduler.running:
-                later = timedelta(0 if self._again else self._tick_every)
+                later = timedelta(seconds=0 if self._again else self._tick_every)
                 self._arm(datetime.now(UTC) + later)
 
     async def _sync_clock(self) -> None:
@@ -258,9 +261,13 @@ class ClaimLoop:
             log.warning("poll of %s dropped: another poller holds its lease now", name)
             return
         except AggregatorError as e:
-            # The lease runs out and the feed is claimed again then (as SQLite's daemon tries
-            # a feed whose write failed again after an interval).
+            # Claimed again after an interval, or within STORE_RETRY of a store failure (as
+            # SQLite's daemon tries such a feed again), not only when the lease runs out.
             log.error("poll of %s failed: %s", name, e)
+            retry = rt.config.aggregator.interval
+            if isinstance(e, StoreError):
+                retry = min(retry, STORE_RETRY)
+            self._spawn(self._hand_back(name, retry, claim.lease_until - self._offset))
             return
         except asyncio.CancelledError:
             if not self._stopping:
@@ -311,9 +318,7 @@ class ClaimLoop:
             except AggregatorError as e:
                 log.error("recording the Retry-After of %s failed: %s", host, e)
 
-        task = asyncio.ensure_future(write())
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._spawn(write())
 
     async def _release(self, names: list[str]) -> None:
         rt = self._runtime
@@ -324,6 +329,28 @@ class ClaimLoop:
             await rt.store.write(lambda s: _claims(s).release(node, names))
         except AggregatorError as e:
             log.error("releasing %d lease(s) failed: %s", len(names), e)
+
+    async def _hand_back(self, name: str, after: timedelta, expires: datetime) -> None:
+        """Release a feed whose poll failed, to be claimed again `after` from now; while the
+        database cannot be written, tried again every few seconds until the lease (ending at
+        `expires`, our clock) would have run out anyway."""
+        rt = self._runtime
+        assert rt is not None
+        node = self.node
+        while not self._stopping:
+            try:
+                await rt.store.write(lambda s: _claims(s).release(node, [name], after))
+                return
+            except AggregatorError as e:
+                if datetime.now(UTC) + HAND_BACK_EVERY >= expires:
+                    return
+                log.debug("releasing the lease of %s failed, trying again: %s", name, e)
+            await asyncio.sleep(HAND_BACK_EVERY.total_seconds())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def stop(self, grace: float = DRAIN_SECONDS) -> None:
         """Stop claiming; hand back the claims whose poll has not started (other pollers take

@@ -4,6 +4,7 @@ feed servers: leases renewed while a slow poll runs, unstarted claims handed bac
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,7 +50,7 @@ def config(
     for name in names:
         host.serve_slow(f"/{name}.xml", 0.0)
     body = "".join(f'[[feeds]]\nname = "{n}"\nurl = "{host.url(f"/{n}.xml")}"\n\n' for n in names)
-    return load_config(write_config(body, database=pg_url, interval="1h", **settings))
+    return load_config(write_config(body, **{"database": pg_url, "interval": "1h", **settings}))
 
 
 def test_a_poll_longer_than_its_lease_keeps_it(
@@ -99,3 +100,28 @@ def test_a_stop_hands_back_the_claims_not_started(
     assert leased == []  # the two waiting for their start were released for other pollers
     polled = rows(pg_url, "SELECT name FROM feeds WHERE last_status = 'ok'")
     assert polled == [("last",)]
+
+
+def test_each_feed_is_polled_again_when_its_next_poll_comes(
+    write_config: Callable[..., Path], pg_url: str, host: FeedServer
+) -> None:
+    cfg = config(write_config, pg_url, host, interval="5s", min_interval="5s", host_delay="0s")
+
+    async def run() -> None:
+        async with open_runtime(cfg) as one, open_runtime(cfg) as other:
+            first, second = ClaimLoop(), ClaimLoop()
+            first.start(one, "first")
+            second.start(other, "second")
+            await until(
+                lambda: all(len(host.requests(f"/{n}.xml")) >= 3 for n in ("slow", "next", "last")),
+                "three polls of every feed",
+            )
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(run())
+    for name in ("slow", "next", "last"):
+        arrivals = [r.monotonic for r in host.requests(f"/{name}.xml")]
+        # Polled on its 5 s interval by one poller or the other, never twice for one due time
+        # (a second poll of one due time would come at once, not seconds later).
+        assert min(b - a for a, b in itertools.pairwise(arrivals)) > 2.5, (name, arrivals)

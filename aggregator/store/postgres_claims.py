@@ -206,14 +206,18 @@ class PostgresClaims(PostgresBase):
         )
         return sorted(r["name"] for r in rows)
 
-    def release(self, owner: str, names: Sequence[str]) -> int:
+    def release(self, owner: str, names: Sequence[str], after: timedelta = timedelta(0)) -> int:
         """End `owner`'s leases of `names` without a poll (a claim not started before a stop):
-        other pollers may claim the feeds at once. Returns how many were released."""
-        rows = self._all(
-            "UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
-            "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name",
-            [owner, list(names)],
-        )
+        other pollers may claim the feeds at once, or, with `after`, once that much time has
+        passed (a poll whose write failed is tried again then, as on SQLite). Returns how
+        many were released."""
+        if after > timedelta(0):
+            sql = "UPDATE feeds SET lease_until = clock_timestamp() + %s "
+            params: list[Any] = [after, owner, list(names)]
+        else:
+            sql = "UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
+            params = [owner, list(names)]
+        rows = self._all(sql + "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name", params)
         return len(rows)
 
     def block_host(self, host: str, until: datetime) -> None:
