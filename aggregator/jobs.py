@@ -24,6 +24,9 @@ from .store.threads import StoreThreads
 log = logging.getLogger("aggregator.daemon")  # the lines operators know, under their logger
 PRUNE_EVERY = timedelta(days=1)
 FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
+# A prune recorded less than a day ago, but by no more than this, counts as due: the clocks
+# of two nodes may differ a little, and a prune should not slip a whole day for it.
+PRUNE_SLACK = timedelta(minutes=1)
 
 # Waits the given seconds, or less if the daemon stops; True when it is stopping.
 Sleep = Callable[[float], Awaitable[bool]]
@@ -71,18 +74,24 @@ async def resanitize_stored(
             log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
 
 
-def _prune(store: Store, now: datetime, retention_days: int, max_per_feed: int) -> int:
+def _prune(store: Store, now: datetime, retention_days: int, max_per_feed: int) -> int | None:
     # Not functools.partial(Store.prune, ...): that is the protocol's own (empty) method.
     return store.prune(now, retention_days, max_per_feed)
 
 
 async def prunes(store: StoreThreads, config: Callable[[], Config], sleep: Sleep) -> None:
-    """Apply retention once a day; the last run is stored, so restarts do not skip it."""
+    """Apply retention once a day; the last run is stored, so restarts do not skip it. Nodes
+    sharing a PostgreSQL store prune one at a time (the store's prune lock), and a node whose
+    turn comes after another node pruned waits for the next day instead of pruning again."""
     last = await store.read(lambda s: s.last_prune())
     now = datetime.now(UTC)
     due = last + PRUNE_EVERY if last is not None else now + FIRST_PRUNE_DELAY
     while not await sleep((due - datetime.now(UTC)).total_seconds()):
         now = datetime.now(UTC)
+        last = await store.read(lambda s: s.last_prune())
+        if last is not None and last + PRUNE_EVERY > now + PRUNE_SLACK:
+            due = last + PRUNE_EVERY  # another node pruned meanwhile
+            continue
         s = config().aggregator
         prune = functools.partial(
             _prune,
@@ -92,7 +101,10 @@ async def prunes(store: StoreThreads, config: Callable[[], Config], sleep: Sleep
         )
         try:
             pruned = await store.write(prune)
-            log.info("prune: %d entries deleted", pruned)
+            if pruned is None:
+                log.info("prune skipped: another node is pruning this database")
+            else:
+                log.info("prune: %d entries deleted", pruned)
         except AggregatorError as e:
             log.error("prune failed: %s", e)
         due = now + PRUNE_EVERY
