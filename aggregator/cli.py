@@ -17,6 +17,7 @@ import click
 
 from . import __version__, cli_fetch, cli_ops
 from .cli_common import CONFIG_HELP, CONTEXT, command, fail, load, opened_store
+from .config.env import PREFIX as ENV_PREFIX
 from .config.load import CONFIG_ENV
 from .logs import setup_logging
 from .models import StoredEntry
@@ -43,14 +44,40 @@ def _known_output(config_path: str, names: list[str], output: str) -> None:
         fail(f"no output named {output!r} in {config_path}", 2)
 
 
-@command()
-def run(config_path: str) -> None:
-    """Run the daemon: poll every feed on its interval and serve the outputs over HTTP."""
-    from .daemon import run_daemon
+def _listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    host, colon, port = (value or "").rpartition(":")
+    if value is not None and not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8081)")
+    return value
 
+
+@command()
+@click.option(
+    "--role",
+    type=click.Choice(["all", "poller", "server"]),
+    default="all",
+    show_default=True,
+    help="poller: poll feeds, serve only /healthz and /metrics; server: serve every output "
+    "and page from the store, poll nothing; all: both.",
+)
+@click.option(
+    "--listen",
+    callback=_listen,
+    metavar="HOST:PORT",
+    help="Listen here instead of [aggregator] listen (as $AGGREGATOR_LISTEN does): one port "
+    "per process on one machine.",
+)
+def run(config_path: str, role: str, listen: str | None) -> None:
+    """Run the daemon: poll every feed on its interval and serve the outputs over HTTP."""
+    from .daemon import ROLES, run_daemon
+
+    if listen is not None:
+        # Through the environment, so that every reload of the file keeps it too.
+        os.environ[f"{ENV_PREFIX}LISTEN"] = listen
     config = load(config_path, need_secrets=True)
     setup_logging(config.aggregator.log_level, config.aggregator.log_format)
-    run_daemon(config, config_path)  # a taken listen address is an OSError: exit 1
+    chosen = next(r for r in ROLES if r == role)  # the Literal click's Choice checked
+    run_daemon(config, config_path, chosen)  # a taken listen address is an OSError: exit 1
 
 
 @command("check-config")

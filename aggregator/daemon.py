@@ -1,9 +1,13 @@
 """Runs the daemon: the poller (wired by runtime.py), the scheduler, the HTTP server and the
 periodic jobs (jobs.py), and stops them in order.
 
+A process runs one role: `all` (poller and server, the default), `poller` (polls; serves only
+/healthz and /metrics) or `server` (serves every output and page from the store; polls
+nothing). On SQLite a lock next to the database keeps it to one poller; servers take no lock.
+
 SIGTERM and SIGINT stop scheduling, give in-flight polls a few seconds, let every queued write
 commit, and exit cleanly. SIGHUP, or a change of the config file on disk, reloads the config
-without a restart (see reload.py). A lock next to the database keeps it to one daemon.
+without a restart (see reload.py).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from aiohttp import web
 
@@ -31,8 +35,9 @@ from .ingest.schedule import FeedScheduler, first_poll
 from .logs import PollTally, setup_logging
 from .metrics import Metrics, record_outcome
 from .models import FeedState, PollOutcome
+from .nodes import ThisNode, refresh_node
 from .outputs.websub import HubNotifier
-from .runtime import Runtime, open_runtime
+from .runtime import Runtime, open_runtime, opened_store_threads
 from .server import OutputServer
 from .store.lock import DaemonLock
 from .store.threads import StoreThreads
@@ -40,13 +45,21 @@ from .store.threads import StoreThreads
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
 MIN_REARM = timedelta(seconds=1)
+Role = Literal["all", "poller", "server"]
+ROLES: tuple[Role, ...] = get_args(Role)
 
 
 class Daemon:
     """One running aggregator. `run()` returns when a stop signal arrives."""
 
-    def __init__(self, config: Config, config_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | os.PathLike[str] | None = None,
+        role: Role = "all",
+    ) -> None:
         self.config = config
+        self.role: Role = role
         self.config_path = Path(config_path) if config_path is not None else None
         # Made now, so that it knows the file as it was when `config` was read from it.
         self._watcher = ConfigWatcher(self.config_path) if self.config_path else None
@@ -122,68 +135,104 @@ class Daemon:
             return
         self.scheduler.add(feed.name, start, self._poll)
 
-    async def run(self) -> None:
-        settings = self.config.aggregator
-        loop = asyncio.get_running_loop()
-        lock = DaemonLock(settings.database)
-        lock.acquire()
-        try:
-            await self._run(loop, lock)
-        finally:
-            lock.release()
+    @property
+    def polls(self) -> bool:
+        return self.role != "server"
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, lock: DaemonLock) -> None:
-        settings = self.config.aggregator
+    @property
+    def serves(self) -> bool:
+        """Whether this process serves the outputs and pages (every role serves /healthz)."""
+        return self.role != "poller"
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # One poller per SQLite file; servers only read it (and PostgreSQL shares on purpose).
+        lock = DaemonLock(self.config.aggregator.database) if self.polls else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            await self._run(loop)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload("SIGHUP")))
         try:
+            if not self.polls:
+                async with opened_store_threads(self.config) as store:
+                    self._store = store
+                    self.generation = await store.read(lambda s: s.generation())
+                    states = {s.name: s for s in await store.read(lambda s: s.feed_states())}
+                    self.metrics.board.reset(list(self.config.feeds), states)
+                    await self._serve(None, store)
+                return
             async with open_runtime(
                 self.config, metrics=self.metrics, on_write=self._on_write
             ) as runtime:
                 self._runtime, self._store = runtime, runtime.store
                 self.generation = runtime.generation
                 self.metrics.board.reset(list(self.config.feeds), runtime.states)
-                await self._serve(runtime, settings.host, settings.port)
+                await self._serve(runtime, runtime.store)
         finally:
             log.info("stopped")
 
-    async def _serve(self, runtime: Runtime, host: str, port: int) -> None:
-        """Schedule every feed, serve the outputs and run the background jobs until a stop
-        signal; then stop scheduling, drain the polls, cancel the jobs and close the server
-        (the runtime closes after: fetcher, pool, store)."""
+    def _healthy(self) -> bool:
+        # A server has no scheduler: nothing of its own to be stopped.
+        return self.scheduler.running if self.polls else True
+
+    async def _serve(self, runtime: Runtime | None, store: StoreThreads) -> None:
+        """Schedule every feed (with a runtime), serve HTTP and run the background jobs until
+        a stop signal; then stop scheduling, drain the polls, cancel the jobs and close the
+        server (the runtime closes after: fetcher, pool, store)."""
+        node = ThisNode(self.role, self.config.aggregator.listen, datetime.now(UTC))
         server = OutputServer(
-            runtime.store,
+            store,
             lambda: self.config,
             lambda: self.generation,
-            lambda: self.scheduler.running,
+            self._healthy,
             self.metrics,
             reload_status=lambda: self.reload_status,
             config_loaded=lambda: self.config_loaded,
+            role=self.role,
+            node_id=node.node_id,
         )
         runner: web.AppRunner | None = None
         try:
-            await self._start_notifier(server)
-            now = datetime.now(UTC)
-            for feed in self.config.feeds.values():
-                self._schedule(feed, runtime.states.get(feed.name), now)
-            self.scheduler.start()
-            runner = web.AppRunner(server.app(), access_log=None)
+            if self.serves:
+                await self._start_notifier(server)
+            if runtime is not None:
+                now = datetime.now(UTC)
+                for feed in self.config.feeds.values():
+                    self._schedule(feed, runtime.states.get(feed.name), now)
+                self.scheduler.start()
+            runner = web.AppRunner(server.app(outputs=self.serves), access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
+            settings = self.config.aggregator
+            await web.TCPSite(runner, settings.host, settings.port).start()
             log.info(
-                "serving %d output(s) of %d feed(s) on http://%s (public URL %s)",
+                "%s: %s %d output(s) of %d feed(s) on http://%s (public URL %s)",
+                self.role,
+                "serving" if self.serves else "polling; health and metrics for",
                 len(self.config.outputs),
                 len(self.config.feeds),
-                self.config.aggregator.listen,
-                self.config.aggregator.base_url,
+                settings.listen,
+                settings.base_url,
             )
-            store, current = runtime.store, lambda: self.config
-            self._spawn(runtime.articles.run())
-            self._spawn(jobs.summaries(current, self._take_tally, self._sleep))
-            self._spawn(jobs.prunes(store, current, self._sleep))
+            current = self._current
+            if runtime is not None:
+                self._spawn(runtime.articles.run())
+                self._spawn(jobs.summaries(current, self._take_tally, self._sleep))
+                self._spawn(jobs.prunes(store, current, self._sleep))
+                self._spawn(self._resanitize())
+            else:
+                self._spawn(jobs.boards(store, current, self.metrics.board, self._sleep))
+                self._spawn(jobs.follow_generation(store, self._on_write, self._sleep))
             self._spawn(jobs.heartbeats(store, self.metrics.board, self._sleep))
-            self._spawn(self._resanitize())
+            # Every role records itself, for /status's list of the nodes and their configs.
+            self._spawn(refresh_node(store, node, current, self._sleep))
             if self._watcher is not None:
                 self._spawn(self._watch(self._watcher))
             await self._stop.wait()
@@ -198,6 +247,9 @@ class Daemon:
             self.scheduler.shutdown()
             if runner is not None:
                 await runner.cleanup()
+
+    def _current(self) -> Config:
+        return self.config
 
     def _take_tally(self) -> PollTally:
         tally, self.tally = self.tally, PollTally()
@@ -305,9 +357,11 @@ class Daemon:
         old = self.config
         plan = plan_reload(old, new)
         assert self._store is not None
-        # Rows first: a feed is in the database before its first poll can fire.
-        feeds = [(f.name, f.url) for f in new.feeds.values()]
-        await self._store.write(lambda s: s.sync_feeds(feeds))
+        if self.polls:
+            # Rows first: a feed is in the database before its first poll can fire. (A server
+            # leaves the rows to the pollers: its config may be older than theirs.)
+            feeds = [(f.name, f.url) for f in new.feeds.values()]
+            await self._store.write(lambda s: s.sync_feeds(feeds))
         if self._runtime is not None:
             # sync_feeds drops a changed URL's validators and state: read them afresh.
             self._runtime.ctx.states.clear()
@@ -321,9 +375,9 @@ class Daemon:
         if self._runtime is not None:
             # Host limits may have changed; polls under way finish with the gates they hold.
             self._runtime.follow(new, states, now)
-        for feed in plan.added:
+        for feed in plan.added if self.polls else ():
             self._schedule(feed, states.get(feed.name), now, added=True)
-        for feed in plan.rescheduled:
+        for feed in plan.rescheduled if self.polls else ():
             # The planned poll is kept (a plain interval one is capped at the new interval).
             state, planned = states.get(feed.name), self.scheduler.next_run(feed.name)
             if state is not None and planned is not None:
@@ -339,6 +393,8 @@ class Daemon:
         return plan.summary()
 
 
-def run_daemon(config: Config, config_path: str | os.PathLike[str] | None = None) -> None:
+def run_daemon(
+    config: Config, config_path: str | os.PathLike[str] | None = None, role: Role = "all"
+) -> None:
     """Run the daemon in a fresh event loop until SIGTERM or SIGINT."""
-    asyncio.run(Daemon(config, config_path).run())
+    asyncio.run(Daemon(config, config_path, role).run())

@@ -18,6 +18,7 @@ from .errors import AggregatorError
 from .health import HEARTBEAT_EVERY, FeedBoard, Heartbeat
 from .ingest.resanitize import resanitize
 from .logs import PollTally
+from .models import FeedStatus
 from .store.protocol import Store
 from .store.threads import StoreThreads
 
@@ -27,6 +28,8 @@ FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was eve
 # A prune recorded less than a day ago, but by no more than this, counts as due: the clocks
 # of two nodes may differ a little, and a prune should not slip a whole day for it.
 PRUNE_SLACK = timedelta(minutes=1)
+BOARD_EVERY = 10.0  # seconds between a server's reads of the feeds' states
+FOLLOW_EVERY = 0.5  # seconds between a server's reads of the store generation
 
 # Waits the given seconds, or less if the daemon stops; True when it is stopping.
 Sleep = Callable[[float], Awaitable[bool]]
@@ -72,6 +75,42 @@ async def resanitize_stored(
             await resanitize(store, pool, frozenset(s.embed_hosts), s.limits, on_write)
         except AggregatorError as e:
             log.error("re-sanitising stored entries failed (retried at the next start): %s", e)
+
+
+async def boards(
+    store: StoreThreads, config: Callable[[], Config], board: FeedBoard, sleep: Sleep
+) -> None:
+    """For a process that polls nothing (a server): the feed board from the stored states,
+    every few seconds, so its /healthz and /metrics follow the pollers' work."""
+    while not await sleep(BOARD_EVERY):
+        names = list(config().feeds)
+        try:
+            found = await store.read(functools.partial(_states, names=names))
+            states = {s.name: s for s in found}
+        except AggregatorError as e:
+            log.warning("reading the feeds' states failed: %s", e)
+            continue
+        board.reset(names, states)
+
+
+async def follow_generation(
+    store: StoreThreads, on_write: Callable[[int], None], sleep: Sleep
+) -> None:
+    """For a process that polls nothing: the store's generation, read every FOLLOW_EVERY, so
+    a commit made by a poller elsewhere reaches the render cache within a second."""
+    while not await sleep(FOLLOW_EVERY):
+        try:
+            on_write(await store.read_batched(_generation))
+        except AggregatorError as e:  # the heartbeat reports the store; try again shortly
+            log.debug("reading the store generation failed: %s", e)
+
+
+def _generation(store: Store) -> int:
+    return store.generation()
+
+
+def _states(store: Store, names: list[str]) -> list[FeedStatus]:
+    return store.feed_states(names)
 
 
 def _prune(store: Store, now: datetime, retention_days: int, max_per_feed: int) -> int | None:

@@ -93,7 +93,8 @@ async def refresh_node(
         if await sleep(NODE_EVERY.total_seconds()):
             break
     try:
-        await store.write(lambda s: s.forget_node(node.node_id))
+        # Shielded: the daemon cancels its jobs soon after the stop, and the row must go.
+        await asyncio.shield(store.write(lambda s: s.forget_node(node.node_id)))
     except AggregatorError as e:
         log.warning("node %s: its row stays in the nodes table: %s", node.node_id, e)
 

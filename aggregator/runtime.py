@@ -67,6 +67,21 @@ def make_gates(
     return gates
 
 
+def store_for(config: Config) -> StoreThreads:
+    """The store threads on the config's database, opened (and migrated)."""
+    return StoreThreads(config.aggregator.database)
+
+
+@contextlib.asynccontextmanager
+async def opened_store_threads(config: Config) -> AsyncIterator[StoreThreads]:
+    """The store alone, for a process that polls nothing (a server); closed on exit."""
+    store = store_for(config)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
 @dataclass(slots=True)
 class Runtime:
     """What one poller runs on. `follow` swaps in a reloaded config: the poll context is
@@ -114,7 +129,7 @@ async def open_runtime(
     `metrics` times every fetch and counts article results; `on_write` hears the store
     generation after each commit (the daemon's render cache and WebSub notifier)."""
     s = config.aggregator
-    store = StoreThreads(s.database)
+    store = store_for(config)
     try:
         pool = make_parse_pool(s.parse_workers, s.parse_timeout.total_seconds())
         try:

@@ -74,6 +74,7 @@ class OutputServer:
     metrics: Metrics
     reload_status: Callable[[], dict[str, Any] | None] = lambda: None
     config_loaded: Callable[[], datetime | None] = lambda: None
+    role: str = "all"  # the process's role (daemon.ROLES), shown in /healthz
     plans: InitVar[PlanCache | None] = None
     node_id: str | None = None  # this process's row in the nodes table (marked on /status)
     renders: RenderCache = field(init=False)
@@ -81,14 +82,16 @@ class OutputServer:
     def __post_init__(self, generation: Callable[[], int], plans: PlanCache | None) -> None:
         self.renders = RenderCache(self.store, self.config, generation, self.metrics, plans)
 
-    def app(self) -> web.Application:
+    def app(self, outputs: bool = True) -> web.Application:
+        """The routes; without `outputs` (a poller) only /healthz and /metrics."""
         app = web.Application()
-        app.router.add_get("/", self.index)
-        app.router.add_get("/outputs/{name}.{fmt}", self.output)
         app.router.add_get("/healthz", self.healthz)
-        app.router.add_get("/status", self.status)
-        app.router.add_get("/status.json", self.status_json)
         app.router.add_get("/metrics", self.metrics_handler)
+        if outputs:
+            app.router.add_get("/", self.index)
+            app.router.add_get("/outputs/{name}.{fmt}", self.output)
+            app.router.add_get("/status", self.status)
+            app.router.add_get("/status.json", self.status_json)
         app.on_cleanup.append(self._close)
         return app
 
@@ -181,6 +184,7 @@ class OutputServer:
         ok, body = health_doc(
             self.metrics.board, datetime.now(UTC), self.healthy(), self.reload_status()
         )
+        body["role"] = self.role
         status = 200 if ok else 503
         if not is_admin(self.config(), _token(request)):
             return web.json_response({"status": body["status"]}, status=status)

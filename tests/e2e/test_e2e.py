@@ -44,12 +44,12 @@ def wait_for(check: Callable[[], bool], what: str, deadline: float = DEADLINE) -
 
 
 class Daemon:
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    def __init__(self, config: Path, port: int, log: Path, args: tuple[str, ...] = ()) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.log = log
         self._log_file = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
+            [sys.executable, "-m", "aggregator", "run", "--config", str(config), *args],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=config.parent,
@@ -74,11 +74,13 @@ class Daemon:
 
 
 @pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path, int], Daemon]]:
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """start(config, port, *args): the daemon with `run` arguments `args` (--role, --listen),
+    once its /healthz on `port` answers 200."""
     started: list[Daemon] = []
 
-    def start(config: Path, port: int) -> Daemon:
-        d = Daemon(config, port, tmp_path / f"daemon-{len(started)}.log")
+    def start(config: Path, port: int, *args: str) -> Daemon:
+        d = Daemon(config, port, tmp_path / f"daemon-{len(started)}.log", args)
         started.append(d)
         wait_for(d.healthy, "/healthz to answer 200")
         return d
