@@ -229,6 +229,9 @@ class Daemon:
                 self._spawn(self._resanitize())
             else:
                 self._spawn(jobs.boards(store, current, self.metrics.board, self._sleep))
+            if self.serves:
+                # Role all too: other processes commit beside it (more pollers on PostgreSQL,
+                # `aggregator fetch` on SQLite), and its render cache must see their entries.
                 self._spawn(jobs.follow_generation(store, self._on_write, self._sleep))
             self._spawn(jobs.heartbeats(store, self.metrics.board, self._sleep))
             # Every role records itself, for /status's list of the nodes and their configs.

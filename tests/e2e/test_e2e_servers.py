@@ -1,7 +1,8 @@
 """End to end: one poller and two `--role server` processes over one SQLite database. Both
 servers give the same ETag for the same content, so a conditional GET made with one server's
 ETag gets its 304 from the other; /status lists the three nodes and warns once one of them
-runs a different config (after its reload), and a node that stops leaves the list."""
+runs a different config (after its reload), and a node that stops leaves the list. A daemon
+of role `all` follows commits made beside it too."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import feedparser
 import pytest
 from conftest import DATA_DIR, FeedServer, free_port
 from test_e2e import Daemon, _without_ttl, http_get, loopback_settings, start_daemon, wait_for
+from test_e2e_unattended import cli, feed_toml, rss, titles
 
 pytestmark = pytest.mark.e2e
 __all__ = ["start_daemon"]  # a fixture, used by name
@@ -114,3 +116,30 @@ def test_two_servers_give_equal_etags_and_list_the_nodes(
     assert b.stop() == 0
     assert [n["listen"] for n in nodes(a) if n["listen"] == f"127.0.0.1:{b_port}"] == []
     assert _status(a)["nodes_warning"] is None
+
+
+def test_the_daemon_of_role_all_follows_commits_made_beside_it(
+    feed_server: FeedServer,
+    write_config: Callable[..., Path],
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """Role `all` serves too, so it follows the store like a server: an `aggregator fetch`
+    run beside it (or, on PostgreSQL, another poller) commits entries the daemon's own next
+    poll is an hour away from, and its outputs show them."""
+    port = free_port()
+    feed_server.serve_bytes("/one.xml", rss("One", ["first"]))
+    body = feed_toml("one", feed_server.url("one.xml"))
+    body += '[[outputs]]\nname = "all"\ntitle = "All"\n'
+    config = write_config(body, **loopback_settings(port, interval="1h"))
+    # Polled once before the daemon starts: its own next poll is then an hour away.
+    assert cli(config, "fetch").returncode == 0
+    daemon = start_daemon(config, port)
+    assert titles(daemon, "all") == ["first"]
+    feed_server.serve_bytes("/one.xml", rss("One", ["second", "first"]))
+    fetched = cli(config, "fetch")
+    assert fetched.returncode == 0, fetched.stderr
+    wait_for(
+        lambda: titles(daemon, "all") == ["second", "first"],
+        "the daemon's output to show what the fetch stored",
+        DEADLINE,
+    )
