@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, cli_fetch, cli_ops
+from . import __version__, cli_fetch, cli_ops, cli_store
 from .cli_common import CONFIG_HELP, CONTEXT, command, fail, load, opened_store
 from .config.env import PREFIX as ENV_PREFIX
 from .config.load import CONFIG_ENV
@@ -229,7 +229,8 @@ def _line(item: StoredEntry) -> str:
 
 @command()
 def reload(config_path: str) -> None:
-    """Make the running daemon reload its config file (sends it SIGHUP)."""
+    """Make the running daemon reload its config file (sends it SIGHUP); on PostgreSQL, says
+    how to reach the nodes."""
     config = load(config_path)  # an invalid file is reported here, before signalling
     try:
         pid = running_daemon(config.aggregator.database)  # LockError: none runs, exit 1
@@ -311,8 +312,16 @@ def prune(config_path: str, vacuum: bool) -> None:
 @command()
 @click.argument("target")
 def backup(config_path: str, target: str) -> None:
-    """Copy the database to TARGET (a file, or a directory to put a dated file in)."""
+    """Copy the SQLite database to TARGET (a file, or a directory to put a dated file in);
+    a PostgreSQL database is backed up with pg_dump."""
     config = load(config_path)
+    database = config.aggregator.database
+    if database.is_postgres:
+        fail(
+            f"the database is PostgreSQL ({database.display}): back it up with pg_dump, for "
+            "example `pg_dump --format=custom --file=aggregator.dump <database URL>`, and "
+            'restore with pg_restore (README: "Backups")'
+        )
     path = Path(target)
     if path.is_dir() or target.endswith("/"):
         path.mkdir(parents=True, exist_ok=True)
@@ -323,8 +332,8 @@ def backup(config_path: str, target: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"cannot create {path.parent}: {e.strerror}")
-    backup_database(config.aggregator.database, path)
-    click.echo(f"backed up {config.aggregator.database} to {path}")
+    backup_database(database.sqlite_path(), path)
+    click.echo(f"backed up {database.display} to {path}")
 
 
 @command("import-opml")
@@ -372,7 +381,8 @@ def export_opml(config_path: str, title: str) -> None:
 
     config = load(config_path)
     states = {}
-    if config.aggregator.database.is_file():  # titles and site links, once polled
+    database = config.aggregator.database
+    if database.is_postgres or database.sqlite_path().is_file():  # titles and site links
         with opened_store(config) as store:
             states = {s.name: s for s in store.feed_states()}
     subs = []
@@ -408,6 +418,7 @@ for _command in (
     cli_ops.health,
     cli_ops.add,
     cli_ops.remove,
+    cli_store.copy_store,
 ):
     main.add_command(_command)
 

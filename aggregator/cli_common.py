@@ -17,8 +17,8 @@ from click.core import ParameterSource
 from .config.load import CONFIG_ENV, DEFAULT_CONFIG, load_config
 from .config.resolved import Config
 from .errors import AggregatorError, ConfigError
+from .store.open import open_store
 from .store.protocol import Store
-from .store.sqlite import SqliteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -92,9 +92,9 @@ def load(path: str, *, need_secrets: bool = False) -> Config:
 
 @contextlib.contextmanager
 def opened_store(config: Config) -> Iterator[Store]:
-    """The config's database, opened (and migrated) for the command, closed after it; a
-    database that cannot be opened is a StoreError (exit 1)."""
-    store: Store = SqliteStore(config.aggregator.database)
+    """The config's database (an SQLite file or a PostgreSQL URL), opened (and migrated) for
+    the command, closed after it; a database that cannot be opened is a StoreError (exit 1)."""
+    store = open_store(config.aggregator.database)
     try:
         yield store
     finally:

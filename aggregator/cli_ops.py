@@ -88,6 +88,8 @@ def health(config_path: str) -> None:
 
 def _signal_reload(config: Config) -> str:
     """Ask a running daemon to reload (SIGHUP); say what will happen either way."""
+    if config.aggregator.database.is_postgres:
+        return "each node running on this config file reloads it within seconds"
     try:
         pid = running_daemon(config.aggregator.database)
         os.kill(pid, signal.SIGHUP)

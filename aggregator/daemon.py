@@ -29,7 +29,7 @@ from . import jobs
 from .config.load import load_config
 from .config.reload import CHECK_EVERY, ConfigWatcher, plan_reload
 from .config.resolved import Config, Feed
-from .errors import AggregatorError, ConfigError
+from .errors import AggregatorError, ConfigError, StoreError
 from .ingest.poll import poll_source
 from .ingest.schedule import FeedScheduler, first_poll
 from .logs import PollTally, setup_logging
@@ -45,6 +45,7 @@ from .store.threads import StoreThreads
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
 MIN_REARM = timedelta(seconds=1)
+STORE_RETRY = timedelta(minutes=1)  # a poll that failed on the store
 Role = Literal["all", "poller", "server"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
@@ -102,10 +103,15 @@ class Daemon:
         except KeyError:
             log.warning("feed %s is no longer configured", name)
         except AggregatorError as e:
-            # Expected failures (the database is locked or full) get one line, not a traceback,
-            # and the feed is tried again later rather than dropped.
+            # Expected failures (the database is locked, full or unreachable) get one line, not
+            # a traceback, and the feed is tried again later rather than dropped; after a store
+            # failure within STORE_RETRY, so a database outage delays polls by no more than
+            # that once it is over (while it lasts, the retry fails at its read, unfetched).
             log.error("poll of %s failed: %s", name, e)
-            next_run = datetime.now(UTC) + self.config.aggregator.interval
+            wait = self.config.aggregator.interval
+            if isinstance(e, StoreError):
+                wait = min(wait, STORE_RETRY)
+            next_run = datetime.now(UTC) + wait
         except asyncio.CancelledError:
             if not self._stop.is_set():
                 raise

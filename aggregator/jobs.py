@@ -49,13 +49,21 @@ async def summaries(
 
 async def heartbeats(store: StoreThreads, board: FeedBoard, sleep: Sleep) -> None:
     """Probe the write lock through the writer thread every few seconds, for /healthz:
-    a health check must not write, and a stuck writer shows as a stale heartbeat."""
+    a health check must not write, and a stuck writer shows as a stale heartbeat. A database
+    that cannot be written (a PostgreSQL server restarting or unreachable) is logged once when
+    it fails and once when it is back; the writer reconnects at its next call meanwhile."""
     while True:
         try:
             await store.write_batched(lambda s: s.check_writable())
             beat = Heartbeat(datetime.now(UTC))
         except AggregatorError as e:
             beat = Heartbeat(datetime.now(UTC), str(e))
+        before = board.heartbeat
+        if beat.error is not None and (before is None or before.error is None):
+            every = int(HEARTBEAT_EVERY.total_seconds())
+            log.error("the database cannot be written (checked every %ds): %s", every, beat.error)
+        elif beat.error is None and before is not None and before.error is not None:
+            log.info("the database can be written again")
         board.heartbeat = beat
         if await sleep(HEARTBEAT_EVERY.total_seconds()):
             return

@@ -22,6 +22,7 @@ from .ingest.schedule import stored_block
 from .ingest.workers import DeadlinePool
 from .metrics import Metrics, TimedFetcher
 from .models import FeedState, FeedStatus
+from .store.open import store_threads
 from .store.threads import StoreThreads
 
 PARSE_TIMEOUT = 15.0  # seconds; the config's parse_timeout in the daemon
@@ -47,15 +48,20 @@ def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
 
 
 def make_gates(
-    config: Config, states: Mapping[str, FeedState] | None = None, now: datetime | None = None
+    config: Config,
+    states: Mapping[str, FeedState] | None = None,
+    now: datetime | None = None,
+    *,
+    paced: bool = True,
 ) -> HostGates:
     """Per-host limits from every feed's settings (and the host it was redirected to).
 
     With `now`, a stored Retry-After that is still ahead blocks its host again, so a restart
-    does not let the other feeds of a host that asked us to wait fetch at once.
+    does not let the other feeds of a host that asked us to wait fetch at once. `paced`
+    (HostGates.pace) is off only for polls driven by an injected clock.
     """
     s = config.aggregator
-    gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
+    gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay), paced=paced)
     for feed in config.feeds.values():
         limit = HostLimit(feed.policy.host_concurrency, feed.policy.host_delay)
         state = (states or {}).get(feed.name)
@@ -69,7 +75,7 @@ def make_gates(
 
 def store_for(config: Config) -> StoreThreads:
     """The store threads on the config's database, opened (and migrated)."""
-    return StoreThreads(config.aggregator.database)
+    return store_threads(config.aggregator.database)
 
 
 @contextlib.asynccontextmanager

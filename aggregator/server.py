@@ -18,6 +18,7 @@ from typing import Any
 import prometheus_client
 from aiohttp import web
 
+from .config.database import Database
 from .config.resolved import Config, Output
 from .health import FAILING, health_doc
 from .metrics import Metrics
@@ -60,6 +61,11 @@ PRIVATE_HEADERS = {"Referrer-Policy": "no-referrer"}
 
 def _token(request: web.Request) -> str | None:
     return presented(request.query, request.headers)
+
+
+def database_json(database: Database) -> dict[str, str]:
+    """Which store the daemon runs on, as /healthz and /status show it: never a password."""
+    return {"kind": database.kind, "name": database.display}
 
 
 @dataclass(eq=False, repr=False)
@@ -188,6 +194,7 @@ class OutputServer:
         status = 200 if ok else 503
         if not is_admin(self.config(), _token(request)):
             return web.json_response({"status": body["status"]}, status=status)
+        body["database"] = database_json(self.config().aggregator.database)
         return web.json_response(body, status=status, dumps=dumps)
 
     async def _status_doc(self, request: web.Request) -> dict[str, Any]:
@@ -209,6 +216,7 @@ class OutputServer:
         live = await self.store.read(lambda s: s.nodes(now - NODE_LIVE))
         nodes, warning = nodes_view(live, now, self.node_id)
         return {
+            "database": database_json(config.aggregator.database),
             "summary": self.metrics.board.counts(),
             "config_loaded": loaded.isoformat(timespec="seconds") if loaded else None,
             "feeds": feeds,

@@ -8,9 +8,11 @@ host limits are checked where they matter.
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from faultserver import FaultServer
 
 ARTICLES = Path(__file__).resolve().parent / "data" / "articles"
@@ -119,3 +121,16 @@ class ArticleSite(FaultServer):
 
     def article_hits(self, path: str) -> int:
         return len(self.hits_of(path))
+
+
+@pytest.fixture
+def article_site() -> Iterator[ArticleSite]:
+    """A running ArticleSite serving every story's page and its robots.txt, closed after."""
+    server = ArticleSite()
+    server.serve_robots()
+    for story in STORIES.values():
+        server.serve_story(story)
+    try:
+        yield server
+    finally:
+        server.close()

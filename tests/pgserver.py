@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -198,29 +199,52 @@ class PgServer:
             # binds, so a failed start tries another.
             self.port = _free_port()
             try:
-                self._run(
-                    "pg_ctl",
-                    "start",
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.log),
-                    "-w",
-                    "-t",
-                    str(_START_TIMEOUT),
-                    "-o",
-                    f"-p {self.port}",
-                )
+                self.start_server()
                 break
             except RuntimeError:
                 if attempt == 2:
                     raise
         self.admin(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{self.password}'")
 
+    def start_server(self) -> None:
+        """Start the cluster's server on its port (again, after `stop_server`)."""
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            str(_START_TIMEOUT),
+            "-o",
+            f"-p {self.port}",
+        )
+
+    def stop_server(self) -> None:
+        """Stop the server as an operator would (fast: sessions are told and cut off), keeping
+        the cluster: every connection to it breaks, and `start_server` brings it back."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped within, started again after (whatever the block raised)."""
+        self.stop_server()
+        try:
+            yield
+        finally:
+            self.start_server()
+
+    def restart(self) -> None:
+        """Restart the server on the same port: every open connection breaks."""
+        self.stop_server()
+        self.start_server()
+
     def stop(self) -> None:
         try:
             if (self.data / "postmaster.pid").exists():
-                self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+                self.stop_server()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

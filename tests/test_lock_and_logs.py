@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.config.database import Database, parse_database
 from aggregator.errors import LockError
 from aggregator.logs import JsonFormatter, PollTally
 from aggregator.models import PollOutcome
@@ -16,13 +17,14 @@ from aggregator.store.lock import DaemonLock, lock_path, running_daemon
 
 
 def test_second_lock_is_refused_and_names_the_holder(tmp_path: Path) -> None:
-    db = tmp_path / "sub" / "agg.db"
+    file = tmp_path / "sub" / "agg.db"
+    db = Database(path=file)
     with pytest.raises(LockError, match="no lock file"):
         running_daemon(db)
     first = DaemonLock(db)
     first.acquire()
     try:
-        assert lock_path(db).read_text() == f"{os.getpid()}\n"
+        assert lock_path(file).read_text() == f"{os.getpid()}\n"
         assert running_daemon(db) == os.getpid()
         # flock belongs to the open file, so a second open in this process is refused too.
         with pytest.raises(LockError, match=rf"pid {os.getpid()}\) is already running"):
@@ -34,6 +36,19 @@ def test_second_lock_is_refused_and_names_the_holder(tmp_path: Path) -> None:
     again = DaemonLock(db)  # a stale file does not block a restart
     again.acquire()
     again.release()
+
+
+def test_postgresql_takes_no_lock_and_reload_says_how_to_reach_the_nodes() -> None:
+    # Several nodes share one PostgreSQL database on purpose: no file lock, no PID to find.
+    db = parse_database("postgresql://agg:s3cret-pw@db.example:5432/agg")
+    lock = DaemonLock(db)
+    lock.acquire()
+    DaemonLock(db).acquire()  # a second node on the same database is welcome
+    lock.release()
+    with pytest.raises(LockError, match="send SIGHUP to each node") as caught:
+        running_daemon(db)
+    assert "s3cret-pw" not in str(caught.value)
+    assert "postgresql://db.example:5432/agg" in str(caught.value)
 
 
 def test_json_formatter_one_object_per_line() -> None:

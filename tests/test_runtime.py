@@ -66,7 +66,7 @@ def test_a_runtime_polls_through_its_context_and_commits_at_close(
     count = metrics.registry.get_sample_value("aggregator_fetch_seconds_count")
     assert count == 2
     # Closed: every write reached the file; another connection reads them.
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         assert store.count_entries("one") > 0 and store.count_entries("two") > 0
         assert {s.name: s.status for s in store.feed_states()} == {"one": "ok", "two": "ok"}
@@ -88,7 +88,7 @@ def test_a_failure_inside_the_runtime_still_closes_it_in_order(
     with pytest.raises(RuntimeError, match="the caller's own failure"):
         asyncio.run(scenario())
     # The poll before the failure is committed; the file is free for the next opener.
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         assert store.count_entries("one") > 0
     finally:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from ..config.credentials import RequestOptions
+from ..config.database import Database
 from ..config.secret import Secret
 from ..ingest.decide import PollPolicy
 from ..ingest.identity import UpdatePolicy
@@ -26,7 +26,7 @@ class Settings:
     """The [aggregator] table (README: "Configuration"), with `limits`, `host` and `port`
     derived from it."""
 
-    database: Path
+    database: Database  # an SQLite file or a PostgreSQL URL (database.py)
     listen: str
     host: str  # of `listen`, without the brackets of an IPv6 address
     port: int

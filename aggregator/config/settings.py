@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import PROJECT_URL, __version__
+from ..config.database import Database
 from ..config.secret import Secret
 from ..config.values import Duration, Size, check_http_url, check_token, ranged
 from ..ingest.limits import DEFAULT_LIMITS
@@ -29,7 +30,7 @@ class Strict(BaseModel):
 class AggregatorTable(Strict):
     """The [aggregator] table: daemon-wide settings."""
 
-    database: Path = Path("data/aggregator.db")
+    database: Database = Database(path=Path("data/aggregator.db"))  # or a postgresql:// URL
     listen: str = "127.0.0.1:8080"
     base_url: str = "http://127.0.0.1:8080"  # without one in the file: from `listen`
     user_agent: str = DEFAULT_USER_AGENT

@@ -94,6 +94,9 @@ class SqliteBase:
     def close(self) -> None:
         self.db.close()
 
+    def is_broken(self) -> bool:
+        return False  # a file's connection has no server to lose
+
     def atomic(self) -> Atomic:
         return Atomic(self.db.conn)
 

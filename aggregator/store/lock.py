@@ -1,7 +1,9 @@
-"""One daemon per database: an exclusive lock on `<database>.lock` holding the daemon's PID. I/O.
+"""One daemon per SQLite database: an exclusive lock on `<database>.lock` holding the daemon's
+PID. I/O.
 
 The lock is an fcntl.flock, so the kernel drops it when the process dies, however it dies; a stale
 file never blocks a restart. The PID inside lets `aggregator reload` signal the daemon.
+A PostgreSQL database has no lock: any number of nodes share it on purpose.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from ..config.database import Database
 from ..errors import LockError
 
 
@@ -18,14 +21,17 @@ def lock_path(database: Path) -> Path:
 
 
 class DaemonLock:
-    """Held for the life of a daemon: `acquire()` at start, `release()` at exit."""
+    """Held for the life of a daemon: `acquire()` at start, `release()` at exit. On
+    PostgreSQL (`path` None) both do nothing."""
 
-    def __init__(self, database: Path) -> None:
-        self.path = lock_path(database)
+    def __init__(self, database: Database) -> None:
+        self.path = None if database.is_postgres else lock_path(database.sqlite_path())
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise LockError naming the daemon that has it."""
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -57,9 +63,17 @@ def read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def running_daemon(database: Path) -> int:
-    """The PID of the daemon running on `database`, or LockError if none is."""
-    path = lock_path(database)
+def running_daemon(database: Database) -> int:
+    """The PID of the daemon running on `database`, or LockError if none is (or, on
+    PostgreSQL, LockError saying how to reach the nodes: no file names them)."""
+    if database.is_postgres:
+        raise LockError(
+            f"the database is PostgreSQL ({database.display}): several nodes may share it, so "
+            "none is found from here; send SIGHUP to each node's process (kill -HUP <pid>, "
+            "or systemctl reload <its unit>), or edit the config file: each node reloads it "
+            "within seconds"
+        )
+    path = lock_path(database.sqlite_path())
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

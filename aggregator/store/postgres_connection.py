@@ -8,6 +8,7 @@ file): the URL is handed to libpq as it is, and shown only without its userinfo.
 
 from __future__ import annotations
 
+import select
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -18,7 +19,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
-from ..config.secret import redact, remember, split_userinfo, strip_userinfo
+from ..config.database import display_url
+from ..config.secret import redact, remember, split_userinfo
 from ..errors import StoreError
 from .postgres_schema import migrate
 from .wrapping import raising_store_error
@@ -28,11 +30,8 @@ Row = dict[str, Any]
 # Seconds to wait for a connection when the URL does not say (libpq's default is forever: a
 # daemon pointed at a host that drops packets would hang at start with no word).
 CONNECT_TIMEOUT = 10
-
-
-def display_url(url: str) -> str:
-    """The URL as it may be shown: without user and password."""
-    return strip_userinfo(url)
+# How many times an idle connection's pending input is read before it counts as alive.
+_GOODBYE_READS = 4
 
 
 # Every public method of the PostgreSQL store classes: StoreError for any psycopg error.
@@ -71,6 +70,29 @@ class PostgresBase:
 
     def close(self) -> None:
         self.conn.close()
+
+    def is_broken(self) -> bool:
+        """Lost when psycopg saw it fail, or when the server has spoken on it while it was
+        idle: the only thing an idle connection of ours can receive is the server's goodbye
+        (a shutdown's FATAL message, or the socket's end), so that is polled for without
+        waiting. A restart is noticed before the next statement, not by its failure."""
+        conn = self.conn
+        if conn.closed or conn.broken:
+            return True
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False  # a transaction is open: the connection is in use
+        try:
+            # The goodbye comes as a message, then the socket's end: reading the one makes
+            # the other readable, and reading that fails. Anything else (a notice) is read
+            # and left for psycopg, and the socket goes quiet.
+            for _ in range(_GOODBYE_READS):
+                readable, _, _ = select.select([conn.fileno()], [], [], 0)
+                if not readable:
+                    return False
+                conn.pgconn.consume_input()
+        except (OSError, ValueError, psycopg.Error):
+            return True
+        return conn.pgconn.status == psycopg.pq.ConnStatus.BAD
 
     def _all(self, sql: str, params: Sequence[Any] | Row = ()) -> list[Row]:
         return self.conn.execute(sql.encode(), params).fetchall()

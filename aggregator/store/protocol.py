@@ -66,6 +66,10 @@ class Store(Protocol):
     def close(self) -> None:
         """Close the connection; the store is unusable after."""
 
+    def is_broken(self) -> bool:
+        """Whether the connection is lost for good (the server closed it or went away): then
+        it is closed and another opened (threads.StoreThreads). Cheap: it waits for nothing."""
+
     def atomic(self) -> AbstractContextManager[None]:
         """One transaction, or a savepoint inside an open one: commits or vanishes whole."""
 

@@ -2,7 +2,8 @@
 batching of many small calls into one thread hop (and one transaction for writes). I/O.
 
 Shaped by SQLite (one writer, connections that never cross threads), it asks nothing of the
-store but the Store protocol, so any store opened per thread fits.
+store but the Store protocol, so any store opened per thread fits. A connection that broke
+(`Store.is_broken`: a PostgreSQL server restarted) is dropped and reopened at the next call.
 """
 
 from __future__ import annotations
@@ -104,6 +105,17 @@ class _Batcher:
 
     def _run(self, fns: list[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
         store = self._store()
+        results = self._run_on(store, fns)
+        if not self._transaction and store.is_broken():
+            # The connection broke under these reads (the server restarted): reads change
+            # nothing, so the failed ones are tried once more on a fresh connection.
+            failed = [i for i, (ok, _) in enumerate(results) if not ok]
+            retried = self._run_on(self._store(), [fns[i] for i in failed])
+            for i, outcome in zip(failed, retried, strict=True):
+                results[i] = outcome
+        return results
+
+    def _run_on(self, store: Store, fns: list[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
         if self._transaction:
             # data_version moves only when another connection commits: then what the poller
             # keeps in memory of the feeds (see poll.StateCache) may be stale.
@@ -153,10 +165,11 @@ class StoreThreads:
         readers: int = 2,
         opener: Callable[[], Store] | None = None,
     ) -> None:
-        """`opener` opens one connection (each thread calls it once); by default an
-        SqliteStore on the file at `path`."""
-        self.path = Path(path)
-        self._open: Callable[[], Store] = opener or (lambda: SqliteStore(self.path))
+        """`opener` opens one connection (each thread calls it at its first use, and again
+        after its connection broke); by default an SqliteStore on the file at `path`.
+        store/open.py's `store_threads` picks the opener a config's database needs."""
+        self.path = path
+        self._open: Callable[[], Store] = opener or (lambda: SqliteStore(path))
         self._local = threading.local()
         self._stores: list[Store] = []
         self._lock = threading.Lock()
@@ -170,13 +183,37 @@ class StoreThreads:
         self._read_batches = _Batcher(self._readers, self._store, transaction=False)
 
     def _store(self) -> Store:
+        """This thread's connection, opened at its first use, and again after it broke (a
+        PostgreSQL server restarted or unreachable): StoreError while it cannot be opened."""
         store: Store | None = getattr(self._local, "store", None)
+        if store is not None and store.is_broken():
+            self._drop(store)
+            store = None
         if store is None:
             store = self._open()
             self._local.store = store
             with self._lock:
                 self._stores.append(store)
         return store
+
+    def _drop(self, store: Store) -> None:
+        """Forget this thread's broken connection; the next call opens another."""
+        self._local.store = None
+        with self._lock:
+            if store in self._stores:
+                self._stores.remove(store)
+        with contextlib.suppress(Exception):  # it is broken: closing it may fail too
+            store.close()
+
+    def _read(self, fn: Callable[[Store], T]) -> T:
+        store = self._store()
+        try:
+            return fn(store)
+        except StoreError:
+            if not store.is_broken():
+                raise
+            # As for batched reads: once more on a fresh connection (see _Batcher._run).
+            return fn(self._store())
 
     async def write(self, fn: Callable[[Store], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -186,7 +223,7 @@ class StoreThreads:
         """Run `fn` on a reader thread, or on one of `threads` (the renders' own, so a slow
         render never holds up the daemon's other reads); each thread has its connection."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(threads or self._readers, lambda: fn(self._store()))
+        return await loop.run_in_executor(threads or self._readers, lambda: self._read(fn))
 
     @property
     def external_changes(self) -> int:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from tests_support import REPO
 
 from aggregator.cli import main
+from aggregator.config.database import Database
 from aggregator.config.load import load_config, parse_config
 from aggregator.config.resolved import Config
 from aggregator.config.settings import DEFAULT_USER_AGENT
@@ -264,7 +265,8 @@ def test_env_var_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_defaults() -> None:
     config = parse_config({})
     s = config.aggregator
-    assert s.database == Path("data/aggregator.db")
+    assert s.database == Database(path=Path("data/aggregator.db"))
+    assert not s.database.is_postgres
     assert s.listen == "127.0.0.1:8080"
     assert (s.host, s.port) == ("127.0.0.1", 8080)
     assert s.base_url == "http://127.0.0.1:8080"
@@ -475,7 +477,7 @@ def test_every_aggregator_key_can_come_from_the_environment(
     monkeypatch.setenv("AGGREGATOR_LOG_LEVEL", "")  # empty: ignored
     s = load_config(path).aggregator
     assert s.listen == "0.0.0.0:2222" and s.base_url == "http://127.0.0.1:2222"
-    assert s.database == tmp_path / "env.db" and s.max_concurrency == 8
+    assert s.database.path == tmp_path / "env.db" and s.max_concurrency == 8
     assert s.interval == timedelta(minutes=90) and s.max_body_size == 2 * 1024**2
     assert s.adaptive is True and s.embed_hosts == ("www.youtube.com", "player.vimeo.com")
     assert s.log_level == "info"

@@ -158,7 +158,10 @@ def test_pages_caching_paging_status_metrics_and_websub(
         "not_modified",
         "unchanged",
     )
-    assert set(json.loads(http_get(base + "/status.json", {"Accept": BROWSER})[2])) == {
+    status_doc = json.loads(http_get(base + "/status.json", {"Accept": BROWSER})[2])
+    assert status_doc["database"]["kind"] == "sqlite"
+    assert set(status_doc) == {
+        "database",
         "summary",
         "config_loaded",
         "feeds",

@@ -100,7 +100,7 @@ def run(
     parse_pool: Executor | None = None,
 ) -> T:
     async def main() -> T:
-        store = StoreThreads(config.aggregator.database)
+        store = StoreThreads(config.aggregator.database.path)
         pool = parse_pool or ThreadPoolExecutor(2)
         try:
             rows = [(f.name, f.url) for f in config.feeds.values()]
@@ -139,7 +139,7 @@ def run(
 
 def stored(config: Config) -> dict[str, dict[str, Any]]:
     """Every stored entry by guid, with its extraction state."""
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         out = {}
         for item in store.iter_entries(list(config.feeds)):
@@ -152,7 +152,7 @@ def stored(config: Config) -> dict[str, dict[str, Any]]:
 
 
 def rendered(config: Config, fmt: str) -> bytes:
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         return render_output(store, config, "all", fmt).body  # type: ignore[arg-type]
     finally:

@@ -262,7 +262,7 @@ def test_three_section_feeds_give_one_story_naming_all_three_sources(
     tmp_path: Path, fmt: str
 ) -> None:
     config = _config(tmp_path)
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         _load_sections(store)
         rendered = render_output(store, config, "all", fmt)  # type: ignore[arg-type]
@@ -291,7 +291,7 @@ def test_three_section_feeds_give_one_story_naming_all_three_sources(
 
 def test_representative_is_the_first_seen_copy(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         # top is polled first; the sections an hour later.
         body = (DATA_DIR / SECTIONS["top"]).read_bytes()
@@ -317,7 +317,7 @@ def test_representative_is_the_first_seen_copy(tmp_path: Path) -> None:
 
 def test_dedupe_off_keeps_every_copy(tmp_path: Path) -> None:
     config = _config(tmp_path, dedupe="off")
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         _load_sections(store)
         assert render_output(store, config, "all", "atom").entries == 5
@@ -345,7 +345,7 @@ def test_the_same_entries_stored_in_any_order_render_the_same_bytes(
     for sequence in (range(len(entries)), order):
         with tempfile.TemporaryDirectory() as tmp:
             config = _config(Path(tmp))
-            store = Store(config.aggregator.database)
+            store = Store(config.aggregator.database.path)
             try:
                 for i in sequence:
                     name, entry = entries[i]

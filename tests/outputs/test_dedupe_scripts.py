@@ -55,7 +55,7 @@ def test_urdu_and_chinese_stories_are_merged_only_when_they_are_one_story(
     tmp_path: Path, fmt: str
 ) -> None:
     config = _config(tmp_path)
-    store = Store(config.aggregator.database)
+    store = Store(config.aggregator.database.path)
     try:
         _load(store)
         rendered = render_output(store, config, "world", fmt)  # type: ignore[arg-type]

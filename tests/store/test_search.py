@@ -89,9 +89,11 @@ def test_query_output(store: Store, tmp_path: Path) -> None:
         store.close()
 
 
-def _write(tmp_path: Path, **output: object) -> Path:
+def _write(tmp_path: Path, store: Store, **output: object) -> Path:
+    """A config file on the store's own database: its file, or its URL (with the password)."""
     data = _config(tmp_path, **output)
-    lines = [f"[aggregator]\ndatabase = {json.dumps(str(tmp_path / 'x.db'))}\n"]
+    database = getattr(store, "url", None) or str(store.path)
+    lines = [f"[aggregator]\ndatabase = {json.dumps(database)}\n"]
     for f in data["feeds"]:  # type: ignore[attr-defined]
         lines.append(f'[[feeds]]\nname = "{f["name"]}"\nurl = "{f["url"]}"\n')
     lines.append('[[outputs]]\nname = "o"\ntitle = "O"\n')
@@ -102,10 +104,9 @@ def _write(tmp_path: Path, **output: object) -> Path:
     return path
 
 
-@pytest.mark.sqlite_only("the command opens the config's SQLite database")
 def test_preview_names_merges_and_dropping_rules(store: Store, tmp_path: Path) -> None:
     store.close()
-    path = _write(tmp_path, exclude=["stock"])
+    path = _write(tmp_path, store, exclude=["stock"])
     result = CliRunner().invoke(main, ["preview", "o", "--config", str(path)])
     assert result.exit_code == 0, result.output
     out = result.output
@@ -115,10 +116,9 @@ def test_preview_names_merges_and_dropping_rules(store: Store, tmp_path: Path) -
     assert CliRunner().invoke(main, ["preview", "nope", "--config", str(path)]).exit_code == 2
 
 
-@pytest.mark.sqlite_only("the command opens the config's SQLite database")
 def test_search_command(store: Store, tmp_path: Path) -> None:
     store.close()
-    path = _write(tmp_path)
+    path = _write(tmp_path, store)
     result = CliRunner().invoke(main, ["search", "forecasters", "--config", str(path)])
     assert result.exit_code == 0, result.output
     assert "Heavy rain expected in the capital" in result.output

@@ -1,0 +1,135 @@
+"""Every `aggregator` command against a `postgresql://` database: the real test server
+(tests/pgserver.py), a loopback feed server, and the password never in any output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from feedserver import FeedServer
+from pgserver import PgServer
+
+from aggregator.cli import main
+
+pytestmark = pytest.mark.postgres
+
+BODY = """
+[[feeds]]
+name = "eng"
+url = "{eng}"
+
+[[feeds]]
+name = "bakery"
+url = "{bakery}"
+
+[[outputs]]
+name = "all"
+title = "Everything"
+"""
+
+
+def _config(write_config: Callable[..., Path], server: FeedServer, database: str) -> Path:
+    server.serve_file("/eng.xml", "rss20.xml")
+    server.serve_file("/bakery.xml", "atom10.xml")
+    urls = {n: server.url(f"/{n}.xml") for n in ("eng", "bakery")}
+    return write_config(BODY.format(**urls), database=database)
+
+
+def _run(path: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--config", str(path)])
+
+
+def test_every_command_works_on_a_postgresql_url(
+    write_config: Callable[..., Path], feed_server: FeedServer, pg_url: str, pg_server: PgServer
+) -> None:
+    path = _config(write_config, feed_server, pg_url)
+    outputs: list[str] = []
+
+    def ok(*args: str) -> str:
+        result = _run(path, *args)
+        outputs.append(result.output)
+        assert result.exit_code == 0, (args, result.output)
+        return result.stdout
+
+    assert "2 feeds" in ok("check-config")
+    assert "pending" in ok("feeds")  # migrated on first use, nothing polled yet
+    ok("fetch")
+    listing = ok("feeds")
+    assert listing.count(" ok ") == 2, listing
+    found = ok("search", "outage")
+    assert "Post-mortem: the 14-minute DNS outage" in found
+    assert "Sourdough" in ok("search", "sourdough")
+    atom = ok("render", "all")
+    assert atom.count("<entry>") == 7  # 4 of the RSS feed, 3 of the Atom one
+    assert "Migrating our job queue" in ok("preview", "all")
+    assert "pruned 0 entries" in ok("prune")
+    assert "Byte Street Engineering Blog" in ok("export-opml")  # the title read from the store
+
+    backup = _run(path, "backup", str(path.parent / "backups"))
+    outputs.append(backup.output)
+    assert backup.exit_code == 1
+    assert "back it up with pg_dump" in backup.output
+    assert not (path.parent / "backups").exists()
+
+    reload = _run(path, "reload")
+    outputs.append(reload.output)
+    assert reload.exit_code == 1 and "send SIGHUP to each node" in reload.output
+
+    removed = ok("remove", "bakery")
+    assert "each node running on this config file reloads it" in removed
+    assert "bakery" not in ok("feeds")
+
+    for text in outputs:
+        assert pg_server.password not in text
+    # What the commands wrote is in the shared database: a second connection sees it.
+    import psycopg
+
+    with psycopg.connect(pg_server.admin_url(pg_url.rsplit("/", 1)[1])) as conn:
+        rows = conn.execute("SELECT feed, count(*) FROM entries GROUP BY feed ORDER BY feed")
+        assert rows.fetchall() == [("bakery", 3), ("eng", 4)]
+
+
+def test_a_password_from_pgpassword_and_an_unreachable_server(
+    write_config: Callable[..., Path], feed_server: FeedServer, pg_url: str, pg_server: PgServer
+) -> None:
+    # The URL without its password: libpq takes it from $PGPASSWORD (a real subprocess, so the
+    # environment is the command's own).
+    bare = pg_url.replace(f":{pg_server.password}@", "@")
+    assert pg_server.password not in bare
+    path = _config(write_config, feed_server, bare)
+    env = {"PATH": "/usr/bin:/bin", "PGPASSWORD": pg_server.password}
+    command = [sys.executable, "-m", "aggregator", "--config", str(path)]
+    done = subprocess.run([*command, "fetch"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert pg_server.password not in done.stdout + done.stderr
+    listing = subprocess.run(
+        [*command, "feeds"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert listing.stdout.count(" ok ") == 2, listing.stdout
+
+    # A wrong password and a server that is not there: one line each, exit 1, no secret.
+    wrong = subprocess.run(
+        [*command, "feeds"],
+        capture_output=True,
+        text=True,
+        env={**env, "PGPASSWORD": "not-the-password"},
+        timeout=120,
+    )
+    assert wrong.returncode == 1
+    assert wrong.stderr.startswith("error: cannot open database postgresql://127.0.0.1:")
+    assert "not-the-password" not in wrong.stderr and len(wrong.stderr.splitlines()) == 1
+    port = pg_url.split("@127.0.0.1:")[1].split("/")[0]
+    gone = write_config(
+        BODY.format(eng="http://127.0.0.1:1/a", bakery="http://127.0.0.1:1/b"),
+        name="gone.toml",
+        database=pg_url.replace(f":{port}/", ":1/"),
+    )
+    refused = _run(gone, "feeds")
+    assert refused.exit_code == 1 and "cannot open database postgresql://127.0.0.1:1/" in (
+        refused.output
+    )
+    assert pg_server.password not in refused.output
