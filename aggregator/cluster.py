@@ -4,8 +4,10 @@ leases of polls still running are renewed. I/O (the database, the network).
 
 Which feed polls when, and its next state, are decided exactly as on SQLite (decide.py,
 feedstate.py); only the "who polls it, and when may its request start" comes from the claim
-(store/postgres_claims.py), in which the database's clock is the only clock. A Retry-After a
-host answers is recorded for the whole cluster (the hosts table), not only for this process.
+(store/postgres_claims.py), in which the database's clock is the only clock. A host with a
+host_delay belongs to one poller at a time (the claim makes it so), whose own pacing keeps the
+delay on the wire. A Retry-After a host answers is recorded for the whole cluster (the hosts
+table), not only for this process.
 """
 
 from __future__ import annotations
@@ -38,10 +40,6 @@ log = logging.getLogger("aggregator.cluster")
 
 CLAIM_TICK = 1.0  # seconds between claims (sooner when a poll ends and frees a slot)
 DRAIN_SECONDS = 5.0  # what a stop gives the polls under way
-# A poll that would start later than this after its claimed start (a busy event loop) hands
-# its claim back instead, on a host with a host_delay: starts keep at least host_delay minus
-# this apart across pollers (and the whole host_delay within one, HostGates.pace).
-START_SLACK = 0.2
 CLOCK_EVERY = 10.0  # seconds between readings of the database's clock
 STORE_RETRY = timedelta(minutes=1)  # a poll that failed on the store is claimed again then
 HAND_BACK_EVERY = timedelta(seconds=3)  # retries of a release while the database is down
@@ -60,8 +58,9 @@ def _claims(store: Store) -> PostgresClaims:
 
 class ClusterGates(HostGates):
     """Host gates of a poller whose starts the claim spaced already: no local `host_delay`
-    turn is taken (the database's spacing holds across pollers), and a Retry-After is also
-    sent to `on_block`, which records it for every poller."""
+    turn is taken (the claim's start times plan them, and only this poller polls a host with a
+    delay while it holds feeds of it), and a Retry-After is also sent to `on_block`, which
+    records it for every poller."""
 
     def __init__(
         self,
@@ -69,7 +68,8 @@ class ClusterGates(HostGates):
         default: HostLimit,
         on_block: Callable[[str, datetime], None],
     ) -> None:
-        # Paced: within this poller, starts keep host_delay on the wire as on SQLite.
+        # Paced: starts keep host_delay on the wire as on SQLite; since the host is this
+        # poller's alone meanwhile, across the cluster too.
         super().__init__(limits, default, paced=True)
         self._on_block = on_block
 
@@ -254,13 +254,6 @@ class ClaimLoop:
         feed = rt.config.feeds.get(name)
         if feed is None:  # not ours: dropped by a reload, or only in another poller's config
             self._skip.add(name)
-            await self._release([name])
-            return
-        late = (datetime.now(UTC) - start).total_seconds()
-        if late > START_SLACK and rt.ctx.hosts.limit(claim.origin).delay:
-            # The next start on this host may be another poller's, on time: starting this
-            # late would bring the two closer than host_delay. Claimed again, later.
-            log.info("claim of %s handed back: its start came %.2f s late", name, late)
             await self._release([name])
             return
         self._started.add(name)

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -323,10 +324,14 @@ def fresh_database(url: str, n: int) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
-def _wait(check: Callable[[], bool], what: str, deadline: float = 600.0) -> None:
+def _wait(
+    check: Callable[[], bool], what: str, deadline: float = 600.0, logs: Path | None = None
+) -> None:
     end = time.monotonic() + deadline
     while not check():
         if time.monotonic() > end:
+            for log in sorted(logs.glob("*.log")) if logs is not None else ():
+                print(f"--- the end of {log.name}:", *log.read_text().splitlines()[-15:], sep="\n")
             sys.exit(f"timed out waiting for {what}")
         time.sleep(0.05)
 
@@ -379,12 +384,15 @@ def pg_rounds(
             started = time.perf_counter()
 
             def done(mark: datetime = mark) -> bool:
+                # Polled: its next poll decided, half an hour on (last_poll is kept in whole
+                # seconds, so it cannot tell this round's polls from a second ago's).
                 row = store.conn.execute(
-                    "SELECT count(*) AS n FROM feeds WHERE last_poll >= %s", [mark]
+                    "SELECT count(*) AS n FROM feeds WHERE next_poll > %s + interval '1 minute'",
+                    [mark],
                 ).fetchone()
                 return row is not None and row["n"] >= args.feeds
 
-            _wait(done, f"round {name} with {pollers} poller(s)")
+            _wait(done, f"round {name} with {pollers} poller(s)", logs=where)
             seconds = time.perf_counter() - started
             cpu = sum(tree_cpu(p.pid) for p in procs) - cpu0
             log, lag = ask(farm, "log")
@@ -437,6 +445,8 @@ def _summary(sqlite: list[Round], pg: dict[int, list[Round]]) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    # SIGTERM unwinds like an error: the pollers, the farm and a temporary server stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     server = None
     url = args.database
     if url == "temp":

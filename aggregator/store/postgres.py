@@ -173,6 +173,8 @@ class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PostgresBase):
             if current != expected:
                 return None
             self._write_state(state, release=lease is not None)
+            if lease is not None and row is not None and row["origin"]:
+                self._let_go(lease, [row["origin"]])  # its host, if this was its last lease
             return self._write_entries(state, new, updated)
 
     def record_poll(self, rec: PollRecord) -> int:

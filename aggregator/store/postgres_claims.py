@@ -20,7 +20,7 @@ from typing import Any
 
 from ..ingest.feedstate import poll_url
 from ..ingest.hosts import HostLimit, origin
-from ..ingest.slots import CLAIM_AHEAD, HostRow, plan_starts
+from ..ingest.slots import CLAIM_AHEAD, HostRow, Start, plan_starts
 from ..models import FeedState
 from .postgres_connection import PostgresBase, pg_store_errors
 from .rows import _feed_state_from_row
@@ -49,6 +49,7 @@ WITH lim(origin, concurrency) AS (
     AND (f.lease_until IS NULL OR f.lease_until < now())
     AND (h.blocked_until IS NULL OR h.blocked_until <= now() + %(ahead)s)
     AND (h.next_start IS NULL OR h.next_start <= now() + %(ahead)s)
+    AND (h.owner IS NULL OR h.owner = %(owner)s OR h.owner_until < now())
 )
 SELECT f.* FROM feeds f
 WHERE f.name IN (SELECT name FROM due WHERE rank <= free)
@@ -122,6 +123,7 @@ class PostgresClaims(PostgresBase):
                     "skip": list(skip),
                     "ahead": ahead,
                     "n": limit,
+                    "owner": owner,
                 },
             )
             states = {r["name"]: _feed_state_from_row(r) for r in rows}  # type: ignore[arg-type]
@@ -133,9 +135,9 @@ class PostgresClaims(PostgresBase):
                 # A row written without its origin (by an older version, or a copy).
                 self._many("UPDATE feeds SET origin = %s WHERE name = %s", stale)
                 hosts.update((n, h) for h, n in stale)
-            plan_now, rows_of = self._lock_hosts(sorted(set(hosts.values())))
+            plan_now, rows_of, owned = self._lock_hosts(sorted(set(hosts.values())), owner)
             plan = plan_starts(
-                [(r["name"], hosts[r["name"]]) for r in rows],
+                [(r["name"], hosts[r["name"]]) for r in rows if hosts[r["name"]] not in owned],
                 rows_of,
                 limits,
                 default,
@@ -159,6 +161,7 @@ class PostgresClaims(PostgresBase):
                     "UPDATE hosts SET next_start = %s WHERE origin = %s",
                     [(at, host) for host, at in plan.next_start.items()],
                 )
+                self._own(owner, plan.starts, limits, default, lease)
             blocked = self._all(
                 "SELECT origin, blocked_until FROM hosts WHERE blocked_until > %s", [plan_now]
             )
@@ -167,9 +170,50 @@ class PostgresClaims(PostgresBase):
         )
         return Claimed(claims, plan_now, {r["origin"]: r["blocked_until"] for r in blocked})
 
-    def _lock_hosts(self, origins: list[str]) -> tuple[datetime, dict[str, HostRow]]:
+    def _own(
+        self,
+        owner: str,
+        starts: Sequence[Start],
+        limits: Mapping[str, HostLimit],
+        default: HostLimit,
+        lease: timedelta,
+    ) -> None:
+        """Make `owner` the one poller of each granted host that has a host_delay, until its
+        last lease there ends. Start times from the database's clock cannot space requests
+        across pollers (a poller that gets to its start late would bring it close to the next
+        poller's); one poller a host at a time can, by its own pacing (HostGates.pace)."""
+        until: dict[str, datetime] = {}
+        for s in starts:
+            if limits.get(s.origin, default).delay > timedelta(0):
+                until[s.origin] = max(until.get(s.origin, s.at), s.at) + lease
+        if until:
+            self._many(
+                "UPDATE hosts SET owner = %s, delay = %s, owner_until = CASE WHEN owner = %s "
+                "THEN greatest(owner_until, %s) ELSE %s END WHERE origin = %s",
+                [
+                    (owner, limits.get(host, default).delay, owner, end, end, host)
+                    for host, end in until.items()
+                ],
+            )
+
+    def _let_go(self, owner: str, origins: Sequence[str]) -> None:
+        """Give up `owner`'s hosts among `origins` where it holds no lease any more. Another
+        poller's first start there comes a host_delay after now, after every request of ours
+        to the host: they were all sent before the leases ended."""
+        self.conn.execute(
+            b"UPDATE hosts h SET owner = NULL, owner_until = NULL, "
+            b"next_start = greatest(h.next_start, clock_timestamp() + h.delay) "
+            b"WHERE h.origin = ANY(%(origins)s) AND h.owner = %(owner)s AND NOT EXISTS "
+            b"(SELECT 1 FROM feeds f WHERE f.origin = h.origin AND f.lease_owner = %(owner)s)",
+            {"origins": list(origins), "owner": owner},
+        )
+
+    def _lock_hosts(
+        self, origins: list[str], owner: str
+    ) -> tuple[datetime, dict[str, HostRow], set[str]]:
         """Lock the hosts' rows (made if missing) in name order; then, with every claim of
-        these hosts held off, the clock and each host's live leases."""
+        these hosts held off, the clock, each host's live leases, and the hosts another
+        poller owns (it took them since the candidates were read)."""
         if origins:
             self.conn.execute(
                 b"INSERT INTO hosts (origin) SELECT o FROM unnest(%s::text[]) AS o "
@@ -195,15 +239,25 @@ class PostgresClaims(PostgresBase):
             )
             for r in locked
         }
-        return now, rows
+        owned = {
+            r["origin"]
+            for r in locked
+            if r["owner"] not in (None, owner) and r["owner_until"] >= now
+        }
+        return now, rows, owned
 
     def renew(self, owner: str, names: Sequence[str], lease: timedelta) -> list[str]:
         """Extend `owner`'s leases of `names` to at least `lease` from now; returns the names
         it still held (a lease another poller took over is not renewed)."""
         rows = self._all(
             "UPDATE feeds SET lease_until = greatest(lease_until, clock_timestamp() + %s) "
-            "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name",
+            "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name, origin",
             [lease, owner, list(names)],
+        )
+        self.conn.execute(
+            b"UPDATE hosts SET owner_until = greatest(owner_until, clock_timestamp() + %s) "
+            b"WHERE owner = %s AND origin = ANY(%s)",
+            [lease, owner, sorted({r["origin"] for r in rows if r["origin"]})],
         )
         return sorted(r["name"] for r in rows)
 
@@ -218,7 +272,11 @@ class PostgresClaims(PostgresBase):
         else:
             sql = "UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
             params = [owner, list(names)]
-        rows = self._all(sql + "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name", params)
+        with self._transaction():
+            rows = self._all(
+                sql + "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name, origin", params
+            )
+            self._let_go(owner, sorted({r["origin"] for r in rows if r["origin"]}))
         return len(rows)
 
     def block_host(self, host: str, until: datetime) -> None:

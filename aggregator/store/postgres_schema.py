@@ -231,6 +231,18 @@ def m004_nodes(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+@migration(5)
+def m005_host_owner(conn: psycopg.Connection[Any]) -> None:
+    """A host with a host_delay belongs to one poller at a time (postgres_claims.py): who,
+    until when, and the delay its release keeps before the next poller's first start."""
+    _run(
+        conn,
+        "ALTER TABLE hosts ADD COLUMN owner text",
+        "ALTER TABLE hosts ADD COLUMN owner_until timestamptz",
+        "ALTER TABLE hosts ADD COLUMN delay interval NOT NULL DEFAULT '0'",
+    )
+
+
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
     """Apply the migrations this database has not run, all in one transaction, under the
     advisory lock. Returns the numbers applied (none when it is up to date). Raises

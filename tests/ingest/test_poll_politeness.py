@@ -394,8 +394,9 @@ def test_host_delay_holds_on_the_wire_however_late_the_requests_leave(
         server.close()
     assert [o.status for o in outcomes] == ["ok"] * 5 and len(arrivals) == 5
     closest = min(b - a for a, b in itertools.pairwise(arrivals))
-    # Unpaced, they arrive together; the slack is the clock's and the loop's, never the delay's.
-    assert (closest >= delay - timedelta(milliseconds=2)) is paced
+    # Unpaced, they arrive together. The slack is the server's: it stamps a request when its
+    # handler runs, which on a loaded machine can be late by a few milliseconds.
+    assert (closest >= delay - timedelta(milliseconds=20)) is paced
 
 
 def test_when_the_network_is_down_no_feed_is_penalised(tmp_path: Path) -> None:

@@ -102,27 +102,51 @@ def test_racing_claimers_never_take_one_feed_twice(
     assert sum(bool(g) for g in got) >= 2  # the race really was shared
 
 
-def test_host_concurrency_and_delay_hold_across_claimers(
+def test_host_concurrency_holds_across_claimers(stores: Callable[[], PostgresStore]) -> None:
+    names = feeds(stores(), per_host=6)
+    rule = HostLimit(concurrency=2)
+    a, b = stores(), stores()
+    first = claim(a, "a", names, limit=3, default=rule) + claim(b, "b", names, default=rule)
+    per_host = Counter(c.name.split("-")[0] for c in first)
+    assert per_host == {"h0": 2, "h1": 2, "h2": 2}
+    # Without a delay a host is nobody's own: both claimers took some of its slots.
+    assert len(first) == 6 and {c.origin for c in first[3:]} & {c.origin for c in first[:3]}
+    # Every host's slots are full: nothing more, from either claimer, until a poll ends one.
+    assert claim(a, "a", names, default=rule) == ()
+    assert claim(b, "b", names, default=rule) == ()
+    done = first[0]
+    assert polled(a, done, "a") is not None
+    (more,) = claim(b, "b", names, default=rule)
+    assert more.origin == done.origin
+
+
+def test_a_host_with_a_delay_is_one_claimers_until_its_last_lease_ends(
     stores: Callable[[], PostgresStore],
 ) -> None:
     names = feeds(stores(), per_host=6)
     rule = HostLimit(concurrency=2, delay=timedelta(seconds=2))
     a, b = stores(), stores()
-    first = claim(a, "a", names, default=rule) + claim(b, "b", names, default=rule)
-    per_host = Counter(c.name.split("-")[0] for c in first)
-    assert per_host == {"h0": 2, "h1": 2, "h2": 2}
-    starts = {h: sorted(c.start for c in first if c.name.startswith(h)) for h in per_host}
-    for host_starts in starts.values():
-        assert host_starts[1] - host_starts[0] >= rule.delay
-    # A host's slots are full: nothing more, from either claimer, until a poll ends a lease.
-    assert claim(a, "a", names, default=rule) == ()
+    mine = claim(a, "a", names, default=rule)
+    assert Counter(c.name.split("-")[0] for c in mine) == {"h0": 2, "h1": 2, "h2": 2}
+    for host in HOSTS:
+        starts = sorted(c.start for c in mine if c.origin == host)
+        assert starts[1] - starts[0] >= rule.delay
+    # The hosts are a's while it holds feeds of them: b gets none, even after one poll ends.
     assert claim(b, "b", names, default=rule) == ()
-    done = next(c for c in first if c.name.startswith("h0"))
-    owner = "a" if done in first[: len(first) // 2] else "b"
-    assert polled(a, done, owner) is not None
-    (more,) = claim(b, "b", names, default=rule)
-    assert more.name.startswith("h0")
-    assert more.start - starts["h0"][1] >= rule.delay  # the host's next start, not now
+    h0 = [c for c in mine if c.origin == HOSTS[0]]
+    assert polled(a, h0[0], "a") is not None
+    assert claim(b, "b", names, default=rule) == ()
+    # a's last lease there ends: h0 is free, and b's first start there comes host_delay
+    # after that (after every request a could have sent), whatever a's starts were.
+    assert polled(a, h0[1], "a") is not None
+    let_go = a.db_clock()
+    (taken,) = claim(b, "b", names, default=rule, limit=1)
+    assert taken.origin == HOSTS[0]
+    assert taken.start >= let_go + rule.delay - timedelta(milliseconds=50)
+    assert a.host_rows()[HOSTS[0]]["owner"] == "b"
+    # A release of b's claim not started lets the host go too.
+    assert b.release("b", [taken.name]) == 1
+    assert a.host_rows()[HOSTS[0]]["owner"] is None
 
 
 def test_a_host_under_retry_after_gives_no_start_before_it(
