@@ -88,6 +88,10 @@ def test_two_servers_give_equal_etags_and_list_the_nodes(
                 status_b, headers_b, body_b = http_get(b.base + url, plain)
                 assert (status_a, status_b) == (200, 200), url
                 assert headers_a["ETag"] == headers_b["ETag"], (url, encoding)
+                # Last-Modified too, where there is one (every format but the OPML).
+                modified = headers_a.get("Last-Modified")
+                assert modified == headers_b.get("Last-Modified"), url
+                assert (modified is None) == (fmt == "opml"), url
                 assert body_a == body_b, url
                 # A reader that got a's copy asks b (the load balancer's next pick): 304.
                 asked = {**plain, "If-None-Match": headers_a["ETag"]}
