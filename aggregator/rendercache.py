@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from .config.resolved import Config
 from .metrics import Metrics
@@ -60,6 +61,8 @@ class RenderCache:
         self._lanes: dict[str, asyncio.Lock] = {}  # one render at a time per output
         self._render_threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="render")
         self._config_seen: Config | None = None
+        # When this config took effect: the date of what depends only on it (OPML).
+        self._config_since = datetime.now(UTC).replace(microsecond=0)
 
     async def close(self) -> None:
         """Cancel the renders under way and stop the render threads."""
@@ -73,6 +76,7 @@ class RenderCache:
             # Rules or sources may have changed: nothing cached can be trusted.
             self._cache.clear()
             self._config_seen = config
+            self._config_since = datetime.now(UTC).replace(microsecond=0)
         return config
 
     async def rendered(
@@ -131,6 +135,7 @@ class RenderCache:
             cached = self._cache.get(key)
             if cached is not None and cached[0].generation >= self.generation():
                 return cached
+            since = self._config_since
 
             def render(store: Store) -> tuple[Rendered, Cached]:
                 fresh = render_output(store, config, name, fmt, page, per_page, plans=self.plans)
@@ -139,10 +144,8 @@ class RenderCache:
                 return fresh, make_cached(
                     fresh.body,
                     SERVED_TYPES[fmt],
-                    # An OPML follows the config alone, which has no date of its own: when
-                    # this process loaded it would differ from server to server behind one
-                    # load balancer. Its ETag (of the body) is the same on all of them.
-                    None if fmt == "opml" else fresh.last_modified,
+                    # An OPML follows the config: it dates from when the config took effect.
+                    since if fmt == "opml" else fresh.last_modified,
                     fresh.etag,
                 )
 
