@@ -201,7 +201,8 @@ def aggregator(config: Path, *args: str, log: Path | None = None) -> subprocess.
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its live children (the parse workers), from /proc."""
+    """CPU seconds of a process and its children (the parse workers, a server's backends),
+    the live ones and the reaped, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -211,23 +212,17 @@ def tree_cpu(pid: int) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(entry.name) == pid or int(fields[1]) == pid:
+        if int(entry.name) == pid:  # with its children already reaped
+            total += sum(int(f) for f in fields[11:15]) / tick
+        elif int(fields[1]) == pid:
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every `postgres` process on this machine (a local server's share)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
-        except OSError:
-            continue
-    return total
+def postgres_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds of a local server's processes (its postmaster and the backends it forked),
+    or None for a server elsewhere."""
+    return tree_cpu(postmaster) if postmaster is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +232,7 @@ class Round:
     seconds: float
     polite: Politeness
     cpu: float  # pollers (with their parse workers)
-    db_cpu: float | None  # every postgres process on the machine (others' too)
+    db_cpu: float | None  # the temporary server's processes (None for a server elsewhere)
 
     def line(self) -> str:
         p = self.polite
@@ -376,7 +371,7 @@ def pg_rounds(
         for name in ROUNDS:
             prepare_round(farm, name)
             cpu0 = sum(tree_cpu(p.pid) for p in procs)
-            db0 = postgres_cpu()
+            db0 = postgres_cpu(args.postmaster)
             row = store.conn.execute("SELECT now() AS t").fetchone()
             assert row is not None
             mark = row["t"]
@@ -396,8 +391,9 @@ def pg_rounds(
             seconds = time.perf_counter() - started
             cpu = sum(tree_cpu(p.pid) for p in procs) - cpu0
             log, lag = ask(farm, "log")
+            db = postgres_cpu(args.postmaster)
             rounds.append(
-                Round(name, args.feeds, seconds, politeness(log, lag), cpu, postgres_cpu() - db0)
+                Round(name, args.feeds, seconds, politeness(log, lag), cpu, _minus(db, db0))
             )
             print(rounds[-1].line(), flush=True)
         row = store.conn.execute(
@@ -415,6 +411,10 @@ def pg_rounds(
             except subprocess.TimeoutExpired:
                 p.kill()
         store.close()
+
+
+def _minus(after: float | None, before: float | None) -> float | None:
+    return after - before if after is not None and before is not None else None
 
 
 def _free_port() -> int:
@@ -448,6 +448,7 @@ def run(args: argparse.Namespace) -> None:
     # SIGTERM unwinds like an error: the pollers, the farm and a temporary server stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     server = None
+    args.postmaster = None
     url = args.database
     if url == "temp":
         from pgserver import PgServer, pg_unavailable
@@ -457,6 +458,7 @@ def run(args: argparse.Namespace) -> None:
         server = PgServer()
         server.start()
         server.admin("ALTER ROLE aggregator CREATEDB")
+        args.postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
         url = server.url(server.database())
     parent, child = multiprocessing.Pipe()
     farm = multiprocessing.Process(
