@@ -5,6 +5,8 @@ restart or outage mid-run costs no committed entry and shows in /healthz and the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -80,6 +82,15 @@ def _health(daemon: Daemon) -> tuple[int, dict[str, object]]:
     return status, json.loads(body)
 
 
+def _health_command(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", "health", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _entries(daemon: Daemon) -> list[tuple[str, str, str, str, str]]:
     parsed = feedparser.parse(http_get(daemon.base + "/outputs/all.atom")[2])
     return [(e.id, e.title, e.link, e.updated, e.summary) for e in parsed.entries]
@@ -133,9 +144,8 @@ def test_a_postgresql_restart_and_outage_lose_no_entry(
     counts = {"north": 5, "south": 5, "east": 5}
     _serve(feed_server, counts)
     port = free_port()
-    daemon = start_daemon(
-        _config(feed_server, write_config, port, "pg.toml", database=pg_url), port
-    )
+    config = _config(feed_server, write_config, port, "pg.toml", database=pg_url)
+    daemon = start_daemon(config, port)
     admin = pg_server.admin_url(pg_url.rsplit("/", 1)[1])
 
     def all_stored() -> bool:
@@ -164,10 +174,15 @@ def test_a_postgresql_restart_and_outage_lose_no_entry(
         doc = _health(daemon)[1]
         assert pg_server.password not in json.dumps(doc)
         assert daemon.proc.poll() is None
+        probe = _health_command(config)
+        assert probe.returncode == 1 and probe.stderr.startswith("unhealthy: ")
+        assert "postgresql://127.0.0.1:" in probe.stderr
+        assert pg_server.password not in probe.stderr
 
     # Back: /healthz recovers and every entry served meanwhile is stored, once.
     wait_for(lambda: _health(daemon)[0] == 200, "/healthz to recover", OUTAGE_DEADLINE)
     wait_for(all_stored, "the polls after the outage to be stored", OUTAGE_DEADLINE)
+    assert _health_command(config).returncode == 0
     assert len(_entries(daemon)) == sum(counts.values())
     assert daemon.stop() == 0
     log = daemon.log.read_text()
