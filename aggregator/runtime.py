@@ -48,15 +48,20 @@ def make_fetcher(config: Config, metrics: Metrics | None = None) -> Fetcher:
 
 
 def make_gates(
-    config: Config, states: Mapping[str, FeedState] | None = None, now: datetime | None = None
+    config: Config,
+    states: Mapping[str, FeedState] | None = None,
+    now: datetime | None = None,
+    *,
+    paced: bool = True,
 ) -> HostGates:
     """Per-host limits from every feed's settings (and the host it was redirected to).
 
     With `now`, a stored Retry-After that is still ahead blocks its host again, so a restart
-    does not let the other feeds of a host that asked us to wait fetch at once.
+    does not let the other feeds of a host that asked us to wait fetch at once. `paced`
+    (HostGates.pace) is off only for polls driven by an injected clock.
     """
     s = config.aggregator
-    gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay))
+    gates = HostGates(default=HostLimit(s.host_concurrency, s.host_delay), paced=paced)
     for feed in config.feeds.values():
         limit = HostLimit(feed.policy.host_concurrency, feed.policy.host_delay)
         state = (states or {}).get(feed.name)

@@ -13,6 +13,10 @@ machine gives small numbers, not a failure.
 
     .venv/bin/python bench/farm.py [--feeds 2000] [--entries 50] [--concurrency 32]
                                    [--workers 0] [--seed 1] [--churn-rounds 1] [--skip-serve]
+    .venv/bin/python bench/farm.py --database postgresql://… --pollers 1,2,4 [--hosts 100]
+
+With --database, the rounds of cluster.py instead: poller processes sharing one PostgreSQL
+store beside the single SQLite process, on a farm of many loopback hosts.
 """
 
 from __future__ import annotations
@@ -665,6 +669,8 @@ def _print_targets(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    import cluster  # here: it imports this module's farm
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", type=int, default=2000, help="feeds in the farm (2000)")
     parser.add_argument("--entries", type=int, default=50, help="entries per feed (50)")
@@ -687,7 +693,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="auto",
         help="auto: wrk if on PATH, else our own aiohttp client (auto)",
     )
+    parser.add_argument(
+        "--database",
+        help="a postgresql:// URL (or temp, a throwaway server): run cluster.py's rounds, "
+        "pollers sharing that store beside the single SQLite process, instead",
+    )
+    cluster.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.database:
+        cluster.run(args)
+        return
     if (
         min(args.feeds, args.entries, args.concurrency, args.churn_rounds) < 1
         or args.workers < 0

@@ -192,7 +192,11 @@ def simulate(farm: Farm, db: Path, duration: timedelta = HOUR, seed: int = 1) ->
                 user_agent=DEFAULT_USER_AGENT, timeout=5, max_body_size=1 << 20, max_concurrency=32
             ) as fetcher:
                 ctx = PollContext(
-                    fetcher, store, None, hosts=make_gates(farm.config), rng=random.Random(seed)
+                    fetcher,
+                    store,
+                    None,
+                    hosts=make_gates(farm.config, paced=False),
+                    rng=random.Random(seed),
                 )
                 feeds = farm.config.feeds
                 due: dict[str, datetime | None] = {

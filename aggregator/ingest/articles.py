@@ -227,9 +227,10 @@ class ArticleQueue:
         status: int | None = 200
         body = b""
         async with gates.slot(host):
+            sent = await gates.pace(host)
             try:
                 got = await self.fetcher.fetch(
-                    "robots.txt", f"{host}/robots.txt", accept="text/plain, */*;q=0.5"
+                    "robots.txt", f"{host}/robots.txt", accept="text/plain, */*;q=0.5", sent=sent
                 )
                 body = got.body if isinstance(got, Fetched) else b""
             except FetchError as e:
@@ -249,8 +250,11 @@ class ArticleQueue:
         # they may go (only to the feed's own origin: a paywalled site's cookie, say).
         options = feed.request_options if feed is not None else None
         async with gates.slot(host):
+            sent = await gates.pace(host)
             try:
-                got = await self.fetcher.fetch(due.feed, due.url, None, options, accept=ACCEPT_HTML)
+                got = await self.fetcher.fetch(
+                    due.feed, due.url, None, options, accept=ACCEPT_HTML, sent=sent
+                )
             except FetchError as e:
                 retry = retry_after(e.retry_after, now)
                 if retry is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +30,22 @@ ACCEPT = (
 MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession,
+    ctx: Any,
+    _params: aiohttp.TraceRequestHeadersSentParams,
+) -> None:
+    sent = ctx.trace_request_ctx  # a fetch's `sent`, on its first hop only
+    if sent is not None:
+        sent()
+
+
+# One for every session: a request given a `sent` callback hears when its headers are out.
+_HEADERS_SENT = aiohttp.TraceConfig()
+_HEADERS_SENT.on_request_headers_sent.append(_on_headers_sent)
+_HEADERS_SENT.freeze()
 log = logging.getLogger("aggregator.fetch")
 
 
@@ -65,6 +81,7 @@ class Fetcher:
             headers={"User-Agent": self.user_agent, "Accept": ACCEPT},
             # Our own cookie jar would leak state between feeds of one host; feeds need none.
             cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[_HEADERS_SENT],
         )
         return self
 
@@ -86,10 +103,28 @@ class Fetcher:
         options: RequestOptions | None = None,
         *,
         accept: str = "",
+        sent: Callable[[], None] | None = None,
     ) -> Fetched | NotModified:
         """GET `url`, sending back the validators of the last 200 exactly as they came, and a
         private feed's `options` (credentials only to its own origin, see credentials.py).
-        `accept` replaces the feed formats' Accept header (article pages ask for HTML)."""
+        `accept` replaces the feed formats' Accept header (article pages ask for HTML).
+        `sent` is called once: when the first request's headers are written, or when the
+        fetch ends before that (the host's pacing waits for it, see HostGates.pace)."""
+        try:
+            return await self._fetch(feed, url, validators, options, accept, sent)
+        finally:
+            if sent is not None:
+                sent()
+
+    async def _fetch(
+        self,
+        feed: str,
+        url: str,
+        validators: Validators | None,
+        options: RequestOptions | None,
+        accept: str,
+        sent: Callable[[], None] | None,
+    ) -> Fetched | NotModified:
         if self._session is None:
             raise RuntimeError("Fetcher used outside 'async with'")
         headers = {"Accept": accept} if accept else {}
@@ -107,7 +142,7 @@ class Fetcher:
         async with self._slots:
             started = time.monotonic()
             try:
-                return await self._get(feed, url, headers, started, options)
+                return await self._get(feed, url, headers, started, options, sent)
             except FetchError:
                 raise
             except TimeoutError as e:
@@ -127,6 +162,7 @@ class Fetcher:
         headers: dict[str, str],
         started: float,
         options: RequestOptions | None,
+        sent: Callable[[], None] | None = None,
     ) -> Fetched | NotModified:
         """Follow redirects ourselves, so that each hop gets the credentials its origin may."""
         assert self._session is not None
@@ -134,15 +170,20 @@ class Fetcher:
         current = url
         while True:
             extra: dict[str, Any] = {}
-            sent = headers
+            sent_headers = headers
             if options is not None:
-                sent = {**headers, **options.headers_for(current)}
+                sent_headers = {**headers, **options.headers_for(current)}
                 if options.proxy:
                     extra["proxy"] = options.proxy
                 if not options.verify_for(current):
                     extra["ssl"] = False
             async with self._session.get(
-                current, headers=sent, allow_redirects=False, **extra
+                current,
+                headers=sent_headers,
+                allow_redirects=False,
+                # The first hop's headers written: the host's next request may be paced from now.
+                trace_request_ctx=sent if not hops else None,
+                **extra,
             ) as resp:
                 location = resp.headers.get("Location")
                 if resp.status in REDIRECTS and location:

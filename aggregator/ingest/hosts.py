@@ -2,10 +2,11 @@
 
 A host is an origin (scheme, host and port): the unit a server's Retry-After and rate limits
 apply to. For each one this keeps a limit on requests in flight (`host_concurrency`), a minimum
-spacing between request starts (`host_delay`, reserved on the poll's own `now`, so an injected
-clock drives it) and a host-wide "not before" set by a 429 or 503 with Retry-After. It also
-watches for the whole network failing at once, so that feeds are not penalised for it.
-No I/O; the only asyncio it uses is a semaphore per host.
+spacing between request starts (`host_delay`: turns reserved on the poll's own `now`, so an
+injected clock drives them, and, when `paced`, kept on the wire by the monotonic clock) and a
+host-wide "not before" set by a 429 or 503 with Retry-After. It also watches for the whole
+network failing at once, so that feeds are not penalised for it.
+No I/O; the asyncio it uses is a semaphore per host and the pacing sleep.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -62,14 +65,27 @@ def spread_after(
     return blocked + spread * share * rng.uniform(0.9, 1.0) + spread * rng.uniform(0, 0.05)
 
 
+def _nothing() -> None:
+    pass
+
+
 class HostGates:
     """Concurrency, spacing and Retry-After per origin. One per Fetcher / daemon."""
 
     def __init__(
-        self, limits: dict[str, HostLimit] | None = None, default: HostLimit | None = None
+        self,
+        limits: dict[str, HostLimit] | None = None,
+        default: HostLimit | None = None,
+        *,
+        paced: bool = False,
     ) -> None:
+        """`paced`: requests really wait for their host_delay (see `pace`); off where an
+        injected clock drives the polls and real waiting would only slow a test down."""
         self._limits = dict(limits or {})
         self._default = default or HostLimit()
+        self._paced = paced
+        self._sent: dict[str, float] = {}  # host → monotonic time its last request went out
+        self._starting: dict[str, asyncio.Lock] = {}  # held from `pace` until `sent`
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._next_start: dict[str, datetime] = {}  # when the next newcomer may start
         self._last_start: dict[str, datetime] = {}
@@ -153,6 +169,39 @@ class HostGates:
         self._last_start[host] = now
         self._next_start[host] = now + self.limit(host).delay
         return True
+
+    async def pace(self, host: str) -> Callable[[], None]:
+        """Wait for `host`'s turn on the wire; returns `sent`, to call once the request's
+        headers are written (the Fetcher does) or it failed before that (call it in a
+        `finally` too: it acts once). Called inside the host slot, right before the request.
+
+        The turn reserved on the poll's `now` plans the order, but the request leaves later
+        (after the state read, the wait for the slot, a busy loop, the connection), and two
+        turns 10 ms apart could reach the server together. So one request of a host at a time
+        goes from here to `sent`, and the next leaves `host_delay` after the previous `sent`
+        by the monotonic clock: starts on one host are never closer than the delay."""
+        delay = self.limit(host).delay.total_seconds()
+        if not self._paced or delay <= 0:
+            return _nothing
+        lock = self._starting.get(host)
+        if lock is None:
+            lock = self._starting[host] = asyncio.Lock()
+        await lock.acquire()
+        try:
+            while (last := self._sent.get(host)) is not None and (
+                wait := last + delay - time.monotonic()
+            ) > 0:
+                await asyncio.sleep(wait)
+        except BaseException:
+            lock.release()
+            raise
+        return functools.partial(self._on_sent, host, lock, [False])
+
+    def _on_sent(self, host: str, lock: asyncio.Lock, done: list[bool]) -> None:
+        if not done[0]:
+            done[0] = True
+            self._sent[host] = time.monotonic()
+            lock.release()
 
     def slot(self, host: str) -> asyncio.Semaphore:
         """The host's `concurrency` request slots: `async with gates.slot(host):` holds one for

@@ -174,7 +174,10 @@ async def _attempt(
                 # A poll of the host answered Retry-After while this one queued for its slot.
                 raise _Blocked
             validators = old.validators if old is not None else None
-            result = await ctx.fetcher.fetch(feed.name, url, validators, feed.request_options)
+            sent = await ctx.hosts.pace(host)
+            result = await ctx.fetcher.fetch(
+                feed.name, url, validators, feed.request_options, sent=sent
+            )
     except FeedError as e:
         return _failed(feed, now, e, e.status if isinstance(e, FetchError) else None)
     headers = result.headers

@@ -7,6 +7,7 @@ the decided times and reasons, the stored state, and on the server side what was
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -367,6 +368,34 @@ def test_host_delay_defers_the_second_feed_of_a_host(
     assert b.reason == f"host_delay of {origin(server.base_url)}"
     assert b_again.status == "ok"
     assert [h.path for h in server.hits] == ["/a.xml", "/b.xml"]
+
+
+@pytest.mark.parametrize("paced", [True, False])
+def test_host_delay_holds_on_the_wire_however_late_the_requests_leave(
+    tmp_path: Path, paced: bool
+) -> None:
+    # Turns a second apart on the polls' clock, but every poll runs at the same real moment:
+    # only pacing keeps their requests host_delay apart on arrival.
+    server = FaultServer(clock=lambda: datetime.now(UTC))
+    delay = timedelta(milliseconds=200)
+    try:
+        for i in range(5):
+            server.serve_bytes(f"/f{i}.xml", FEED, "application/rss+xml")
+        gates = HostGates({origin(server.base_url): HostLimit(5, delay)}, paced=paced)
+
+        async def script(ctx: PollContext) -> list[PollOutcome]:
+            return await asyncio.gather(
+                *(poll(ctx, f"f{i}", server.url(f"/f{i}.xml"), T0 + i * SECOND) for i in range(5))
+            )
+
+        outcomes = run(tmp_path / "db.sqlite", script, hosts=gates)
+        arrivals = sorted(h.at for h in server.hits if h.at is not None)
+    finally:
+        server.close()
+    assert [o.status for o in outcomes] == ["ok"] * 5 and len(arrivals) == 5
+    closest = min(b - a for a, b in itertools.pairwise(arrivals))
+    # Unpaced, they arrive together; the slack is the clock's and the loop's, never the delay's.
+    assert (closest >= delay - timedelta(milliseconds=2)) is paced
 
 
 def test_when_the_network_is_down_no_feed_is_penalised(tmp_path: Path) -> None:
