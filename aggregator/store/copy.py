@@ -21,11 +21,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..config.secret import redact
 from ..errors import StoreError
 from ..ingest.hosts import origin
 from .postgres import PostgresStore
 from .sqlite import SqliteStore
+from .wrapping import cause
 
 # In this order: an entry names its feed, an entry's article state names its entry.
 TABLES = ("feeds", "entries", "pruned", "articles", "entry_articles", "meta")
@@ -86,7 +86,7 @@ def copy_store(
     except sqlite3.Error as e:
         raise StoreError(f"reading {source} failed: {e}") from e
     except psycopg.Error as e:
-        raise StoreError(f"copy to {target.path} failed: {redact(str(e).strip())}") from e
+        raise StoreError(f"copy to {target.path} failed: {cause(e)}") from e
     finally:
         src.close()
         target.close()

@@ -188,3 +188,44 @@ def test_a_postgresql_restart_and_outage_lose_no_entry(
     log = daemon.log.read_text()
     assert "the database cannot be written" in log and "can be written again" in log
     assert pg_server.password not in log
+
+
+def test_a_poller_and_a_server_ride_out_an_outage(
+    feed_server: FeedServer,
+    write_config: Callable[..., Path],
+    start_daemon: Callable[..., Daemon],
+    pg_url: str,
+    pg_server: PgServer,
+) -> None:
+    counts = {"north": 4, "south": 3, "east": 2}
+    _serve(feed_server, counts)
+    config = _config(feed_server, write_config, free_port(), "pg.toml", database=pg_url)
+    nodes = {}
+    for role in ("poller", "server"):
+        port = free_port()
+        nodes[role] = start_daemon(config, port, "--role", role, "--listen", f"127.0.0.1:{port}")
+    server = nodes["server"]
+    wanted = sum(counts.values())
+    wait_for(lambda: len(_entries(server)) == wanted, "the server to show the first polls", 90)
+
+    with pg_server.down():
+        _serve(feed_server, {"north": 6, "south": 5, "east": 4})
+        for role, node in nodes.items():
+            wait_for(lambda n=node: _health(n)[0] == 503, f"the {role}'s /healthz", OUTAGE_DEADLINE)
+        # The server still answers from its render cache what it had.
+        assert len(_entries(server)) == wanted
+        assert all(node.proc.poll() is None for node in nodes.values())
+
+    counts = {"north": 6, "south": 5, "east": 4}
+    for role, node in nodes.items():
+        wait_for(lambda n=node: _health(n)[0] == 200, f"the {role} to recover", OUTAGE_DEADLINE)
+    wanted = sum(counts.values())
+    wait_for(lambda: len(_entries(server)) == wanted, "the server to show the later polls", 90)
+    stored = _stored(pg_server.admin_url(pg_url.rsplit("/", 1)[1]))
+    assert set(stored) == _expected(counts) and set(stored.values()) == {1}
+    for node in nodes.values():
+        assert node.stop() == 0
+        log = node.log.read_text()
+        assert pg_server.password not in log
+        # One line per event: libpq's two-line errors are joined.
+        assert "\n\tIs the server running" not in log and "; Is the server running" in log
