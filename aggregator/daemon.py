@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from aiohttp import web
 
@@ -40,6 +40,9 @@ from .runtime import Runtime, open_runtime, opened_store_threads
 from .server import OutputServer
 from .store.lock import DaemonLock
 from .store.threads import StoreThreads
+
+if TYPE_CHECKING:
+    from .cluster import ClaimLoop
 
 log = logging.getLogger("aggregator.daemon")
 DRAIN_SECONDS = 5.0
@@ -78,6 +81,7 @@ class Daemon:
         self._runtime: Runtime | None = None
         self._rng = random.Random()
         self._notifier: HubNotifier | None = None
+        self._claims: ClaimLoop | None = None  # a poller on PostgreSQL
 
     def stop(self) -> None:
         self._stop.set()
@@ -186,7 +190,13 @@ class Daemon:
 
     def _healthy(self) -> bool:
         # A server has no scheduler: nothing of its own to be stopped.
+        if self._claims is not None:
+            return self._claims.running
         return self.scheduler.running if self.polls else True
+
+    def _record(self, outcome: PollOutcome, now: datetime) -> None:
+        record_outcome(self.metrics, outcome, now)
+        self.tally.add(outcome)
 
     async def _serve(self, runtime: Runtime | None, store: StoreThreads) -> None:
         """Schedule every feed (with a runtime), serve HTTP and run the background jobs until
@@ -206,7 +216,14 @@ class Daemon:
         try:
             if self.serves:
                 await self._start_notifier(server)
-            if runtime is not None:
+            if runtime is not None and self.config.aggregator.database.is_postgres:
+                # Pollers sharing a PostgreSQL store claim due feeds instead (imported here:
+                # a daemon on SQLite loads no psycopg).
+                from .cluster import ClaimLoop, node_id
+
+                self._claims = ClaimLoop(self._record)
+                self._claims.start(runtime, node_id())
+            elif runtime is not None:
                 now = datetime.now(UTC)
                 for feed in self.config.feeds.values():
                     self._schedule(feed, runtime.states.get(feed.name), now)
@@ -239,6 +256,8 @@ class Daemon:
             await self._stop.wait()
             log.info("stopping")
             self.scheduler.shutdown()
+            if self._claims is not None:
+                await self._claims.stop(DRAIN_SECONDS)
             await self._drain()
         finally:
             for task in list(self._tasks):
@@ -376,9 +395,11 @@ class Daemon:
         if self._runtime is not None:
             # Host limits may have changed; polls under way finish with the gates they hold.
             self._runtime.follow(new, states, now)
-        for feed in plan.added if self.polls else ():
+        # The claim loop takes due feeds from the config at each claim: nothing to arm.
+        arms = self.polls and self._claims is None
+        for feed in plan.added if arms else ():
             self._schedule(feed, states.get(feed.name), now, added=True)
-        for feed in plan.rescheduled if self.polls else ():
+        for feed in plan.rescheduled if arms else ():
             # The planned poll is kept (a plain interval one is capped at the new interval).
             state, planned = states.get(feed.name), self.scheduler.next_run(feed.name)
             if state is not None and planned is not None:

@@ -6,6 +6,7 @@ AggregatorError
 │   ├── FetchError       HTTP status, timeout, DNS, connection, body too large
 │   └── ParseError       not a feed at all (no entries and not recognisable)
 ├── StoreError           the database could not be opened, migrated, read or written
+│   └── LeaseLost        a poll's write refused: another poller holds the feed's lease now
 └── LockError            another daemon holds the database (or none does, for `reload`)
 """
 
@@ -64,6 +65,16 @@ class ParseError(FeedError):
 
 class StoreError(AggregatorError):
     """The database failed: cannot open, migrate, read or commit. The cause is chained."""
+
+
+class LeaseLost(StoreError):
+    """A poller's write of a feed it no longer holds the lease of (it expired and another
+    poller claimed the feed): nothing was written, the other poller owns the feed now."""
+
+    def __init__(self, feed: str, owner: str) -> None:
+        self.feed = feed
+        self.owner = owner
+        super().__init__(f"{feed}: lease lost (another poller holds it); poll result dropped")
 
 
 class LockError(AggregatorError):

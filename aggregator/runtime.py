@@ -101,6 +101,8 @@ class Runtime:
     articles: ArticleQueue
     states: dict[str, FeedStatus]  # as stored when opened (or at the last `follow`)
     generation: int  # the store's, when opened
+    # Builds the host gates from a config (make_gates; the claim loop's share the cluster's).
+    make_hosts: Callable[[Config, Mapping[str, FeedState], datetime], HostGates] = make_gates
 
     def feed(self, name: str) -> Feed:
         """A feed's current settings, resolved by the config (KeyError: not configured)."""
@@ -113,7 +115,7 @@ class Runtime:
         self.states = dict(states)
         self.ctx = replace(
             self.ctx,
-            hosts=make_gates(config, states, now),
+            hosts=self.make_hosts(config, states, now),
             embed_hosts=frozenset(config.aggregator.embed_hosts),
             limits=config.aggregator.limits,
         )

@@ -82,6 +82,7 @@ class RequestRecord:
     status: int
     time: float  # time.time() when the request arrived
     monotonic: float  # time.monotonic() when the request arrived
+    finished: float = 0.0  # time.monotonic() when its answer was ready (or it was cut short)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -439,6 +440,7 @@ class FeedServer:
                 status=status,
                 time=arrived,
                 monotonic=arrived_mono,
+                finished=time.monotonic(),
             )
             with self._lock:
                 self._log.append(record)

@@ -52,6 +52,7 @@ class Settings:
     adaptive: bool
     host_concurrency: int
     host_delay: timedelta
+    lease: timedelta
     full_content: bool
     respect_robots: bool
     article_concurrency: int

@@ -67,6 +67,8 @@ class AggregatorTable(Strict):
     adaptive: bool = False
     host_concurrency: int = Field(default=1, ge=1, le=64)
     host_delay: Duration = timedelta(seconds=1)
+    # How long a poller's claim of a feed lasts without renewal (PostgreSQL, cluster.py).
+    lease: Duration = timedelta(minutes=2)
     full_content: bool = False
     respect_robots: bool = True
     article_concurrency: int = Field(default=2, ge=1, le=64)
@@ -82,6 +84,7 @@ class AggregatorTable(Strict):
         "max_interval",
         "max_backoff",
         "host_delay",
+        "lease",
     )
 
     @model_validator(mode="before")

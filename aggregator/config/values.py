@@ -117,6 +117,7 @@ DURATION_RANGES: dict[str, tuple[timedelta, timedelta]] = {
     "max_interval": (timedelta(seconds=5), timedelta(days=30)),
     "max_backoff": (timedelta(minutes=1), timedelta(days=30)),
     "host_delay": (timedelta(0), timedelta(minutes=10)),
+    "lease": (timedelta(seconds=3), timedelta(hours=1)),
     "dedupe_window": (timedelta(minutes=1), timedelta(days=30)),
 }
 

@@ -108,3 +108,6 @@ class PollContext:
     articles: ArticleQueue | None = None
     # What one document may make a parse do (see limits.py).
     limits: Limits = DEFAULT_LIMITS
+    # The poller's node id when feeds are claimed with leases (PostgreSQL, claims.py): each
+    # poll's write ends its lease, and is refused (LeaseLost) once another poller holds it.
+    lease: str | None = None

@@ -102,6 +102,10 @@ class HostGates:
     def limit(self, host: str) -> HostLimit:
         return self._limits.get(host, self._default)
 
+    def limits(self) -> tuple[dict[str, HostLimit], HostLimit]:
+        """The hosts' own limits (a copy) and the one every other host gets."""
+        return dict(self._limits), self._default
+
     def blocked_until(self, host: str, now: datetime) -> datetime | None:
         """The host's Retry-After time if it is still ahead of `now`."""
         until = self._blocked.get(host)

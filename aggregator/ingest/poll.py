@@ -123,8 +123,10 @@ async def _defer(
     def step(base: FeedState | None) -> FeedState:
         return deferred(base or FeedState(feed.name, feed.url), wait.when, wait.reason, wait.kind)
 
+    lease = ctx.lease
+
     def write(store: Store) -> FeedState:
-        return _settle(store, feed.name, old, step)[1]
+        return _settle(store, feed.name, old, step, lease=lease)[1]
 
     ctx.states.put(await ctx.store.write_batched(write))
     return PollOutcome(feed.name, "deferred", next_poll=wait.when, reason=wait.reason)
@@ -137,15 +139,17 @@ def _settle(
     step: Callable[[FeedState | None], FeedState],
     new: tuple[Entry, ...] = (),
     updated: tuple[Entry, ...] = (),
+    lease: str | None = None,
 ) -> tuple[int, FeedState]:
     """Write `step(old)` with the poll's entries (on the writer thread) while the feed's row
     still holds `old`; if another process (`aggregator fetch`, say) wrote the row after the
     poll read it, the same step over the row as that process left it, so that the whole-state
-    write loses nothing of that write. The generation after the write, and the state written."""
+    write loses nothing of that write. The generation after the write, and the state written.
+    With a `lease` (a claimed feed, PostgreSQL), LeaseLost when another poller holds it now."""
     base = old
     while True:
         state = step(base)
-        generation = store.save_poll_if(base, state, new, updated)
+        generation = store.save_poll_if(base, state, new, updated, lease)
         if generation is not None:
             return generation, state
         base = store.poll_state(name)
@@ -327,11 +331,11 @@ async def _save(ctx: PollContext, old: FeedState | None, rec: PollRecord, slot: 
     """The poll's one write: the feed's next state (feedstate.next_state), whole, with its new
     and updated entries (and their article pages queued), in one transaction; then the cache
     holds what was written."""
-    articles = ctx.articles
+    articles, lease = ctx.articles, ctx.lease
 
     def write(store: Store) -> tuple[int, FeedState]:
         step = functools.partial(next_state, rec=rec)
-        generation, state = _settle(store, rec.feed, old, step, rec.new, rec.updated)
+        generation, state = _settle(store, rec.feed, old, step, rec.new, rec.updated, lease)
         if articles is not None:
             generation = articles.mark(store, rec) or generation
         return generation, state

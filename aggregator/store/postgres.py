@@ -11,13 +11,15 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StoreError
-from ..ingest.feedstate import moved, next_state
+from ..errors import LeaseLost, StoreError
+from ..ingest.feedstate import moved, next_state, poll_url
 from ..ingest.feedstate import second as _second
+from ..ingest.hosts import origin
 from ..ingest.identity import Known, uid_for
 from ..models import Entry, FeedState, FeedStatus, PollRecord, StoredEntry
 from . import postgres_articles as queue
 from .common import StoreCommon
+from .postgres_claims import PostgresClaims
 from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
 from .protocol import Entries, Store
@@ -46,6 +48,15 @@ _AFTER = (
 )
 
 
+_COLUMNS = (*FEED_COLUMNS, "origin")
+_WRITE_STATE = (
+    f"INSERT INTO feeds (name, {', '.join(_COLUMNS)}) VALUES (%s{', %s' * len(_COLUMNS)}) "
+    "ON CONFLICT (name) DO UPDATE SET {sets}"
+)
+_SETS = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS)
+_RELEASING_SETS = _SETS + ", lease_owner = NULL, lease_until = NULL"
+
+
 def _state_values(state: FeedState) -> list[Any]:
     # The stored form of each FEED_COLUMNS field; times in whole seconds, as SQLite keeps them.
     def t(when: datetime | None) -> datetime | None:
@@ -55,7 +66,7 @@ def _state_values(state: FeedState) -> list[Any]:
 
 
 @pg_store_errors
-class PostgresStore(StoreCommon, PostgresBase):
+class PostgresStore(StoreCommon, PostgresClaims, PostgresBase):
     """The store's queries on PostgreSQL; one connection, on one thread (PostgresBase)."""
 
     # The article queue's and the re-sanitising pass's SQL, one module (StoreCommon calls it).
@@ -72,7 +83,9 @@ class PostgresStore(StoreCommon, PostgresBase):
             new = [(name, url) for name, url in feeds if name not in stored]
             if new:
                 self.conn.cursor().executemany(
-                    "INSERT INTO feeds (name, url) VALUES (%s, %s) ON CONFLICT DO NOTHING", new
+                    "INSERT INTO feeds (name, url, origin) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(name, url, origin(url)) for name, url in new],
                 )
             for name, url in feeds:
                 if name in stored and stored[name] != url:
@@ -134,14 +147,27 @@ class PostgresStore(StoreCommon, PostgresBase):
             return self._write_entries(state, new, updated)
 
     def save_poll_if(
-        self, expected: FeedState | None, state: FeedState, new: Entries = (), updated: Entries = ()
+        self,
+        expected: FeedState | None,
+        state: FeedState,
+        new: Entries = (),
+        updated: Entries = (),
+        lease: str | None = None,
     ) -> int | None:
         """`save_poll`, only if the feed's row (locked until the commit) still holds
-        `expected` (None: there is no row); else None, and nothing is written."""
+        `expected` (None: there is no row); else None, and nothing is written.
+
+        With `lease` (a poller's node id, see postgres_claims.py), the write also ends that
+        poller's lease of the feed, and is refused with LeaseLost when the lease is no longer
+        its own: it expired and another poller claimed (and maybe polled) the feed since."""
         with self._transaction():
-            if self._poll_state(state.name, lock=True) != expected:
+            row = self._one("SELECT * FROM feeds WHERE name = %s FOR UPDATE", [state.name])
+            if lease is not None and (row is None or row["lease_owner"] != lease):
+                raise LeaseLost(state.name, lease)
+            current = _feed_state_from_row(row) if row is not None else None  # type: ignore[arg-type]
+            if current != expected:
                 return None
-            self._write_state(state)
+            self._write_state(state, release=lease is not None)
             return self._write_entries(state, new, updated)
 
     def record_poll(self, rec: PollRecord) -> int:
@@ -183,13 +209,13 @@ class PostgresStore(StoreCommon, PostgresBase):
             self._update_entry(entry, now)
         return self.bump_generation()
 
-    def _write_state(self, state: FeedState) -> None:
-        sets = ", ".join(f"{c} = excluded.{c}" for c in FEED_COLUMNS)
+    def _write_state(self, state: FeedState, release: bool = False) -> None:
+        # The origin politeness counts per goes with the state: the redirect target's once a
+        # permanent redirect moved the feed. `release` ends the writing poller's lease.
+        sets = _RELEASING_SETS if release else _SETS
         self.conn.execute(
-            f"INSERT INTO feeds (name, {', '.join(FEED_COLUMNS)}) "
-            f"VALUES (%s{', %s' * len(FEED_COLUMNS)}) "
-            f"ON CONFLICT (name) DO UPDATE SET {sets}".encode(),
-            [state.name, *_state_values(state)],
+            _WRITE_STATE.format(sets=sets).encode(),
+            [state.name, *_state_values(state), origin(poll_url(state, state.url))],
         )
 
     def _update_entry(self, entry: Any, now: datetime) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from ..ingest.hosts import origin
 from .schema import kind_of_old_reason
 
 # Any fixed 64-bit number, the same in every process: two daemons starting at once on a new
@@ -181,6 +182,32 @@ def m002_next_kind(conn: psycopg.Connection[Any]) -> None:
     for name, reason in rows.fetchall():
         if (kind := kind_of_old_reason(reason)) is not None:
             conn.execute("UPDATE feeds SET next_kind = %s WHERE name = %s", [kind, name])
+
+
+@migration(3)
+def m003_claims(conn: psycopg.Connection[Any]) -> None:
+    """Pollers sharing the feeds (postgres_claims.py): each feed's origin (that of its
+    redirect target, else of its URL: what politeness counts per), its lease (who polls it,
+    until when), and a row per host with the start the next request may take and a
+    host-wide Retry-After."""
+    _run(
+        conn,
+        "ALTER TABLE feeds ADD COLUMN origin text",
+        "ALTER TABLE feeds ADD COLUMN lease_owner text",
+        "ALTER TABLE feeds ADD COLUMN lease_until timestamptz",
+        "CREATE TABLE hosts (origin text PRIMARY KEY, next_start timestamptz, "
+        "blocked_until timestamptz)",
+        # The claim's scan: feeds that may be due; and the leases held, counted per host.
+        "CREATE INDEX feeds_due ON feeds (next_poll) WHERE gone = 0",
+        "CREATE INDEX feeds_leased ON feeds (origin) WHERE lease_owner IS NOT NULL",
+        "CREATE INDEX hosts_blocked ON hosts (blocked_until)",
+    )
+    cur = conn.cursor(row_factory=tuple_row)
+    rows = cur.execute("SELECT name, url, redirect_url FROM feeds").fetchall()
+    cur.executemany(
+        "UPDATE feeds SET origin = %s WHERE name = %s",
+        [(origin(redirect or url), name) for name, url, redirect in rows],
+    )
 
 
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:

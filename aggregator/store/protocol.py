@@ -115,10 +115,17 @@ class Store(Protocol):
         new and updated entries, in one transaction; returns the generation after it."""
 
     def save_poll_if(
-        self, expected: FeedState | None, state: FeedState, new: Entries = (), updated: Entries = ()
+        self,
+        expected: FeedState | None,
+        state: FeedState,
+        new: Entries = (),
+        updated: Entries = (),
+        lease: str | None = None,
     ) -> int | None:
         """`save_poll` only while the feed's row still holds `expected` (None: no row);
-        else None and nothing written: another process wrote the row since it was read."""
+        else None and nothing written: another process wrote the row since it was read.
+        With `lease` (a poller's node id; PostgreSQL only), the write ends that poller's
+        lease of the feed, and raises LeaseLost when the lease is no longer its own."""
 
     def record_poll(self, rec: PollRecord) -> int:
         """`save_poll` of feedstate.next_state over the stored state, in one transaction

@@ -140,14 +140,20 @@ class SqliteStore(StoreCommon, SqliteBase):
         return generation
 
     def save_poll_if(
-        self, expected: FeedState | None, state: FeedState, new: Entries = (), updated: Entries = ()
+        self,
+        expected: FeedState | None,
+        state: FeedState,
+        new: Entries = (),
+        updated: Entries = (),
+        lease: str | None = None,
     ) -> int | None:
         """`save_poll`, only if the feed's row still holds `expected` (None: there is no row),
         the state the poll started from; else None, and nothing is written. Another process
         (`aggregator fetch` beside the daemon) may have written the row since the poll read it
         or cached it: the poller then applies its step to the row as it is now and tries again,
         so a whole-state write never undoes another's. The check is part of the UPDATE itself,
-        unless the row is known to hold `expected` (see `_written`)."""
+        unless the row is known to hold `expected` (see `_written`). `lease` is not used:
+        one daemon polls a SQLite store, and no feed is leased."""
         with self._atomic():
             version = self.data_version()
             known = self._written.pop(state.name, None)

@@ -1,0 +1,234 @@
+"""Pollers sharing the feeds of one PostgreSQL store: due feeds claimed under a lease, with
+their hosts' politeness slots, in one transaction; leases renewed and released; a host-wide
+Retry-After recorded for every poller. I/O.
+
+The database's clock (`clock_timestamp()`) is the only clock here: pollers on several machines
+never compare their own clocks with each other. A claim locks its candidate feeds with
+`FOR UPDATE SKIP LOCKED` (two pollers claiming at once take different feeds, and neither waits
+for the other), then the rows of their hosts in name order (claims touching the same hosts
+queue there, in one order, so they cannot deadlock), counts each host's live leases, and hands
+out start times (ingest/slots.py). A poll's write ends its lease in its own transaction
+(postgres.PostgresStore.save_poll_if).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..ingest.feedstate import poll_url
+from ..ingest.hosts import HostLimit, origin
+from ..ingest.slots import CLAIM_AHEAD, HostRow, plan_starts
+from ..models import FeedState
+from .postgres_connection import PostgresBase, pg_store_errors
+from .rows import _feed_state_from_row
+
+# The due feeds not leased (or whose lease expired), at most the free slots of each host, the
+# most overdue first, locked; a feed another claim holds is skipped, not waited for (the
+# LIMIT comes after the skip, so two claimers at once take the first free ones each). The
+# outer conditions are checked again on a row a concurrent claim or poll committed meanwhile
+# (READ COMMITTED re-reads a row it locks), so a feed just claimed elsewhere is never taken.
+_CANDIDATES = """
+WITH lim(origin, concurrency) AS (
+    SELECT * FROM unnest(%(origins)s::text[], %(concurrency)s::int[])
+), busy AS (
+    SELECT origin, count(*) AS n FROM feeds
+    WHERE lease_owner IS NOT NULL AND lease_until >= now() GROUP BY origin
+), due AS (
+    SELECT f.name, f.next_poll, row_number() OVER (
+        PARTITION BY coalesce(f.origin, f.name) ORDER BY f.next_poll NULLS FIRST, f.name
+    ) AS rank, coalesce(lim.concurrency, %(default)s) - coalesce(busy.n, 0) AS free
+    FROM feeds f
+    LEFT JOIN hosts h ON h.origin = f.origin
+    LEFT JOIN lim ON lim.origin = f.origin
+    LEFT JOIN busy ON busy.origin = f.origin
+    WHERE f.gone = 0 AND f.name = ANY(%(names)s)
+    AND (f.next_poll IS NULL OR f.next_poll <= now())
+    AND (f.lease_until IS NULL OR f.lease_until < now())
+    AND (h.blocked_until IS NULL OR h.blocked_until <= now() + %(ahead)s)
+    AND (h.next_start IS NULL OR h.next_start <= now() + %(ahead)s)
+)
+SELECT f.* FROM feeds f
+WHERE f.name IN (SELECT name FROM due WHERE rank <= free)
+AND f.gone = 0 AND (f.next_poll IS NULL OR f.next_poll <= now())
+AND (f.lease_until IS NULL OR f.lease_until < now())
+ORDER BY f.next_poll NULLS FIRST, f.name
+LIMIT %(n)s
+FOR UPDATE OF f SKIP LOCKED
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A feed this poller now holds: its state as stored, and when (database clock) its
+    request may start and its lease ends."""
+
+    name: str
+    origin: str  # the host its request goes to
+    state: FeedState
+    start: datetime
+    lease_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim gave, and the database's clock when it was made (for the poller to
+    turn start times into its own clock's)."""
+
+    claims: tuple[Claim, ...]
+    clock: datetime
+    # Hosts under a Retry-After now (until when), whoever recorded it: a poller applies them
+    # to the polls it claimed before, which have not started yet.
+    blocked: Mapping[str, datetime] = field(default_factory=dict)
+
+
+@pg_store_errors
+class PostgresClaims(PostgresBase):
+    """Claims, leases and host rows on one PostgreSQL connection (mixed into PostgresStore)."""
+
+    def db_clock(self) -> datetime:
+        """The database's clock now."""
+        row = self._one("SELECT clock_timestamp() AS now")
+        assert row is not None
+        now: datetime = row["now"]
+        return now
+
+    def claim_due(
+        self,
+        owner: str,
+        names: Sequence[str],
+        limit: int,
+        lease: timedelta,
+        limits: Mapping[str, HostLimit],
+        default: HostLimit,
+        ahead: timedelta = CLAIM_AHEAD,
+    ) -> Claimed:
+        """Claim up to `limit` of the due feeds among `names` (those this poller is configured
+        with) for `owner`, in one transaction: each granted feed is leased to `owner` until
+        its start plus `lease`, its host's next start moved on. `limits` are the hosts' own
+        (HostGates.limits), `default` the rest's."""
+        if limit <= 0 or not names:
+            return Claimed((), self.db_clock())
+        with self._transaction():
+            rows = self._all(
+                _CANDIDATES,
+                {
+                    "origins": list(limits),
+                    "concurrency": [rule.concurrency for rule in limits.values()],
+                    "default": default.concurrency,
+                    "names": list(names),
+                    "ahead": ahead,
+                    "n": limit,
+                },
+            )
+            states = {r["name"]: _feed_state_from_row(r) for r in rows}  # type: ignore[arg-type]
+            hosts = {r["name"]: r["origin"] for r in rows}
+            stale = [
+                (origin(poll_url(states[n], states[n].url)), n) for n, h in hosts.items() if not h
+            ]
+            if stale:
+                # A row written without its origin (by an older version, or a copy).
+                self._many("UPDATE feeds SET origin = %s WHERE name = %s", stale)
+                hosts.update((n, h) for h, n in stale)
+            plan_now, rows_of = self._lock_hosts(sorted(set(hosts.values())))
+            plan = plan_starts(
+                [(r["name"], hosts[r["name"]]) for r in rows],
+                rows_of,
+                limits,
+                default,
+                plan_now,
+                limit,
+                ahead,
+            )
+            if plan.starts:
+                self._all(
+                    "UPDATE feeds f SET lease_owner = %(owner)s, lease_until = g.at + %(lease)s "
+                    "FROM unnest(%(names)s::text[], %(ats)s::timestamptz[]) AS g(name, at) "
+                    "WHERE f.name = g.name RETURNING f.name",
+                    {
+                        "owner": owner,
+                        "lease": lease,
+                        "names": [s.name for s in plan.starts],
+                        "ats": [s.at for s in plan.starts],
+                    },
+                )
+                self._many(
+                    "UPDATE hosts SET next_start = %s WHERE origin = %s",
+                    [(at, host) for host, at in plan.next_start.items()],
+                )
+            blocked = self._all(
+                "SELECT origin, blocked_until FROM hosts WHERE blocked_until > %s", [plan_now]
+            )
+        claims = tuple(
+            Claim(s.name, s.origin, states[s.name], s.at, s.at + lease) for s in plan.starts
+        )
+        return Claimed(claims, plan_now, {r["origin"]: r["blocked_until"] for r in blocked})
+
+    def _lock_hosts(self, origins: list[str]) -> tuple[datetime, dict[str, HostRow]]:
+        """Lock the hosts' rows (made if missing) in name order; then, with every claim of
+        these hosts held off, the clock and each host's live leases."""
+        if origins:
+            self.conn.execute(
+                b"INSERT INTO hosts (origin) SELECT o FROM unnest(%s::text[]) AS o "
+                b'ORDER BY o COLLATE "C" ON CONFLICT DO NOTHING',
+                [origins],
+            )
+        locked = self._all(
+            'SELECT * FROM hosts WHERE origin = ANY(%s) ORDER BY origin COLLATE "C" FOR UPDATE',
+            [origins],
+        )
+        now = self.db_clock()
+        busy = {
+            r["origin"]: r["n"]
+            for r in self._all(
+                "SELECT origin, count(*) AS n FROM feeds WHERE origin = ANY(%s) "
+                "AND lease_owner IS NOT NULL AND lease_until >= %s GROUP BY origin",
+                [origins, now],
+            )
+        }
+        rows = {
+            r["origin"]: HostRow(
+                r["origin"], busy.get(r["origin"], 0), r["next_start"], r["blocked_until"]
+            )
+            for r in locked
+        }
+        return now, rows
+
+    def renew(self, owner: str, names: Sequence[str], lease: timedelta) -> list[str]:
+        """Extend `owner`'s leases of `names` to at least `lease` from now; returns the names
+        it still held (a lease another poller took over is not renewed)."""
+        rows = self._all(
+            "UPDATE feeds SET lease_until = greatest(lease_until, clock_timestamp() + %s) "
+            "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name",
+            [lease, owner, list(names)],
+        )
+        return sorted(r["name"] for r in rows)
+
+    def release(self, owner: str, names: Sequence[str], after: timedelta = timedelta(0)) -> int:
+        """End `owner`'s leases of `names` without a poll (a claim not started before a stop):
+        other pollers may claim the feeds at once, or, with `after`, once that much time has
+        passed (a poll whose write failed is tried again then, as on SQLite). Returns how
+        many were released."""
+        if after > timedelta(0):
+            sql = "UPDATE feeds SET lease_until = clock_timestamp() + %s "
+            params: list[Any] = [after, owner, list(names)]
+        else:
+            sql = "UPDATE feeds SET lease_owner = NULL, lease_until = NULL "
+            params = [owner, list(names)]
+        rows = self._all(sql + "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name", params)
+        return len(rows)
+
+    def block_host(self, host: str, until: datetime) -> None:
+        """A host-wide Retry-After (database clock): no poller starts a request to `host`
+        before `until` (a later block already recorded stands)."""
+        self.conn.execute(
+            b"INSERT INTO hosts (origin, blocked_until) VALUES (%s, %s) ON CONFLICT (origin) "
+            b"DO UPDATE SET blocked_until = greatest(hosts.blocked_until, excluded.blocked_until)",
+            [host, until],
+        )
+
+    def host_rows(self) -> dict[str, dict[str, Any]]:
+        """Every host's row, by origin (for /status and tests)."""
+        return {r["origin"]: r for r in self._all("SELECT * FROM hosts ORDER BY origin")}

@@ -1,0 +1,127 @@
+"""The claim loop (cluster.py) in one process, on the real PostgreSQL test server and loopback
+feed servers: leases renewed while a slow poll runs, unstarted claims handed back at a stop."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from feedserver import FeedServer
+
+from aggregator.cluster import ClaimLoop
+from aggregator.config.load import load_config
+from aggregator.models import PollOutcome
+from aggregator.runtime import open_runtime
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def host() -> Iterator[FeedServer]:
+    server = FeedServer("127.0.0.2")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def rows(pg_url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg_url) as conn:
+        return conn.execute(sql.encode()).fetchall()
+
+
+async def until(check: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+def config(
+    write_config: Callable[..., Path], pg_url: str, host: FeedServer, **settings: Any
+) -> Any:
+    names = ("slow", "next", "last")
+    for name in names:
+        host.serve_slow(f"/{name}.xml", 0.0)
+    body = "".join(f'[[feeds]]\nname = "{n}"\nurl = "{host.url(f"/{n}.xml")}"\n\n' for n in names)
+    return load_config(write_config(body, **{"database": pg_url, "interval": "1h", **settings}))
+
+
+def test_a_poll_longer_than_its_lease_keeps_it(
+    write_config: Callable[..., Path], pg_url: str, host: FeedServer
+) -> None:
+    cfg = config(write_config, pg_url, host, lease="3s", host_delay="0s", host_concurrency=3)
+    host.serve_slow("/slow.xml", 5.0)  # past the lease: only renewals keep it
+    outcomes: list[PollOutcome] = []
+
+    async def run() -> None:
+        async with open_runtime(cfg) as one, open_runtime(cfg) as other:
+            first, second = ClaimLoop(lambda o, now: outcomes.append(o)), ClaimLoop()
+            first.start(one, "first")
+            await until(lambda: first.held == 3, "the first poller to claim every feed")
+            second.start(other, "second")  # claims nothing while the leases are renewed
+            await until(lambda: len(outcomes) == 3, "every poll to end")
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(run())
+    assert sorted((o.feed, o.status) for o in outcomes) == [
+        ("last", "ok"),
+        ("next", "ok"),
+        ("slow", "ok"),
+    ]
+    assert len(host.requests("/slow.xml")) == 1  # never taken over, never polled twice
+    assert rows(pg_url, "SELECT count(*) FROM feeds WHERE lease_owner IS NOT NULL") == [(0,)]
+
+
+def test_a_stop_hands_back_the_claims_not_started(
+    write_config: Callable[..., Path], pg_url: str, host: FeedServer
+) -> None:
+    # One host, a start every 2 s: of the three feeds, two are claimed with starts ahead.
+    cfg = config(write_config, pg_url, host, host_delay="2s", host_concurrency=3)
+
+    async def run() -> None:
+        async with open_runtime(cfg) as rt:
+            loop = ClaimLoop()
+            loop.start(rt, "only")
+            await until(lambda: loop.held == 3, "the poller to claim every feed")
+            await until(lambda: len(host.requests()) == 1, "the first poll")
+            await loop.stop()
+
+    asyncio.run(run())
+    assert len(host.requests()) == 1
+    leased = rows(pg_url, "SELECT name FROM feeds WHERE lease_owner IS NOT NULL ORDER BY name")
+    assert leased == []  # the two waiting for their start were released for other pollers
+    polled = rows(pg_url, "SELECT name FROM feeds WHERE last_status = 'ok'")
+    assert polled == [("last",)]
+
+
+def test_each_feed_is_polled_again_when_its_next_poll_comes(
+    write_config: Callable[..., Path], pg_url: str, host: FeedServer
+) -> None:
+    cfg = config(write_config, pg_url, host, interval="5s", min_interval="5s", host_delay="0s")
+
+    async def run() -> None:
+        async with open_runtime(cfg) as one, open_runtime(cfg) as other:
+            first, second = ClaimLoop(), ClaimLoop()
+            first.start(one, "first")
+            second.start(other, "second")
+            await until(
+                lambda: all(len(host.requests(f"/{n}.xml")) >= 3 for n in ("slow", "next", "last")),
+                "three polls of every feed",
+            )
+            await first.stop()
+            await second.stop()
+
+    asyncio.run(run())
+    for name in ("slow", "next", "last"):
+        arrivals = [r.monotonic for r in host.requests(f"/{name}.xml")]
+        # Polled on its 5 s interval by one poller or the other, never twice for one due time
+        # (a second poll of one due time would come at once, not seconds later).
+        assert min(b - a for a, b in itertools.pairwise(arrivals)) > 2.5, (name, arrivals)
