@@ -298,6 +298,9 @@ def prune(config_path: str, vacuum: bool) -> None:
     s = config.aggregator
     with opened_store(config) as store:
         count = store.prune(datetime.now(UTC), s.retention_days, s.max_entries_per_feed)
+        if count is None:
+            # PostgreSQL: a node's daily prune holds the prune lock; it does this same work.
+            fail("another node is pruning this database right now; try again later", 1)
         if vacuum:
             store.vacuum()
     click.echo(

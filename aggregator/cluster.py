@@ -106,6 +106,8 @@ class ClaimLoop:
         self._ticking = False
         self._again = False  # a tick came while one ran
         self._woken = False  # a tick is armed for now
+        self._skip: set[str] = set()  # stored feeds not in the config of `_skip_for`
+        self._skip_for: Config | None = None
         self._writes: set[asyncio.Task[None]] = set()
         # (round trip, the database's clock minus ours) of the last clock readings.
         self._clock: deque[tuple[timedelta, timedelta]] = deque(maxlen=6)
@@ -211,9 +213,9 @@ class ClaimLoop:
         if free <= 0 or self._stopping:
             return
         limits, default = rt.ctx.hosts.limits()
-        names, node, lease = list(rt.config.feeds), self.node, settings.lease
+        skip, node, lease = sorted(self._skipped(rt)), self.node, settings.lease
         claimed: Claimed = await rt.store.write(
-            lambda s: _claims(s).claim_due(node, names, free, lease, limits, default)
+            lambda s: _claims(s).claim_due(node, skip, free, lease, limits, default)
         )
         gates = rt.ctx.hosts
         if isinstance(gates, ClusterGates):
@@ -226,6 +228,14 @@ class ClaimLoop:
             task = asyncio.ensure_future(self._poll(claim))
             self._held[claim.name] = task
             task.add_done_callback(functools.partial(self._finished, claim.name))
+
+    def _skipped(self, rt: Runtime) -> set[str]:
+        """The stored feeds this poller must not claim: those its config does not have (a
+        feed removed from it, or added to another poller's config and not yet to ours)."""
+        if self._skip_for is not rt.config:
+            self._skip_for = rt.config
+            self._skip = set(rt.states) - set(rt.config.feeds)
+        return self._skip
 
     def _finished(self, name: str, task: asyncio.Task[None]) -> None:
         if self._held.get(name) is task:
@@ -242,7 +252,8 @@ class ClaimLoop:
             await asyncio.sleep(wait)
         name = claim.name
         feed = rt.config.feeds.get(name)
-        if feed is None:  # dropped by a reload since the claim
+        if feed is None:  # not ours: dropped by a reload, or only in another poller's config
+            self._skip.add(name)
             await self._release([name])
             return
         late = (datetime.now(UTC) - start).total_seconds()

@@ -35,6 +35,7 @@ from .ingest.schedule import FeedScheduler, first_poll
 from .logs import PollTally, setup_logging
 from .metrics import Metrics, record_outcome
 from .models import FeedState, PollOutcome
+from .nodes import ThisNode, refresh_node
 from .outputs.websub import HubNotifier
 from .runtime import Runtime, open_runtime, opened_store_threads
 from .server import OutputServer
@@ -202,6 +203,7 @@ class Daemon:
         """Schedule every feed (with a runtime), serve HTTP and run the background jobs until
         a stop signal; then stop scheduling, drain the polls, cancel the jobs and close the
         server (the runtime closes after: fetcher, pool, store)."""
+        node = ThisNode(self.role, self.config.aggregator.listen, datetime.now(UTC))
         server = OutputServer(
             store,
             lambda: self.config,
@@ -211,6 +213,7 @@ class Daemon:
             reload_status=lambda: self.reload_status,
             config_loaded=lambda: self.config_loaded,
             role=self.role,
+            node_id=node.node_id,
         )
         runner: web.AppRunner | None = None
         try:
@@ -249,8 +252,13 @@ class Daemon:
                 self._spawn(self._resanitize())
             else:
                 self._spawn(jobs.boards(store, current, self.metrics.board, self._sleep))
+            if self.serves:
+                # Role all too: other processes commit beside it (more pollers on PostgreSQL,
+                # `aggregator fetch` on SQLite), and its render cache must see their entries.
                 self._spawn(jobs.follow_generation(store, self._on_write, self._sleep))
             self._spawn(jobs.heartbeats(store, self.metrics.board, self._sleep))
+            # Every role records itself, for /status's list of the nodes and their configs.
+            self._spawn(refresh_node(store, node, current, self._sleep))
             if self._watcher is not None:
                 self._spawn(self._watch(self._watcher))
             await self._stop.wait()

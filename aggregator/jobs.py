@@ -25,6 +25,9 @@ from .store.threads import StoreThreads
 log = logging.getLogger("aggregator.daemon")  # the lines operators know, under their logger
 PRUNE_EVERY = timedelta(days=1)
 FIRST_PRUNE_DELAY = timedelta(minutes=5)  # after a start, when no prune was ever recorded
+# A prune recorded less than a day ago, but by no more than this, counts as due: the clocks
+# of two nodes may differ a little, and a prune should not slip a whole day for it.
+PRUNE_SLACK = timedelta(minutes=1)
 BOARD_EVERY = 10.0  # seconds between a server's reads of the feeds' states
 FOLLOW_EVERY = 0.5  # seconds between a server's reads of the store generation
 
@@ -118,18 +121,24 @@ def _states(store: Store, names: list[str]) -> list[FeedStatus]:
     return store.feed_states(names)
 
 
-def _prune(store: Store, now: datetime, retention_days: int, max_per_feed: int) -> int:
+def _prune(store: Store, now: datetime, retention_days: int, max_per_feed: int) -> int | None:
     # Not functools.partial(Store.prune, ...): that is the protocol's own (empty) method.
     return store.prune(now, retention_days, max_per_feed)
 
 
 async def prunes(store: StoreThreads, config: Callable[[], Config], sleep: Sleep) -> None:
-    """Apply retention once a day; the last run is stored, so restarts do not skip it."""
+    """Apply retention once a day; the last run is stored, so restarts do not skip it. Nodes
+    sharing a PostgreSQL store prune one at a time (the store's prune lock), and a node whose
+    turn comes after another node pruned waits for the next day instead of pruning again."""
     last = await store.read(lambda s: s.last_prune())
     now = datetime.now(UTC)
     due = last + PRUNE_EVERY if last is not None else now + FIRST_PRUNE_DELAY
     while not await sleep((due - datetime.now(UTC)).total_seconds()):
         now = datetime.now(UTC)
+        last = await store.read(lambda s: s.last_prune())
+        if last is not None and last + PRUNE_EVERY > now + PRUNE_SLACK:
+            due = last + PRUNE_EVERY  # another node pruned meanwhile
+            continue
         s = config().aggregator
         prune = functools.partial(
             _prune,
@@ -139,7 +148,10 @@ async def prunes(store: StoreThreads, config: Callable[[], Config], sleep: Sleep
         )
         try:
             pruned = await store.write(prune)
-            log.info("prune: %d entries deleted", pruned)
+            if pruned is None:
+                log.info("prune skipped: another node is pruning this database")
+            else:
+                log.info("prune: %d entries deleted", pruned)
         except AggregatorError as e:
             log.error("prune failed: %s", e)
         due = now + PRUNE_EVERY

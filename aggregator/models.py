@@ -294,3 +294,18 @@ class PollRecord:
     # Where the response's chain of 301/308 redirects led (None: no permanent move).
     permanent_url: str | None = None
     network_down: bool = False  # an error while nearly every feed failed: no backoff for it
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One running aggregator process as the `nodes` table records it: who it is, what it
+    runs, and when it last said it was alive (refreshed every few seconds by the node)."""
+
+    node_id: str
+    role: str  # all, poller or server
+    host: str  # the machine's host name
+    pid: int
+    listen: str  # HOST:PORT it serves HTTP on
+    config_hash: str  # of the resolved config's content (config/fingerprint.py)
+    started: datetime
+    last_seen: datetime

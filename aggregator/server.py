@@ -24,8 +24,15 @@ from .health import FAILING, health_doc
 from .metrics import Metrics
 from .models import FeedStatus, OutputFormat
 from .negotiate import dumps, feed_json, paging, prefers_html
+from .nodes import NODE_LIVE, nodes_view
 from .outputs.httpcache import Cached, make_cached, respond
-from .outputs.pages import OutputLink, OutputStatus, render_index, render_status_page
+from .outputs.pages import (
+    NodesShown,
+    OutputLink,
+    OutputStatus,
+    render_index,
+    render_status_page,
+)
 from .outputs.plan import (
     MAX_PAGE_SIZE,
     SERVED_FORMATS,
@@ -75,6 +82,7 @@ class OutputServer:
     config_loaded: Callable[[], datetime | None] = lambda: None
     role: str = "all"  # the process's role (daemon.ROLES), shown in /healthz
     plans: InitVar[PlanCache | None] = None
+    node_id: str | None = None  # this process's row in the nodes table (marked on /status)
     renders: RenderCache = field(init=False)
 
     def __post_init__(self, generation: Callable[[], int], plans: PlanCache | None) -> None:
@@ -204,6 +212,9 @@ class OutputServer:
             for o in shown
         }
         loaded = self.config_loaded()
+        now = datetime.now(UTC)
+        live = await self.store.read(lambda s: s.nodes(now - NODE_LIVE))
+        nodes, warning = nodes_view(live, now, self.node_id)
         return {
             "database": database_json(config.aggregator.database),
             "summary": self.metrics.board.counts(),
@@ -211,6 +222,8 @@ class OutputServer:
             "feeds": feeds,
             "outputs": outputs,
             "reload": self.reload_status(),
+            "nodes": nodes,
+            "nodes_warning": warning,
         }
 
     async def _totals(
@@ -245,7 +258,13 @@ class OutputServer:
 
         def page() -> Cached:
             body = render_status_page(
-                base, doc["feeds"], datetime.now(UTC), outputs, doc["reload"], loaded
+                base,
+                doc["feeds"],
+                datetime.now(UTC),
+                outputs,
+                doc["reload"],
+                loaded,
+                NodesShown(doc["nodes"], doc["nodes_warning"]),
             )
             return make_cached(body, HTML, None)
 

@@ -109,6 +109,12 @@ def test_each_feed_is_polled_again_when_its_next_poll_comes(
 
     async def run() -> None:
         async with open_runtime(cfg) as one, open_runtime(cfg) as other:
+            # A feed of another poller's config (stored after ours were opened): never ours.
+            with psycopg.connect(pg_url) as conn:
+                conn.execute(
+                    "INSERT INTO feeds (name, url, origin) VALUES ('stranger', %s, %s)",
+                    [host.url("/stranger.xml"), host.base_url],
+                )
             first, second = ClaimLoop(), ClaimLoop()
             first.start(one, "first")
             second.start(other, "second")
@@ -120,6 +126,8 @@ def test_each_feed_is_polled_again_when_its_next_poll_comes(
             await second.stop()
 
     asyncio.run(run())
+    assert host.requests("/stranger.xml") == []
+    assert rows(pg_url, "SELECT lease_owner FROM feeds WHERE name = 'stranger'") == [(None,)]
     for name in ("slow", "next", "last"):
         arrivals = [r.monotonic for r in host.requests(f"/{name}.xml")]
         # Polled on its 5 s interval by one poller or the other, never twice for one due time

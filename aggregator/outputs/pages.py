@@ -327,6 +327,26 @@ def _row(name: str, f: Mapping[str, Any], now: datetime) -> _Row:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NodesShown:
+    """The live nodes sharing the store, as /status.json lists them (nodes.nodes_view), and
+    the warning when their configs differ."""
+
+    nodes: Sequence[Mapping[str, Any]] = ()
+    warning: str | None = None
+
+
+def _node_rows(nodes: NodesShown, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            **n,
+            "started": relative_tag(_parse_time(n["started"]), now),
+            "last_seen": relative_tag(_parse_time(n["last_seen"]), now),
+        }
+        for n in nodes.nodes
+    ]
+
+
 def render_status_page(
     base_url: str,
     feeds: Mapping[str, Mapping[str, Any]],
@@ -334,13 +354,15 @@ def render_status_page(
     outputs: Sequence[OutputStatus] = (),
     reload: Mapping[str, Any] | None = None,
     loaded: datetime | None = None,
+    nodes: NodesShown = NodesShown(),
 ) -> bytes:
     """Every feed's health, from the same dicts `/status.json` serves: a summary line, a
     banner when the last reload failed, failing feeds first (the longest failing first), then
     the others in config order; times relative, with the exact UTC time in `<time>`.
 
     Fields this page does not know (added by later versions) are listed under the feed's row,
-    so the page never hides what the JSON says.
+    so the page never hides what the JSON says. The live nodes sharing the store follow the
+    outputs, under a warning when they run different configs.
     """
     now = now or datetime.now(UTC)
     rows = [_row(name, f, now) for name, f in feeds.items()]
@@ -367,4 +389,6 @@ def render_status_page(
         outputs=outputs,
         reload=reload_view,
         loaded=relative_tag(loaded, now) if loaded else None,
+        nodes=_node_rows(nodes, now),
+        nodes_warning=nodes.warning,
     )

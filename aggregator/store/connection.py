@@ -14,11 +14,14 @@ waits its turn, then sees the latest commit.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..config.secret import redact
 from ..errors import StoreError
+from .rows import _ts
 from .schema import open_database
 from .wrapping import raising_store_error
 
@@ -98,6 +101,15 @@ class SqliteBase:
         return Atomic(self.db.conn)
 
     _atomic = atomic
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        # SQL written for both stores (`%s` placeholders, see nodes.py).
+        rows: list[sqlite3.Row] = self.db.execute(sql.replace("%s", "?"), params).fetchall()
+        return rows
+
+    @staticmethod
+    def _stamp(when: datetime) -> str | None:
+        return _ts(when)  # the text form every SQLite time column holds
 
     def generation(self) -> int:
         return self._generation()

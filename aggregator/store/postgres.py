@@ -19,6 +19,7 @@ from ..ingest.identity import Known, uid_for
 from ..models import Entry, FeedState, FeedStatus, PollRecord, StoredEntry
 from . import postgres_articles as queue
 from .common import StoreCommon
+from .nodes import NodeTable
 from .postgres_claims import PostgresClaims
 from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
@@ -34,6 +35,10 @@ from .rows import (
     _stored_from_row,
     entry_update,
 )
+
+# Any fixed 64-bit number, the same in every process: the advisory lock of the prune, so that
+# nodes sharing the database never prune at once (the second would find the same victims).
+PRUNE_LOCK = 0x61676772_7072756E  # "aggr" "prun"
 
 _SELECT_STORED = (
     "SELECT e.*, f.title AS feed_title, f.url AS feed_url, f.link AS feed_link "
@@ -66,7 +71,7 @@ def _state_values(state: FeedState) -> list[Any]:
 
 
 @pg_store_errors
-class PostgresStore(StoreCommon, PostgresClaims, PostgresBase):
+class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PostgresBase):
     """The store's queries on PostgreSQL; one connection, on one thread (PostgresBase)."""
 
     # The article queue's and the re-sanitising pass's SQL, one module (StoreCommon calls it).
@@ -285,12 +290,17 @@ class PostgresStore(StoreCommon, PostgresClaims, PostgresBase):
 
     # --- retention ---------------------------------------------------------------------------
 
-    def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int:
+    def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int | None:
         """Delete entries first stored more than `retention_days` ago and, per feed, all but
         the `max_per_feed` newest (0 disables either rule), each leaving a tombstone in
-        `pruned`. Returns how many entries were deleted."""
+        `pruned`. Returns how many entries were deleted, or None when another session holds
+        the prune lock (another node is pruning: this one does nothing)."""
         stamp = _second(now)
         with self._transaction():
+            # One node prunes at a time: the others skip (the lock is released by the commit).
+            got = self._one("SELECT pg_try_advisory_xact_lock(%s) AS got", [PRUNE_LOCK])
+            if got is None or not got["got"]:
+                return None
             victims = self._all(
                 "SELECT feed, key, content_hash FROM ("
                 "SELECT feed, key, content_hash, first_seen, ROW_NUMBER() OVER ("

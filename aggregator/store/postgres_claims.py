@@ -38,13 +38,13 @@ WITH lim(origin, concurrency) AS (
     WHERE lease_owner IS NOT NULL AND lease_until >= now() GROUP BY origin
 ), due AS (
     SELECT f.name, f.next_poll, row_number() OVER (
-        PARTITION BY coalesce(f.origin, f.name) ORDER BY f.next_poll NULLS FIRST, f.name
+        PARTITION BY f.origin ORDER BY f.next_poll NULLS FIRST, f.name
     ) AS rank, coalesce(lim.concurrency, %(default)s) - coalesce(busy.n, 0) AS free
     FROM feeds f
     LEFT JOIN hosts h ON h.origin = f.origin
     LEFT JOIN lim ON lim.origin = f.origin
     LEFT JOIN busy ON busy.origin = f.origin
-    WHERE f.gone = 0 AND f.name = ANY(%(names)s)
+    WHERE f.gone = 0 AND f.name <> ALL(%(skip)s)
     AND (f.next_poll IS NULL OR f.next_poll <= now())
     AND (f.lease_until IS NULL OR f.lease_until < now())
     AND (h.blocked_until IS NULL OR h.blocked_until <= now() + %(ahead)s)
@@ -98,18 +98,19 @@ class PostgresClaims(PostgresBase):
     def claim_due(
         self,
         owner: str,
-        names: Sequence[str],
+        skip: Sequence[str],
         limit: int,
         lease: timedelta,
         limits: Mapping[str, HostLimit],
         default: HostLimit,
         ahead: timedelta = CLAIM_AHEAD,
     ) -> Claimed:
-        """Claim up to `limit` of the due feeds among `names` (those this poller is configured
-        with) for `owner`, in one transaction: each granted feed is leased to `owner` until
+        """Claim up to `limit` of the due feeds, but those in `skip` (stored, but not in this
+        poller's config: usually none, so the whole config is not sent each time), for
+        `owner`, in one transaction: each granted feed is leased to `owner` until
         its start plus `lease`, its host's next start moved on. `limits` are the hosts' own
         (HostGates.limits), `default` the rest's."""
-        if limit <= 0 or not names:
+        if limit <= 0:
             return Claimed((), self.db_clock())
         with self._transaction():
             rows = self._all(
@@ -118,7 +119,7 @@ class PostgresClaims(PostgresBase):
                     "origins": list(limits),
                     "concurrency": [rule.concurrency for rule in limits.values()],
                     "default": default.concurrency,
-                    "names": list(names),
+                    "skip": list(skip),
                     "ahead": ahead,
                     "n": limit,
                 },

@@ -12,6 +12,7 @@ import select
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -96,6 +97,15 @@ class PostgresBase:
 
     def _one(self, sql: str, params: Sequence[Any] | Row = ()) -> Row | None:
         return self.conn.execute(sql.encode(), params).fetchone()
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        # Any statement: its rows, or none (fetchall would raise on a DELETE).
+        cur = self.conn.execute(sql.encode(), params)
+        return cur.fetchall() if cur.description is not None else []
+
+    @staticmethod
+    def _stamp(when: datetime) -> datetime:
+        return when  # a timestamptz parameter
 
     def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self.conn.cursor().executemany(sql.encode(), rows)

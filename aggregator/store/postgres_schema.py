@@ -210,6 +210,27 @@ def m003_claims(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+@migration(4)
+def m004_nodes(conn: psycopg.Connection[Any]) -> None:
+    """The running aggregator processes, as SQLite's m013 (store/nodes.py): any number of
+    pollers and servers over this database, each refreshing its row every few seconds."""
+    _run(
+        conn,
+        """
+        CREATE TABLE nodes (
+            node_id text PRIMARY KEY,
+            role text NOT NULL,
+            host text NOT NULL,
+            pid integer NOT NULL,
+            listen text NOT NULL,
+            config_hash text NOT NULL,
+            started timestamptz NOT NULL,
+            last_seen timestamptz NOT NULL
+        )
+        """,
+    )
+
+
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
     """Apply the migrations this database has not run, all in one transaction, under the
     advisory lock. Returns the numbers applied (none when it is up to date). Raises

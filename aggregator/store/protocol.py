@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from ..models import Entry, FeedState, FeedStatus, Known, PollRecord, StoredEntry
+from ..models import Entry, FeedState, FeedStatus, Known, NodeRecord, PollRecord, StoredEntry
 
 # The re-sanitising pass's rows: (rowid, summary, content, link, content hash) as read, and
 # (rowid, summary, content, content hash) as written back.
@@ -147,15 +147,27 @@ class Store(Protocol):
 
     # --- retention ---------------------------------------------------------------------------
 
-    def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int:
+    def prune(self, now: datetime, retention_days: int, max_per_feed: int) -> int | None:
         """Delete entries past retention (leaving tombstones) in one transaction; returns
-        how many."""
+        how many, or None when another node is pruning this store right now (PostgreSQL:
+        one prune at a time across every node; nothing is done then)."""
 
     def last_prune(self) -> datetime | None:
         """When prune last ran (None: never)."""
 
     def vacuum(self) -> None:
         """Give deleted rows' space back to the file system; slow, on demand only."""
+
+    # --- the nodes sharing the store (store/nodes.py) ----------------------------------------
+
+    def record_node(self, node: NodeRecord) -> None:
+        """Insert or refresh a running node's row (and forget nodes long silent)."""
+
+    def nodes(self, seen_since: datetime) -> list[NodeRecord]:
+        """The nodes that refreshed their row at or after `seen_since`, oldest first."""
+
+    def forget_node(self, node_id: str) -> None:
+        """Delete a node's row: it stopped."""
 
     # --- the article queue (full content from article pages) --------------------------------
 

@@ -276,3 +276,23 @@ def m012_next_kind(db: sqlite_utils.Database) -> None:
     for name, reason in rows:
         if (kind := kind_of_old_reason(reason)) is not None:
             db.execute("UPDATE feeds SET next_kind = ? WHERE name = ?", [kind, name])
+
+
+@migrations()
+def m013_nodes(db: sqlite_utils.Database) -> None:
+    """The running aggregator processes (store/nodes.py): each refreshes its row every few
+    seconds, so /status lists the live ones and warns when their configs differ."""
+    db.execute(
+        """
+        CREATE TABLE nodes (
+            node_id TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            listen TEXT NOT NULL,
+            config_hash TEXT NOT NULL,
+            started TEXT NOT NULL,
+            last_seen TEXT NOT NULL
+        )
+        """
+    )

@@ -22,6 +22,7 @@ from ..models import Entry, FeedState, FeedStatus, Known, PollRecord, StoredEntr
 from . import articles, sanitized
 from .common import StoreCommon
 from .connection import SqliteBase, store_errors
+from .nodes import NodeTable
 from .protocol import Entries
 from .rows import (
     _INSERT_ENTRY,
@@ -46,7 +47,7 @@ SCAN_SHARE = 4
 
 
 @store_errors
-class SqliteStore(StoreCommon, SqliteBase):
+class SqliteStore(StoreCommon, NodeTable, SqliteBase):
     """The Store (protocol.py) on one SQLite connection, migrated on open: each method's
     contract is written there. Not thread-safe by design: see threads.StoreThreads."""
 

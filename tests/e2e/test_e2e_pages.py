@@ -167,6 +167,8 @@ def test_pages_caching_paging_status_metrics_and_websub(
         "feeds",
         "outputs",
         "reload",
+        "nodes",
+        "nodes_warning",
     }
 
     # WebSub: advertised, and pinged with every format of the outputs that changed.

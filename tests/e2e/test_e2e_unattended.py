@@ -367,8 +367,11 @@ def test_json_logs_and_poll_summary(
         lambda: any(d.get("feed") == "slow" and d.get("status") == "error" for d in lines()),
         "the timeout",
     )
-    # One host: "one" may wait behind the slow feed for its turn.
-    wait_for(lambda: any(d.get("feed") == "one" for d in lines()), "the poll of feed one")
+    # One host: "one" and "broken" may wait behind the slow feed for their turns.
+    wait_for(
+        lambda: {"one", "broken"} <= {d.get("feed") for d in lines() if d["message"] == "poll"},
+        "the polls of feeds one and broken",
+    )
     assert daemon.stop() == 0
     records = lines()  # every line is one JSON object
     # The fields are keys of their own, not text inside the message.

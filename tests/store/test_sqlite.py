@@ -100,6 +100,7 @@ def test_migrations_applied_once_and_reopen_keeps_data(tmp_path: Path) -> None:
         "m010_no_userinfo",
         "m011_text_only_hashes",
         "m012_next_kind",
+        "m013_nodes",
     ]
 
 
