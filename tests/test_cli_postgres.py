@@ -82,6 +82,11 @@ def test_every_command_works_on_a_postgresql_url(
     removed = ok("remove", "bakery")
     assert "each node running on this config file reloads it" in removed
     assert "bakery" not in ok("feeds")
+    added = ok("add", feed_server.url("/bakery.xml"), "--name", "bakery")
+    assert "each node running on this config file reloads it" in added
+    # Back in the config, with the state and entries its row kept in the shared store.
+    (bakery,) = [line for line in ok("feeds").splitlines() if line.startswith("bakery")]
+    assert bakery.split()[1] == "ok" and bakery.split()[-1] == "3"
 
     for text in outputs:
         assert pg_server.password not in text
@@ -110,6 +115,23 @@ def test_a_password_from_pgpassword_and_an_unreachable_server(
         [*command, "feeds"], capture_output=True, text=True, env=env, timeout=120
     )
     assert listing.stdout.count(" ok ") == 2, listing.stdout
+
+    # Or from a pass file (host:port:database:user:password), named by $PGPASSFILE.
+    passfile = path.parent / "pgpass"
+    host_port_db = pg_url.split("@", 1)[1]
+    host, rest = host_port_db.split(":", 1)
+    port, database = rest.split("/", 1)
+    passfile.write_text(f"{host}:{port}:{database}:*:{pg_server.password}\n")
+    passfile.chmod(0o600)
+    with_file = subprocess.run(
+        [*command, "search", "outage"],
+        capture_output=True,
+        text=True,
+        env={"PATH": env["PATH"], "PGPASSFILE": str(passfile)},
+        timeout=120,
+    )
+    assert with_file.returncode == 0, with_file.stderr
+    assert "Post-mortem: the 14-minute DNS outage" in with_file.stdout
 
     # A wrong password and a server that is not there: one line each, exit 1, no secret.
     wrong = subprocess.run(

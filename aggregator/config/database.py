@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -72,10 +72,12 @@ class Database:
 
 
 def display_url(url: str) -> str:
-    """A PostgreSQL URL without its user, password and `password=` parameter."""
+    """A PostgreSQL URL without its user, password and `password=` parameter (the rest as
+    written: `postgresql:///db?host=/run/postgresql` keeps its empty host)."""
     parts = urlsplit(split_userinfo(url)[0])
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    kept = [p for p in parts.query.split("&") if p and p.partition("=")[0] != "password"]
+    query = f"?{'&'.join(kept)}" if kept else ""
+    return f"{parts.scheme}://{parts.netloc}{parts.path}{query}"
 
 
 def parse_database(value: object) -> Database:

@@ -21,10 +21,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..config.secret import redact
 from ..errors import StoreError
+from ..ingest.hosts import origin
 from .postgres import PostgresStore
 from .sqlite import SqliteStore
+from .wrapping import cause
 
 # In this order: an entry names its feed, an entry's article state names its entry.
 TABLES = ("feeds", "entries", "pruned", "articles", "entry_articles", "meta")
@@ -85,7 +86,7 @@ def copy_store(
     except sqlite3.Error as e:
         raise StoreError(f"reading {source} failed: {e}") from e
     except psycopg.Error as e:
-        raise StoreError(f"copy to {target.path} failed: {redact(str(e).strip())}") from e
+        raise StoreError(f"copy to {target.path} failed: {cause(e)}") from e
     finally:
         src.close()
         target.close()
@@ -109,7 +110,11 @@ def _refuse_or_empty(target: PostgresStore, replace: bool) -> None:
 def _columns(src: sqlite3.Connection, target: PostgresStore, table: str) -> list[str]:
     """The columns both stores have (a later migration's columns keep their default)."""
     theirs = {r[1] for r in src.execute(f"PRAGMA table_info({table})")}
-    ours = [
+    return [c for c in _target_columns(target, table) if c in theirs and c not in GENERATED]
+
+
+def _target_columns(target: PostgresStore, table: str) -> list[str]:
+    return [
         r["column_name"]
         for r in target.conn.execute(
             "SELECT column_name FROM information_schema.columns "
@@ -117,7 +122,6 @@ def _columns(src: sqlite3.Connection, target: PostgresStore, table: str) -> list
             [table],
         )
     ]
-    return [c for c in ours if c in theirs and c not in GENERATED]
 
 
 def _copy_table(
@@ -169,6 +173,15 @@ def _copy_meta(src: sqlite3.Connection, target: PostgresStore) -> TableCount:
 
 
 def _after(target: PostgresStore) -> None:
+    # What PostgreSQL keeps of a feed beyond SQLite's columns, derived as its migration
+    # derives it for the rows it finds: the origin politeness counts per (migration 3,
+    # claims), of the redirect target or else of the URL.
+    if "origin" in _target_columns(target, "feeds"):
+        rows = target.conn.execute("SELECT name, url, redirect_url FROM feeds").fetchall()
+        target.conn.cursor().executemany(
+            "UPDATE feeds SET origin = %s WHERE name = %s",
+            [(origin(r["redirect_url"] or r["url"]), r["name"]) for r in rows],
+        )
     # New entries get ids after the copied ones.
     target.conn.execute(
         "SELECT setval(pg_get_serial_sequence('entries', 'id'), "

@@ -20,10 +20,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from ..config.database import display_url
-from ..config.secret import redact, remember, split_userinfo
+from ..config.secret import remember, split_userinfo
 from ..errors import StoreError
 from .postgres_schema import migrate
-from .wrapping import raising_store_error
+from .wrapping import cause, raising_store_error
 
 Row = dict[str, Any]
 
@@ -57,16 +57,14 @@ class PostgresBase:
                 conninfo, autocommit=True, row_factory=dict_row
             )
         except psycopg.Error as e:
-            raise StoreError(f"cannot open database {self.path}: {redact(str(e).strip())}") from e
+            raise StoreError(f"cannot open database {self.path}: {cause(e)}") from e
         try:
             # Times come back as UTC datetimes whatever the server's or the role's zone.
             self.conn.execute("SET TIME ZONE 'UTC'")
             migrate(self.conn)
         except psycopg.Error as e:
             self.conn.close()
-            raise StoreError(
-                f"cannot migrate database {self.path}: {redact(str(e).strip())}"
-            ) from e
+            raise StoreError(f"cannot migrate database {self.path}: {cause(e)}") from e
 
     def close(self) -> None:
         self.conn.close()
@@ -119,7 +117,7 @@ class PostgresBase:
             with self.conn.transaction():
                 yield
         except psycopg.Error as e:
-            raise StoreError(f"write failed on {self.path}: {redact(str(e).strip())}") from e
+            raise StoreError(f"write failed on {self.path}: {cause(e)}") from e
 
     def atomic(self) -> AbstractContextManager[None]:
         return self._transaction()
@@ -162,4 +160,4 @@ class PostgresBase:
                 self.conn.execute("SET LOCAL lock_timeout = '5s'")
                 self.conn.execute("UPDATE meta SET value = value WHERE key = 'generation'")
         except psycopg.Error as e:
-            raise StoreError(f"database is not writable: {redact(str(e).strip())}") from e
+            raise StoreError(f"database is not writable: {cause(e)}") from e

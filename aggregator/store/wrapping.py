@@ -12,6 +12,14 @@ from ..config.secret import redact
 from ..errors import StoreError
 
 C = TypeVar("C", bound=type)
+
+
+def cause(e: BaseException) -> str:
+    """A driver's error as one line of a message, redacted: libpq's run over several
+    ("connection refused" then "Is the server running on that host…?"), a log line must not."""
+    return redact("; ".join(line.strip() for line in str(e).splitlines() if line.strip()))
+
+
 _WRAPPED = "_raises_store_error"  # set on a method once wrapped
 
 
@@ -23,7 +31,7 @@ def raising_store_error(driver_error: type[Exception]) -> Callable[[C], C]:
     The store names itself by its `path` (a file, or a URL without its password)."""
 
     def failure(what: str, store: Any, e: Exception) -> StoreError:
-        return StoreError(f"{what} failed on {store.path}: {redact(str(e).strip())}")
+        return StoreError(f"{what} failed on {store.path}: {cause(e)}")
 
     def wrapped(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         what = name.replace("_", " ")

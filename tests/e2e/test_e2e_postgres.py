@@ -5,6 +5,8 @@ restart or outage mid-run costs no committed entry and shows in /healthz and the
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -80,6 +82,15 @@ def _health(daemon: Daemon) -> tuple[int, dict[str, object]]:
     return status, json.loads(body)
 
 
+def _health_command(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", "health", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _entries(daemon: Daemon) -> list[tuple[str, str, str, str, str]]:
     parsed = feedparser.parse(http_get(daemon.base + "/outputs/all.atom")[2])
     return [(e.id, e.title, e.link, e.updated, e.summary) for e in parsed.entries]
@@ -133,9 +144,8 @@ def test_a_postgresql_restart_and_outage_lose_no_entry(
     counts = {"north": 5, "south": 5, "east": 5}
     _serve(feed_server, counts)
     port = free_port()
-    daemon = start_daemon(
-        _config(feed_server, write_config, port, "pg.toml", database=pg_url), port
-    )
+    config = _config(feed_server, write_config, port, "pg.toml", database=pg_url)
+    daemon = start_daemon(config, port)
     admin = pg_server.admin_url(pg_url.rsplit("/", 1)[1])
 
     def all_stored() -> bool:
@@ -164,12 +174,58 @@ def test_a_postgresql_restart_and_outage_lose_no_entry(
         doc = _health(daemon)[1]
         assert pg_server.password not in json.dumps(doc)
         assert daemon.proc.poll() is None
+        probe = _health_command(config)
+        assert probe.returncode == 1 and probe.stderr.startswith("unhealthy: ")
+        assert "postgresql://127.0.0.1:" in probe.stderr
+        assert pg_server.password not in probe.stderr
 
     # Back: /healthz recovers and every entry served meanwhile is stored, once.
     wait_for(lambda: _health(daemon)[0] == 200, "/healthz to recover", OUTAGE_DEADLINE)
     wait_for(all_stored, "the polls after the outage to be stored", OUTAGE_DEADLINE)
+    assert _health_command(config).returncode == 0
     assert len(_entries(daemon)) == sum(counts.values())
     assert daemon.stop() == 0
     log = daemon.log.read_text()
     assert "the database cannot be written" in log and "can be written again" in log
     assert pg_server.password not in log
+
+
+def test_a_poller_and_a_server_ride_out_an_outage(
+    feed_server: FeedServer,
+    write_config: Callable[..., Path],
+    start_daemon: Callable[..., Daemon],
+    pg_url: str,
+    pg_server: PgServer,
+) -> None:
+    counts = {"north": 4, "south": 3, "east": 2}
+    _serve(feed_server, counts)
+    config = _config(feed_server, write_config, free_port(), "pg.toml", database=pg_url)
+    nodes = {}
+    for role in ("poller", "server"):
+        port = free_port()
+        nodes[role] = start_daemon(config, port, "--role", role, "--listen", f"127.0.0.1:{port}")
+    server = nodes["server"]
+    wanted = sum(counts.values())
+    wait_for(lambda: len(_entries(server)) == wanted, "the server to show the first polls", 90)
+
+    with pg_server.down():
+        _serve(feed_server, {"north": 6, "south": 5, "east": 4})
+        for role, node in nodes.items():
+            wait_for(lambda n=node: _health(n)[0] == 503, f"the {role}'s /healthz", OUTAGE_DEADLINE)
+        # The server still answers from its render cache what it had.
+        assert len(_entries(server)) == wanted
+        assert all(node.proc.poll() is None for node in nodes.values())
+
+    counts = {"north": 6, "south": 5, "east": 4}
+    for role, node in nodes.items():
+        wait_for(lambda n=node: _health(n)[0] == 200, f"the {role} to recover", OUTAGE_DEADLINE)
+    wanted = sum(counts.values())
+    wait_for(lambda: len(_entries(server)) == wanted, "the server to show the later polls", 90)
+    stored = _stored(pg_server.admin_url(pg_url.rsplit("/", 1)[1]))
+    assert set(stored) == _expected(counts) and set(stored.values()) == {1}
+    for node in nodes.values():
+        assert node.stop() == 0
+        log = node.log.read_text()
+        assert pg_server.password not in log
+        # One line per event: libpq's two-line errors are joined.
+        assert "\n\tIs the server running" not in log and "; Is the server running" in log

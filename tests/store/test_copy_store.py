@@ -20,6 +20,7 @@ from aggregator.store.protocol import Store
 from aggregator.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.postgres
+COLUMNS = "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
 __all__ = ["article_site"]  # a fixture, used by name
 
 
@@ -117,6 +118,14 @@ def test_copy_a_polled_sqlite_store_to_postgresql(
     try:
         after = _answers(target)
         assert target.generation() > generation
+        # Columns PostgreSQL has beyond SQLite's are derived as its migrations derive them.
+        if "origin" in {r["column_name"] for r in target._all(COLUMNS, ["feeds"])}:
+            origins = target._all("SELECT name, origin FROM feeds ORDER BY name")
+            assert [r["origin"] for r in origins] == [
+                feed_server.url("/").rstrip("/"),
+                feed_server.url("/").rstrip("/"),
+                article_site.url("/").rstrip("/"),
+            ]
         # The re-sanitising pass has nothing to redo: it knows where SQLite's was.
         policy = target._one("SELECT value FROM meta WHERE key = 'sanitize_policy'")
         assert policy is not None and target.sanitize_resume(policy["value"]) is None
