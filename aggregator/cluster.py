@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import secrets
-import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
@@ -43,11 +40,6 @@ DRAIN_SECONDS = 5.0  # what a stop gives the polls under way
 CLOCK_EVERY = 10.0  # seconds between readings of the database's clock
 STORE_RETRY = timedelta(minutes=1)  # a poll that failed on the store is claimed again then
 HAND_BACK_EVERY = timedelta(seconds=3)  # retries of a release while the database is down
-
-
-def node_id() -> str:
-    """A name for this poller that no other process shares: host, pid and a random tail."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def _claims(store: Store) -> PostgresClaims:
@@ -121,10 +113,11 @@ class ClaimLoop:
         """How many feeds this poller holds a lease of now."""
         return len(self._held)
 
-    def start(self, runtime: Runtime, node: str | None = None) -> None:
-        """Start claiming as `node` (a fresh node_id() when None) on `runtime`, whose store
-        must be PostgreSQL: its polls' writes end their leases, its gates share Retry-After."""
-        self._runtime, self.node = runtime, node or node_id()
+    def start(self, runtime: Runtime, node: str) -> None:
+        """Start claiming as `node` (the node's id, nodes.ThisNode: unique to this process)
+        on `runtime`, whose store must be PostgreSQL: its polls' writes end their leases,
+        its gates share Retry-After."""
+        self._runtime, self.node = runtime, node
         runtime.make_hosts = self._gates
         runtime.ctx = replace(
             runtime.ctx,

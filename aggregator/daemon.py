@@ -222,10 +222,11 @@ class Daemon:
             if runtime is not None and self.config.aggregator.database.is_postgres:
                 # Pollers sharing a PostgreSQL store claim due feeds instead (imported here:
                 # a daemon on SQLite loads no psycopg).
-                from .cluster import ClaimLoop, node_id
+                from .cluster import ClaimLoop
 
+                # Leased under the node's id: the owner of a lease is a row of the nodes table.
                 self._claims = ClaimLoop(self._record)
-                self._claims.start(runtime, node_id())
+                self._claims.start(runtime, node.node_id)
             elif runtime is not None:
                 now = datetime.now(UTC)
                 for feed in self.config.feeds.values():
