@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -25,11 +25,11 @@ from conftest import free_port
 from feedserver import FeedServer
 from pgserver import PgServer
 from test_e2e import Daemon, http_get, start_daemon, wait_for
+from test_e2e_claims import HOSTS, farm
 
-__all__ = ["start_daemon"]  # a fixture, used by name
+__all__ = ["farm", "start_daemon"]  # fixtures, used by name
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 PER_HOST = 3
 DELAY = 0.5  # host_delay, seconds
 SLACK = 0.05  # the test servers' own stamping of arrivals, on a loaded machine
@@ -50,16 +50,6 @@ def rss(feed: int, count: int) -> bytes:
         f"<link>https://f{feed}.example/</link><description>d</description>{items}"
         "</channel></rss>"
     ).encode()
-
-
-@pytest.fixture
-def farm() -> Iterator[list[FeedServer]]:
-    servers = [FeedServer(host) for host in HOSTS]
-    try:
-        yield servers
-    finally:
-        for s in servers:
-            s.close()
 
 
 def publish(servers: list[FeedServer], count: int, slow: float = 0.0) -> dict[str, str]:
