@@ -315,8 +315,21 @@ def fresh_database(url: str, n: int) -> Iterator[str]:
         parts = urlsplit(url)
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+        _drop(url, name)
+
+
+def _drop(url: str, name: str) -> None:
+    # FORCE may not end a backend of another role (autovacuum's, say): wait for it instead.
+    for attempt in range(10):
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                force = " WITH (FORCE)" if attempt == 0 else ""
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"{force}'.encode())
+                return
+        except psycopg.Error as e:
+            error = e
+            time.sleep(1.0)
+    print(f"  (the bench database {name} is left behind: {error})")
 
 
 def _wait(
