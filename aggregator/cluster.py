@@ -119,11 +119,9 @@ class ClaimLoop:
         its gates share Retry-After."""
         self._runtime, self.node = runtime, node
         runtime.make_hosts = self._gates
-        runtime.ctx = replace(
-            runtime.ctx,
-            lease=self.node,
-            hosts=self._gates(runtime.config, runtime.states, datetime.now(UTC)),
-        )
+        gates = self._gates(runtime.config, runtime.states, datetime.now(UTC))
+        gates.carry_from(runtime.ctx.hosts)  # with the stored Retry-Afters make_gates applied
+        runtime.ctx = replace(runtime.ctx, lease=self.node, hosts=gates)
         lease = runtime.config.aggregator.lease.total_seconds()
         self._scheduler.add_job(
             self._renew,

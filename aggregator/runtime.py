@@ -113,9 +113,12 @@ class Runtime:
         `states` are the feeds' stored states as of now (after the config's feeds synced)."""
         self.config = config
         self.states = dict(states)
+        # The hosts' pacing and Retry-After outlive the gates: a reload changes limits only.
+        hosts = self.make_hosts(config, states, now)
+        hosts.carry_from(self.ctx.hosts)
         self.ctx = replace(
             self.ctx,
-            hosts=self.make_hosts(config, states, now),
+            hosts=hosts,
             embed_hosts=frozenset(config.aggregator.embed_hosts),
             limits=config.aggregator.limits,
         )

@@ -99,6 +99,28 @@ class HostGates:
             limit = HostLimit(min(old.concurrency, limit.concurrency), max(old.delay, limit.delay))
         self._limits[host] = limit
 
+    def carry_from(self, old: HostGates) -> None:
+        """Continue `old`'s memory of the hosts (a config reload builds new gates): without
+        it, the first request to a host after a reload could leave right after the last one
+        sent before it, and a Retry-After learnt meanwhile would be forgotten.
+
+        The wire's memory (`_sent`, and the lock each host's starts pass one at a time) is
+        shared, not copied: polls under way keep the old gates, and what they send counts for
+        the new ones too. So is a host's request slot, while its concurrency is unchanged.
+        Booked turns and blocks are copied (a block merged with one the new gates have)."""
+        self._sent = old._sent
+        self._starting = old._starting
+        for host, slot in old._slots.items():
+            if old.limit(host).concurrency == self.limit(host).concurrency:
+                self._slots.setdefault(host, slot)
+        self._next_start = {**old._next_start, **self._next_start}
+        self._last_start = {**old._last_start, **self._last_start}
+        self._booked = {**old._booked, **self._booked}
+        for host, until in old._blocked.items():
+            # Directly, not by `block`: a subclass may send a block on (ClusterGates), and
+            # this one was sent when it was learnt.
+            self._blocked[host] = max(until, self._blocked.get(host, until))
+
     def limit(self, host: str) -> HostLimit:
         return self._limits.get(host, self._default)
 

@@ -3,11 +3,14 @@ and resumed exactly after a restart."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +117,51 @@ def test_decisions_are_shown_and_resumed_after_a_restart(
     assert datetime.fromisoformat(busy_next) > datetime.fromisoformat(shown["busy"]["last_poll"])
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.log.read_text()
+
+
+def test_a_reload_keeps_host_delay_on_the_wire(
+    write_config: Callable[..., Path], start_daemon: Callable[[Path, int], Daemon]
+) -> None:
+    # Each reload adds a feed of the host right after a request to it: an added feed is polled
+    # at once, and only the gates' memory of that request keeps the new one host_delay later.
+    server = FaultServer(clock=lambda: datetime.now(UTC))
+    delay = timedelta(seconds=3)
+    names = ["a", "b", "c"]
+    try:
+        for name in names:
+            server.serve_bytes(f"/{name}.xml", FEED, "application/rss+xml")
+
+        def feeds(count: int) -> str:
+            return "".join(
+                f'[[feeds]]\nname = "{n}"\nurl = "{server.url(f"/{n}.xml")}"\n\n'
+                for n in names[:count]
+            )
+
+        def polled() -> list[str]:
+            return list(dict.fromkeys(h.path for h in server.hits))  # in order of first poll
+
+        port = free_port()
+        # A tenth of the interval spreads the first poll; a's next one comes after the test.
+        conf = {"listen": f"127.0.0.1:{port}", "host_delay": "3s", "interval": "30s"}
+        path = write_config(feeds(1), **conf)
+        daemon = start_daemon(path, port)
+        for count in range(1, len(names)):
+            # The test's own loop, not wait_for's: the reload must land within the delay.
+            end = time.monotonic() + 60
+            while len(polled()) < count and time.monotonic() < end:
+                time.sleep(0.01)
+            assert len(polled()) == count, "the last feed added was never polled"
+            write_config(feeds(count + 1), **conf)
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_for(
+                lambda n=count: daemon.log.read_text().count("reload (SIGHUP) applied") == n,
+                "the reload",
+            )
+        wait_for(lambda: len(polled()) == len(names), "the last feed's poll")
+        arrivals = [h.at for h in server.hits if h.at is not None]
+    finally:
+        server.close()
+    assert polled() == [f"/{n}.xml" for n in names]
+    # The slack is the server's, as in the pacing test of test_poll_politeness.py.
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert min(gaps) >= delay - timedelta(milliseconds=20), gaps

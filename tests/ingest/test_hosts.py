@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
+from aggregator.cluster import ClusterGates
 from aggregator.ingest.hosts import HostGates, HostLimit, NetworkWatch, origin
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -108,3 +110,56 @@ def test_the_network_is_down_only_when_nearly_all_recent_polls_of_many_hosts_fai
     for i in range(3):
         few.record(NOW, f"http://h{i}", unreachable=True)
     assert not few.down(NOW)
+
+
+def test_new_gates_carry_the_old_ones_turns_blocks_and_slots() -> None:
+    # A reload builds new gates: they go on from the old ones' memory of each host.
+    old = HostGates({HOST: HostLimit(1, 10 * S)})
+    assert old.reserve(HOST, NOW, "a") is None
+    old.block("http://b.example", NOW + 60 * S)
+    new = HostGates({HOST: HostLimit(1, 10 * S)})
+    new.block("http://b.example", NOW + 30 * S)  # learnt from the stored state: the later wins
+    new.carry_from(old)
+    assert new.reserve(HOST, NOW + S, "b") == NOW + 10 * S  # a's start still counts
+    assert new.blocked_until("http://b.example", NOW) == NOW + 60 * S
+    # The old gates' request slot is the new ones' while the concurrency is the same.
+    changed = HostGates({HOST: HostLimit(2, 10 * S)})
+
+    async def slots() -> tuple[bool, bool]:
+        async with old.slot(HOST):
+            new.carry_from(old)
+            changed.carry_from(old)
+            return new.slot(HOST).locked(), changed.slot(HOST).locked()
+
+    assert asyncio.run(slots()) == (True, False)
+
+
+def test_new_gates_pace_after_the_old_ones_last_request_even_one_still_leaving() -> None:
+    delay = 0.2
+
+    async def scenario() -> tuple[bool, float, float]:
+        old = HostGates({HOST: HostLimit(2, timedelta(seconds=delay))}, paced=True)
+        sent = await old.pace(HOST)  # a poll under way at the reload: its request not sent yet
+        new = HostGates({HOST: HostLimit(2, timedelta(seconds=delay))}, paced=True)
+        new.carry_from(old)
+        waiting = asyncio.ensure_future(new.pace(HOST))
+        await asyncio.sleep(delay * 2)
+        blocked = not waiting.done()  # it waits for the old gates' request to leave
+        sent()
+        left = time.monotonic()
+        (await waiting)()
+        return blocked, left, time.monotonic()
+
+    blocked, left, started = asyncio.run(scenario())
+    assert blocked
+    assert started - left >= delay  # never closer on the wire than host_delay
+
+
+def test_carried_blocks_are_not_sent_on_again() -> None:
+    sent: list[tuple[str, datetime]] = []
+    old = ClusterGates({}, HostLimit(), lambda host, until: sent.append((host, until)))
+    old.block(HOST, NOW + 60 * S)
+    new = ClusterGates({}, HostLimit(), lambda host, until: sent.append((host, until)))
+    new.carry_from(old)
+    assert new.blocked_until(HOST, NOW) == NOW + 60 * S
+    assert sent == [(HOST, NOW + 60 * S)]  # once, when the old gates learnt it
