@@ -85,3 +85,59 @@ def plan_starts(
         next_at[host] = at + rule.delay
     granted = {s.origin for s in starts}
     return Plan(tuple(starts), {h: next_at[h] for h in sorted(granted)})
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPlan:
+    """What a claim of named feeds (`aggregator fetch`) grants: the starts, the feeds whose
+    turn comes too late (with it), those left to other pollers (with why), and the request
+    slots the claimer may use on each granted host without a delay."""
+
+    starts: tuple[Start, ...] = ()
+    late: Mapping[str, Start] = field(default_factory=dict)
+    held: Mapping[str, str] = field(default_factory=dict)
+    slots: Mapping[str, int] = field(default_factory=dict)
+
+
+def plan_named(
+    candidates: Sequence[tuple[str, str]],
+    hosts: Mapping[str, HostRow],
+    owners: Mapping[str, str],
+    busy: Mapping[str, int],
+    limits: Mapping[str, HostLimit],
+    default: HostLimit,
+    now: datetime,
+    within: timedelta,
+) -> NamedPlan:
+    """Grant every one of the (feed, origin) `candidates` (unleased, locked) a start, as
+    one-off polls of chosen feeds need, except on hosts another poller has.
+
+    A host another poller owns (`owners`: one with a host_delay, see PostgresClaims._own) is
+    left to it; so is a host without a delay whose `concurrency` other pollers' requests in
+    flight (`busy`) fill: the claimer gets the slots left. On the others, starts go `delay`
+    apart from the host's next start (or its Retry-After, or now), in candidate order; one
+    after `now + within` is not granted but reported late."""
+    starts: list[Start] = []
+    late: dict[str, Start] = {}
+    held: dict[str, str] = {}
+    slots: dict[str, int] = {}
+    next_at: dict[str, datetime] = {}
+    for name, host in candidates:
+        rule = limits.get(host, default)
+        if host in owners:
+            held[name] = f"its host {host} is polled by {owners[host]} now"
+            continue
+        free = rule.concurrency - busy.get(host, 0)
+        if rule.delay <= timedelta(0) and free <= 0:
+            held[name] = f"its host {host} has host_concurrency requests of other pollers"
+            continue
+        if host not in next_at:
+            row = hosts.get(host) or HostRow(host)
+            next_at[host] = max(now, row.next_start or now, row.blocked_until or now)
+        at, next_at[host] = next_at[host], next_at[host] + rule.delay
+        if at > now + within:
+            late[name] = Start(name, host, at)
+            continue
+        starts.append(Start(name, host, at))
+        slots[host] = free if rule.delay <= timedelta(0) else rule.concurrency
+    return NamedPlan(tuple(starts), late, held, slots)

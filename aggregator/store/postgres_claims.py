@@ -20,7 +20,7 @@ from typing import Any
 
 from ..ingest.feedstate import poll_url
 from ..ingest.hosts import HostLimit, origin
-from ..ingest.slots import CLAIM_AHEAD, HostRow, Start, plan_starts
+from ..ingest.slots import CLAIM_AHEAD, HostRow, Start, plan_named, plan_starts
 from ..models import FeedState
 from .postgres_connection import PostgresBase, pg_store_errors
 from .rows import _feed_state_from_row
@@ -291,3 +291,83 @@ class PostgresClaims(PostgresBase):
     def host_rows(self) -> dict[str, dict[str, Any]]:
         """Every host's row, by origin (for /status and tests)."""
         return {r["origin"]: r for r in self._all("SELECT * FROM hosts ORDER BY origin")}
+
+    def claim_named(
+        self,
+        owner: str,
+        names: Sequence[str],
+        lease: timedelta,
+        limits: Mapping[str, HostLimit],
+        default: HostLimit,
+        within: timedelta,
+    ) -> NamedClaim:
+        """Lease the feeds `names` to `owner` (a one-off `aggregator fetch`), due or not, in
+        one transaction, but those another poller holds: leased to it, being claimed by it
+        right now, or of a host it owns or fills (ingest/slots.plan_named). A host with a
+        delay becomes `owner`'s as in `claim_due`, so pollers keep off it until the last of
+        these leases ends; a feed whose turn would come after `within` is not leased."""
+        with self._transaction():
+            rows = self._all(
+                "SELECT * FROM feeds WHERE name = ANY(%(names)s) AND (lease_owner IS NULL "
+                "OR lease_owner = %(owner)s OR lease_until < now()) "
+                "ORDER BY name FOR UPDATE SKIP LOCKED",
+                {"names": list(names), "owner": owner},
+            )
+            states = {r["name"]: _feed_state_from_row(r) for r in rows}  # type: ignore[arg-type]
+            hosts = {n: origin(poll_url(s, s.url)) for n, s in states.items()}
+            self._many(
+                "UPDATE feeds SET origin = %s WHERE name = %s",
+                [(hosts[r["name"]], r["name"]) for r in rows if r["origin"] != hosts[r["name"]]],
+            )
+            others = self._all(
+                "SELECT name, lease_owner FROM feeds WHERE name = ANY(%s)",
+                [sorted(set(names) - set(states))],
+            )
+            origins = sorted(set(hosts.values()))
+            now, rows_of, owned = self._lock_hosts(origins, owner)
+            found = self._all(
+                "SELECT origin, owner FROM hosts WHERE origin = ANY(%s)", [sorted(owned)]
+            )
+            busy = self._all(
+                "SELECT origin, count(*) AS n FROM feeds WHERE origin = ANY(%s) "
+                "AND lease_owner <> %s AND lease_until >= %s GROUP BY origin",
+                [origins, owner, now],
+            )
+            plan = plan_named(
+                [(n, hosts[n]) for n in names if n in states],
+                rows_of,
+                {r["origin"]: r["owner"] for r in found},
+                {r["origin"]: r["n"] for r in busy},
+                limits,
+                default,
+                now,
+                within,
+            )
+            self._many(
+                "UPDATE feeds SET lease_owner = %s, lease_until = %s WHERE name = %s",
+                [(owner, s.at + lease, s.name) for s in plan.starts],
+            )
+            self._own(owner, plan.starts, limits, default, lease)
+        held = {
+            r["name"]: f"leased by {r['lease_owner'] or 'a poller claiming it now'}" for r in others
+        }
+        claims = tuple(
+            Claim(s.name, s.origin, states[s.name], s.at, s.at + lease) for s in plan.starts
+        )
+        blocked = {
+            h: row.blocked_until
+            for h, row in rows_of.items()
+            if row.blocked_until is not None and row.blocked_until > now
+        }
+        return NamedClaim(claims, now, blocked, {**held, **plan.held}, plan.late, plan.slots)
+
+
+@dataclass(frozen=True, slots=True)
+class NamedClaim(Claimed):
+    """What a claim of named feeds gave (PostgresClaims.claim_named): the granted claims,
+    the feeds left to other pollers with why, those whose turn comes too late with it, and
+    the request slots the claimer may use on each granted host."""
+
+    held: Mapping[str, str] = field(default_factory=dict)
+    late: Mapping[str, Start] = field(default_factory=dict)
+    slots: Mapping[str, int] = field(default_factory=dict)
