@@ -18,6 +18,7 @@ import pytest
 from conftest import free_port
 from faultserver import FaultServer
 from test_e2e import Daemon, http_get, start_daemon, wait_for
+from test_e2e_claims import LATENESS
 
 __all__ = ["start_daemon"]
 pytestmark = pytest.mark.e2e
@@ -162,6 +163,8 @@ def test_a_reload_keeps_host_delay_on_the_wire(
     finally:
         server.close()
     assert polled() == [f"/{n}.xml" for n in names]
-    # The slack is the server's, as in the pacing test of test_poll_politeness.py.
+    # The slack is the server's stamping (and a first request's new connection) with a
+    # daemon beside it on a loaded machine: test_e2e_claims's LATENESS. Without the carried
+    # memory the gap was 29 ms.
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= delay - timedelta(milliseconds=20), gaps
+    assert min(gaps) >= delay - timedelta(seconds=LATENESS), gaps
