@@ -26,6 +26,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from .config.resolved import Config
 from .errors import AggregatorError, LeaseLost, StoreError
+from .ingest.context import StateCache
 from .ingest.hosts import HostGates, HostLimit
 from .ingest.poll import poll_source
 from .models import FeedState, PollOutcome
@@ -77,6 +78,16 @@ class ClusterGates(HostGates):
         super().block(host, until)
 
 
+class ClaimedStates(StateCache):
+    """The states of the feeds this poller holds, as its claims read them (their rows locked
+    then): trusted whatever other processes commit meanwhile, which the SQLite cache cannot
+    be. Every poll here is of a claimed feed, whose row only its lease holder writes; a write
+    by anyone else (`aggregator fetch`) is caught by save_poll_if, which compares the row."""
+
+    def get(self, name: str, external_changes: int) -> FeedState | None:
+        return super().get(name, 0)
+
+
 class ClaimLoop:
     """Claims due feeds for this poller and polls them; `start` it on an open runtime, and
     `stop` it before the runtime closes. `on_outcome(outcome, now)` hears every poll."""
@@ -121,7 +132,7 @@ class ClaimLoop:
         runtime.make_hosts = self._gates
         gates = self._gates(runtime.config, runtime.states, datetime.now(UTC))
         gates.carry_from(runtime.ctx.hosts)  # with the stored Retry-Afters make_gates applied
-        runtime.ctx = replace(runtime.ctx, lease=self.node, hosts=gates)
+        runtime.ctx = replace(runtime.ctx, lease=self.node, hosts=gates, states=ClaimedStates())
         lease = runtime.config.aggregator.lease.total_seconds()
         self._scheduler.add_job(
             self._renew,
@@ -200,12 +211,12 @@ class ClaimLoop:
         rt = self._runtime
         assert rt is not None
         settings = rt.config.aggregator
-        free = settings.max_concurrency - len(self._held)
+        free = self._free(rt)
         if free <= 0 or self._stopping:
             return
         limits, default = rt.ctx.hosts.limits()
         skip, node, lease = sorted(self._skipped(rt)), self.node, settings.lease
-        claimed: Claimed = await rt.store.write(
+        claimed: Claimed = await rt.store.write_aside(
             lambda s: _claims(s).claim_due(node, skip, free, lease, limits, default)
         )
         gates = rt.ctx.hosts
@@ -219,6 +230,10 @@ class ClaimLoop:
             task = asyncio.ensure_future(self._poll(claim))
             self._held[claim.name] = task
             task.add_done_callback(functools.partial(self._finished, claim.name))
+
+    def _free(self, rt: Runtime) -> int:
+        """How many more feeds this poller may hold now."""
+        return rt.config.aggregator.max_concurrency - len(self._held)
 
     def _skipped(self, rt: Runtime) -> set[str]:
         """The stored feeds this poller must not claim: those its config does not have (a
@@ -289,7 +304,7 @@ class ClaimLoop:
             return
         node, lease = self.node, rt.config.aggregator.lease
         try:
-            kept = set(await rt.store.write(lambda s: _claims(s).renew(node, names, lease)))
+            kept = set(await rt.store.write_aside(lambda s: _claims(s).renew(node, names, lease)))
         except AggregatorError as e:
             log.error("lease renewal failed: %s", e)
             return
@@ -309,7 +324,7 @@ class ClaimLoop:
 
         async def write() -> None:
             try:
-                await rt.store.write(lambda s: _claims(s).block_host(host, at))
+                await rt.store.write_aside(lambda s: _claims(s).block_host(host, at))
             except AggregatorError as e:
                 log.error("recording the Retry-After of %s failed: %s", host, e)
 
@@ -321,7 +336,7 @@ class ClaimLoop:
             return
         node = self.node
         try:
-            await rt.store.write(lambda s: _claims(s).release(node, names))
+            await rt.store.write_aside(lambda s: _claims(s).release(node, names))
         except AggregatorError as e:
             log.error("releasing %d lease(s) failed: %s", len(names), e)
 
@@ -334,7 +349,7 @@ class ClaimLoop:
         node = self.node
         while not self._stopping:
             try:
-                await rt.store.write(lambda s: _claims(s).release(node, [name], after))
+                await rt.store.write_aside(lambda s: _claims(s).release(node, [name], after))
                 return
             except AggregatorError as e:
                 if datetime.now(UTC) + HAND_BACK_EVERY >= expires:
@@ -367,3 +382,16 @@ class ClaimLoop:
                 await asyncio.wait(pending, timeout=grace)
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=grace)
+        await self._let_go()
+
+    async def _let_go(self) -> None:
+        """Give up the hosts this poller owned (the claims did so as their last leases
+        ended; the polls that ended since leave some): other pollers need not wait for the
+        ownership to run out."""
+        rt, node = self._runtime, self.node
+        if rt is None:
+            return
+        try:
+            await rt.store.write_aside(lambda s: _claims(s).let_go(node))
+        except AggregatorError as e:
+            log.error("giving up this poller's hosts failed: %s", e)

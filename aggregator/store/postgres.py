@@ -60,6 +60,21 @@ _WRITE_STATE = (
 )
 _SETS = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS)
 _RELEASING_SETS = _SETS + ", lease_owner = NULL, lease_until = NULL"
+# A leased poll's write in one statement, as SQLite's guarded UPDATE (rows._UPDATE_FEED_IF):
+# the whole state, the lease ended, only while the poller holds the lease and the row holds
+# the state its poll started from; with the generation, which a write without entries keeps.
+# No row back: the lease was lost or another process wrote the row, told apart the long way.
+_UPDATE_LEASED_IF = (
+    f"UPDATE feeds SET ({', '.join(_COLUMNS)}, lease_owner, lease_until) = "
+    f"({', '.join(['%s'] * len(_COLUMNS))}, NULL, NULL) "
+    "WHERE name = %s AND lease_owner = %s"
+    + "".join(f" AND {c} IS NOT DISTINCT FROM %s" for c in FEED_COLUMNS)
+    + " RETURNING (SELECT value FROM meta WHERE key = 'generation') AS generation"
+)
+
+
+# New feeds in one sync after which the feeds table's statistics are taken at once.
+ANALYZE_AFTER_NEW_FEEDS = 100
 
 
 def _state_values(state: FeedState) -> list[Any]:
@@ -97,6 +112,12 @@ class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PostgresBase):
                     state = self._poll_state(name, lock=True)
                     if state is not None:
                         self._write_state(moved(state, url))
+        if len(new) >= ANALYZE_AFTER_NEW_FEEDS:
+            # Statistics at once for a table that just grew: until autovacuum comes by (a
+            # minute or more) the claim's plan is the one for the table as it was, and with
+            # thousands of new feeds due at once that plan cost the database ten times the
+            # CPU of the polls themselves (bench/cluster.py's first rounds).
+            self.conn.execute(b"ANALYZE feeds")
 
     def poll_state(self, name: str) -> FeedState | None:
         """A feed's polling state as last written (the read a poll makes before its request)."""
@@ -166,15 +187,23 @@ class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PostgresBase):
         poller's lease of the feed, and is refused with LeaseLost when the lease is no longer
         its own: it expired and another poller claimed (and maybe polled) the feed since."""
         with self._transaction():
+            if lease is not None and expected is not None:
+                values = [*_state_values(state), origin(poll_url(state, state.url))]
+                guard = [state.name, lease, *_state_values(expected)]
+                done = self._one(_UPDATE_LEASED_IF, values + guard)
+                if done is not None:
+                    if not new and not updated:
+                        return int(done["generation"])
+                    return self._write_entries(state, new, updated)
             row = self._one("SELECT * FROM feeds WHERE name = %s FOR UPDATE", [state.name])
             if lease is not None and (row is None or row["lease_owner"] != lease):
                 raise LeaseLost(state.name, lease)
             current = _feed_state_from_row(row) if row is not None else None  # type: ignore[arg-type]
             if current != expected:
                 return None
+            # The lease ends here; the host it may have been the last one on is given up by
+            # the poller's next claim (postgres_claims.claim_due), not by every write.
             self._write_state(state, release=lease is not None)
-            if lease is not None and row is not None and row["origin"]:
-                self._let_go(lease, [row["origin"]])  # its host, if this was its last lease
             return self._write_entries(state, new, updated)
 
     def record_poll(self, rec: PollRecord) -> int:

@@ -26,8 +26,11 @@ from .postgres_connection import PostgresBase, pg_store_errors
 from .rows import _feed_state_from_row
 
 # The due feeds not leased (or whose lease expired), at most the free slots of each host, the
-# most overdue first, locked; a feed another claim holds is skipped, not waited for (the
-# LIMIT comes after the skip, so two claimers at once take the first free ones each). The
+# most overdue first (never polled first), locked; a feed another claim holds is skipped, not
+# waited for (the LIMIT comes after the skip, so two claimers at once take the first free ones
+# each). The scan walks the due index in order and stops after `scan` feeds of hosts that
+# can take a start now, so a claim costs the same with ten or a hundred thousand feeds due;
+# the hosts that cannot (full, blocked, another poller's) are passed over on the way. The
 # outer conditions are checked again on a row a concurrent claim or poll committed meanwhile
 # (READ COMMITTED re-reads a row it locks), so a feed just claimed elsewhere is never taken.
 _CANDIDATES = """
@@ -36,29 +39,37 @@ WITH lim(origin, concurrency) AS (
 ), busy AS (
     SELECT origin, count(*) AS n FROM feeds
     WHERE lease_owner IS NOT NULL AND lease_until >= now() GROUP BY origin
-), due AS (
-    SELECT f.name, f.next_poll, row_number() OVER (
-        PARTITION BY f.origin ORDER BY f.next_poll NULLS FIRST, f.name
-    ) AS rank, coalesce(lim.concurrency, %(default)s) - coalesce(busy.n, 0) AS free
+), due AS MATERIALIZED (
+    SELECT f.name, f.origin, coalesce(f.next_poll, '-infinity') AS due_at,
+        coalesce(lim.concurrency, %(default)s) - coalesce(busy.n, 0) AS free
     FROM feeds f
     LEFT JOIN hosts h ON h.origin = f.origin
     LEFT JOIN lim ON lim.origin = f.origin
     LEFT JOIN busy ON busy.origin = f.origin
-    WHERE f.gone = 0 AND f.name <> ALL(%(skip)s)
-    AND (f.next_poll IS NULL OR f.next_poll <= now())
+    WHERE f.gone = 0 AND coalesce(f.next_poll, '-infinity') <= now()
+    AND f.name <> ALL(%(skip)s)
     AND (f.lease_until IS NULL OR f.lease_until < now())
     AND (h.blocked_until IS NULL OR h.blocked_until <= now() + %(ahead)s)
     AND (h.next_start IS NULL OR h.next_start <= now() + %(ahead)s)
     AND (h.owner IS NULL OR h.owner = %(owner)s OR h.owner_until < now())
+    AND coalesce(lim.concurrency, %(default)s) > coalesce(busy.n, 0)
+    ORDER BY coalesce(f.next_poll, '-infinity'), f.name
+    LIMIT %(scan)s
+), ranked AS (
+    SELECT name, free, row_number() OVER (PARTITION BY origin ORDER BY due_at, name) AS rank
+    FROM due
 )
 SELECT f.* FROM feeds f
-WHERE f.name IN (SELECT name FROM due WHERE rank <= free)
-AND f.gone = 0 AND (f.next_poll IS NULL OR f.next_poll <= now())
+WHERE f.name IN (SELECT name FROM ranked WHERE rank <= free)
+AND f.gone = 0 AND coalesce(f.next_poll, '-infinity') <= now()
 AND (f.lease_until IS NULL OR f.lease_until < now())
-ORDER BY f.next_poll NULLS FIRST, f.name
+ORDER BY coalesce(f.next_poll, '-infinity'), f.name
 LIMIT %(n)s
 FOR UPDATE OF f SKIP LOCKED
 """
+# How many grantable feeds a claim looks at, per feed it may claim: a host's feeds beyond its
+# free slots take places in the scan without being granted.
+SCAN_PER_CLAIM = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +134,7 @@ class PostgresClaims(PostgresBase):
                     "skip": list(skip),
                     "ahead": ahead,
                     "n": limit,
+                    "scan": limit * SCAN_PER_CLAIM,
                     "owner": owner,
                 },
             )
@@ -162,6 +174,9 @@ class PostgresClaims(PostgresBase):
                     [(at, host) for host, at in plan.next_start.items()],
                 )
                 self._own(owner, plan.starts, limits, default, lease)
+            # The hosts whose last lease of ours a poll's write ended since the last claim
+            # (once a claim, not once a poll: until then they stay ours, idle).
+            self._let_go(owner)
             blocked = self._all(
                 "SELECT origin, blocked_until FROM hosts WHERE blocked_until > %s", [plan_now]
             )
@@ -196,16 +211,16 @@ class PostgresClaims(PostgresBase):
                 ],
             )
 
-    def _let_go(self, owner: str, origins: Sequence[str]) -> None:
-        """Give up `owner`'s hosts among `origins` where it holds no lease any more. Another
-        poller's first start there comes a host_delay after now, after every request of ours
-        to the host: they were all sent before the leases ended."""
+    def _let_go(self, owner: str) -> None:
+        """Give up every host of `owner`'s where it holds no lease any more. Another poller's
+        first start there comes a host_delay after now, after every request of ours to the
+        host: they were all sent before the leases ended."""
         self.conn.execute(
             b"UPDATE hosts h SET owner = NULL, owner_until = NULL, "
             b"next_start = greatest(h.next_start, clock_timestamp() + h.delay) "
-            b"WHERE h.origin = ANY(%(origins)s) AND h.owner = %(owner)s AND NOT EXISTS "
+            b"WHERE h.owner = %(owner)s AND NOT EXISTS "
             b"(SELECT 1 FROM feeds f WHERE f.origin = h.origin AND f.lease_owner = %(owner)s)",
-            {"origins": list(origins), "owner": owner},
+            {"owner": owner},
         )
 
     def _lock_hosts(
@@ -249,17 +264,25 @@ class PostgresClaims(PostgresBase):
     def renew(self, owner: str, names: Sequence[str], lease: timedelta) -> list[str]:
         """Extend `owner`'s leases of `names` to at least `lease` from now; returns the names
         it still held (a lease another poller took over is not renewed)."""
+        # A row locked now is being written by the poller's own writer (its poll's write ends
+        # the lease): skipped, not waited for, as that writer may be waiting for a row this
+        # statement holds. Such a feed is still ours until that write commits.
         rows = self._all(
-            "UPDATE feeds SET lease_until = greatest(lease_until, clock_timestamp() + %s) "
-            "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name, origin",
-            [lease, owner, list(names)],
+            "UPDATE feeds SET lease_until = greatest(lease_until, clock_timestamp() + %(lease)s) "
+            "WHERE name IN (SELECT name FROM feeds WHERE lease_owner = %(owner)s "
+            "AND name = ANY(%(names)s) FOR UPDATE SKIP LOCKED) RETURNING name, origin",
+            {"lease": lease, "owner": owner, "names": list(names)},
+        )
+        skipped = sorted(set(names) - {r["name"] for r in rows})
+        busy = self._all(
+            "SELECT name FROM feeds WHERE lease_owner = %s AND name = ANY(%s)", [owner, skipped]
         )
         self.conn.execute(
             b"UPDATE hosts SET owner_until = greatest(owner_until, clock_timestamp() + %s) "
             b"WHERE owner = %s AND origin = ANY(%s)",
             [lease, owner, sorted({r["origin"] for r in rows if r["origin"]})],
         )
-        return sorted(r["name"] for r in rows)
+        return sorted([r["name"] for r in rows] + [r["name"] for r in busy])
 
     def release(self, owner: str, names: Sequence[str], after: timedelta = timedelta(0)) -> int:
         """End `owner`'s leases of `names` without a poll (a claim not started before a stop):
@@ -276,8 +299,14 @@ class PostgresClaims(PostgresBase):
             rows = self._all(
                 sql + "WHERE lease_owner = %s AND name = ANY(%s) RETURNING name, origin", params
             )
-            self._let_go(owner, sorted({r["origin"] for r in rows if r["origin"]}))
+            # Every host of `owner`'s where it holds no lease now: these feeds' hosts, and
+            # those whose last lease a poll's write ended since its last claim.
+            self._let_go(owner)
         return len(rows)
+
+    def let_go(self, owner: str) -> None:
+        """Give up every host of `owner`'s where it holds no lease (a poller that stops)."""
+        self._let_go(owner)
 
     def block_host(self, host: str, until: datetime) -> None:
         """A host-wide Retry-After (database clock): no poller starts a request to `host`

@@ -243,6 +243,19 @@ def m005_host_owner(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+@migration(6)
+def m006_claim_scan(conn: psycopg.Connection[Any]) -> None:
+    """The claim's scan in due order, stopping at the first feeds it can grant (new feeds,
+    never polled, first), instead of ranking every due feed each claim; and the hosts a
+    poller owns, for its release of those where it holds no lease any more."""
+    _run(
+        conn,
+        "DROP INDEX feeds_due",
+        "CREATE INDEX feeds_due ON feeds ((coalesce(next_poll, '-infinity')), name) WHERE gone = 0",
+        "CREATE INDEX hosts_owner ON hosts (owner) WHERE owner IS NOT NULL",
+    )
+
+
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
     """Apply the migrations this database has not run, all in one transaction, under the
     advisory lock. Returns the numbers applied (none when it is up to date). Raises

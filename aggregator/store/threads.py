@@ -176,6 +176,8 @@ class StoreThreads:
         # Open (and migrate) once up front so a bad path fails at start, not at the first poll.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-reader")
+        # Writes beside the writer's batches (PostgreSQL's claims), made at their first use.
+        self._aside: ThreadPoolExecutor | None = None
         self._writer.submit(self._store).result()
         self._write_batches = _Batcher(
             self._writer, self._store, transaction=True, linger=WRITE_LINGER
@@ -219,6 +221,16 @@ class StoreThreads:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, lambda: fn(self._store()))
 
+    async def write_aside(self, fn: Callable[[Store], T]) -> T:
+        """Like `write`, on a writer connection of its own, so that it neither waits for the
+        polls' batches nor holds them up: for a PostgreSQL poller's claims and leases, whose
+        row locks order them with the batches' commits. Not for SQLite (one writer at a
+        time: the two would wait for each other's lock)."""
+        if self._aside is None:
+            self._aside = ThreadPoolExecutor(1, thread_name_prefix="store-aside")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._aside, lambda: fn(self._store()))
+
     async def read(self, fn: Callable[[Store], T], threads: Executor | None = None) -> T:
         """Run `fn` on a reader thread, or on one of `threads` (the renders' own, so a slow
         render never holds up the daemon's other reads); each thread has its connection."""
@@ -250,6 +262,8 @@ class StoreThreads:
     def close(self) -> None:
         """Wait for queued writes to commit, then close every connection."""
         self._writer.shutdown(wait=True)
+        if self._aside is not None:
+            self._aside.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         with self._lock:
             for store in self._stores:

@@ -194,8 +194,17 @@ def test_a_retry_after_one_poller_got_holds_for_the_other(
     busy = farm[0]
     busy.serve_status("/h0-00.xml", 429, {"Retry-After": "600"})  # the first due on its host
     limits = {"host_concurrency": 1, "host_delay": "1s", "max_concurrency": 1}
+    # b, configured with h0's feeds alone, is answered the Retry-After; a, with every feed,
+    # starts after that and must keep off h0 too.
+    h0 = {n: u for n, u in feeds.items() if n.startswith("h0-")}
+    b = poller(write_config, start_daemon, pg_url, h0, "b", **limits)
+    wait_for(lambda: bool(log_of(farm)[busy.host]), "b to ask h0", DEADLINE)
+    wait_for(
+        lambda: bool(rows(pg_url, "SELECT 1 FROM hosts WHERE blocked_until > now()")),
+        "the Retry-After to be recorded",
+        DEADLINE,
+    )
     a = poller(write_config, start_daemon, pg_url, feeds, "a", **limits)
-    b = poller(write_config, start_daemon, pg_url, feeds, "b", **limits)
     others = {n: u for n, u in feeds.items() if not n.startswith("h0-")}
     wait_for(lambda: all_polled(pg_url, others), "the other hosts' feeds to be polled", DEADLINE)
     log = log_of(farm)
@@ -207,6 +216,7 @@ def test_a_retry_after_one_poller_got_holds_for_the_other(
         f"WHERE origin = 'http://{busy.host}:{busy.port}'",
     )
     assert ahead, until
-    agents = Counter(r.headers["User-Agent"] for reqs in log.values() for r in reqs)
-    assert set(agents) == {"poller-a", "poller-b"}, agents
+    agents = {host: {r.headers["User-Agent"] for r in reqs} for host, reqs in log.items()}
+    assert agents[busy.host] == {"poller-b"}
+    assert all(agents[s.host] == {"poller-a"} for s in farm[1:]), agents
     assert a.stop() == 0 and b.stop() == 0

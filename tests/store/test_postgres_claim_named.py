@@ -78,8 +78,10 @@ def test_a_host_a_poller_owns_is_skipped_and_a_free_one_becomes_the_fetchs(
     # So the poller gets nothing of them, not even a due feed the fetch did not name.
     poller.sync_feeds([("h1-extra", f"{HOSTS[1]}/extra.xml")])
     assert claim(poller, "poller-1", ["h1-extra"], default=DELAYED) == ()
-    # The poller's last lease on h0 ends: h0 is free again, from host_delay after that.
+    # The poller's last lease on h0 ends, and its next claim gives h0 up: h0 is free again,
+    # from host_delay after that.
     assert polled(poller, theirs, "poller-1") is not None
+    assert claim(poller, "poller-1", ["h1-extra"], default=DELAYED) == ()
     let_go = poller.db_clock()
     again = fetch.claim_named("fetch-1", ["h0-01"], LEASE, {}, DELAYED, HOUR)
     (h0,) = again.claims

@@ -136,10 +136,14 @@ def test_a_host_with_a_delay_is_one_claimers_until_its_last_lease_ends(
     h0 = [c for c in mine if c.origin == HOSTS[0]]
     assert polled(a, h0[0], "a") is not None
     assert claim(b, "b", names, default=rule) == ()
-    # a's last lease there ends: h0 is free, and b's first start there comes host_delay
-    # after that (after every request a could have sent), whatever a's starts were.
+    # a's last lease there ends: h0 stays a's, idle, until a's next claim gives it up (a
+    # claim that takes none of it: a poller whose config no longer has those feeds)...
     assert polled(a, h0[1], "a") is not None
+    assert claim(b, "b", names, default=rule) == ()
+    assert claim(a, "a", [n for n in names if not n.startswith("h0")], default=rule) == ()
     let_go = a.db_clock()
+    # ... and then b's first start there comes host_delay after that (after every request a
+    # could have sent), whatever a's starts were.
     (taken,) = claim(b, "b", names, default=rule, limit=1)
     assert taken.origin == HOSTS[0]
     assert taken.start >= let_go + rule.delay - timedelta(milliseconds=50)
@@ -224,3 +228,56 @@ def test_a_moved_feed_is_counted_on_its_new_host(stores: Callable[[], PostgresSt
     one = HostLimit(concurrency=1)
     claims = claim(store, "a", ["h0-00", "h1-00"], default=one)
     assert len(claims) == 1
+
+
+def test_a_renewal_does_not_wait_for_the_pollers_own_write_of_a_feed(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    a, writer = stores(), stores()
+    feeds(a, per_host=2)
+    mine = claim(a, "a", ["h0-00", "h0-01"])
+    before = {r["name"]: r["lease_until"] for r in a.conn.execute(b"SELECT * FROM feeds")}
+    # The poller's writer holds one feed's row (its poll's write, not yet committed): the
+    # renewal, on another connection, extends the other lease and still counts that one.
+    with writer.conn.transaction():
+        writer.conn.execute(b"SELECT * FROM feeds WHERE name = 'h0-00' FOR UPDATE")
+        a.conn.execute(b"SET statement_timeout = '5s'")  # a wait would fail the test
+        assert a.renew("a", [c.name for c in mine], LEASE * 2) == ["h0-00", "h0-01"]
+    after = {r["name"]: r["lease_until"] for r in a.conn.execute(b"SELECT * FROM feeds")}
+    assert after["h0-01"] > before["h0-01"] and after["h0-00"] == before["h0-00"]
+
+
+def test_a_stopping_poller_gives_up_its_idle_hosts(stores: Callable[[], PostgresStore]) -> None:
+    rule = HostLimit(concurrency=2, delay=timedelta(seconds=1))
+    a, b = stores(), stores()
+    names = feeds(a, per_host=1)
+    mine = claim(a, "a", names, default=rule)
+    assert {r["owner"] for r in a.host_rows().values()} == {"a"}
+    for c in mine[1:]:
+        assert polled(a, c, "a") is not None
+    a.let_go("a")  # what ClaimLoop.stop does last
+    owners = {host: r["owner"] for host, r in b.host_rows().items()}
+    # The host a still holds a lease on stays a's; the others are free for b.
+    assert owners == {mine[0].origin: "a", **{c.origin: None for c in mine[1:]}}
+
+
+def test_a_leased_write_over_a_row_written_since_is_refused_and_nothing_changes(
+    stores: Callable[[], PostgresStore],
+) -> None:
+    a, other = stores(), stores()
+    feeds(a, per_host=1)
+    (mine,) = claim(a, "a", ["h0-00"])
+    # Another process (`aggregator fetch` of an older version, say) wrote the row meanwhile.
+    other.save_poll(replace(mine.state, title="Written elsewhere"))
+    assert polled(a, mine, "a") is None  # the poll started from a state the row no longer has
+    row = a.conn.execute(b"SELECT title, lease_owner FROM feeds WHERE name = 'h0-00'").fetchone()
+    assert row == {"title": "Written elsewhere", "lease_owner": "a"}
+    # From the row as it is now, the write goes through, ends the lease, and keeps the
+    # generation (no entries).
+    current = a.poll_state("h0-00")
+    assert current is not None
+    now = a.db_clock().replace(microsecond=0)
+    written = a.save_poll_if(current, replace(current, last_poll=now), lease="a")
+    assert written == a.generation()
+    row = a.conn.execute(b"SELECT title, lease_owner FROM feeds WHERE name = 'h0-00'").fetchone()
+    assert row == {"title": "Written elsewhere", "lease_owner": None}
