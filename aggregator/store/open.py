@@ -28,8 +28,18 @@ def open_store(database: Database) -> Store:
     return SqliteStore(database.sqlite_path())
 
 
+PG_WRITERS = 2
+
+
 def store_threads(database: Database, readers: int = 2) -> StoreThreads:
     """The daemon's store threads over `database`, each thread with a connection of its own
     (a PostgreSQL connection that broke is reopened at its thread's next call)."""
     log.info("store: %s (%s)", database.display, database.kind)
-    return StoreThreads(database.display, readers, opener=lambda: open_store(database))
+    # Two writing connections on PostgreSQL: a poll's entries cost the server more than the
+    # poller (their tsvector above all), and one connection is one server process, one core.
+    # Two batches commit in parallel; each poll's write is still whole in one of them, and
+    # the generation row they both update orders their commits.
+    writers = PG_WRITERS if database.is_postgres else 1
+    return StoreThreads(
+        database.display, readers, opener=lambda: open_store(database), writers=writers
+    )

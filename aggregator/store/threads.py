@@ -153,7 +153,8 @@ class _Batcher:
 
 
 class StoreThreads:
-    """The daemon's access to the database: one writer thread, a small pool of reader threads.
+    """The daemon's access to the database: a writer thread (`writers` of them on PostgreSQL,
+    whose batches may commit side by side), a small pool of reader threads.
 
     Every call runs `fn(store)` on the right thread with that thread's own connection, so no
     connection ever crosses threads and the event loop never waits on SQLite.
@@ -164,6 +165,7 @@ class StoreThreads:
         path: str | Path,
         readers: int = 2,
         opener: Callable[[], Store] | None = None,
+        writers: int = 1,
     ) -> None:
         """`opener` opens one connection (each thread calls it at its first use, and again
         after its connection broke); by default an SqliteStore on the file at `path`.
@@ -174,7 +176,8 @@ class StoreThreads:
         self._stores: list[Store] = []
         self._lock = threading.Lock()
         # Open (and migrate) once up front so a bad path fails at start, not at the first poll.
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
+        # SQLite has one writer at a time; PostgreSQL may take `writers` (store_threads).
+        self._writer = ThreadPoolExecutor(writers, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="store-reader")
         # Writes beside the writer's batches (PostgreSQL's claims), made at their first use.
         self._aside: ThreadPoolExecutor | None = None

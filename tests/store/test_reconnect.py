@@ -76,3 +76,31 @@ def test_store_threads_reconnect_after_a_restart_and_an_outage(
             await threads.aclose()
 
     asyncio.run(scenario())
+
+
+def test_store_threads_on_postgresql_write_two_batches_at_once(pg_url: str) -> None:
+    """Two writing connections (store/open.py PG_WRITERS): a write that waits for another
+    to run finishes, which one writer thread could never do; each has its own connection."""
+    import threading
+
+    arrived = threading.Event()
+    seen: list[Store] = []
+
+    def first(store: Store) -> bool:
+        seen.append(store)
+        return arrived.wait(timeout=60)
+
+    def second(store: Store) -> None:
+        seen.append(store)
+        arrived.set()
+
+    async def scenario() -> None:
+        threads = store_threads(parse_database(pg_url))
+        try:
+            waited, _ = await asyncio.gather(threads.write(first), threads.write(second))
+            assert waited, "the second write never ran beside the first"
+            assert seen[0] is not seen[1]
+        finally:
+            await threads.aclose()
+
+    asyncio.run(scenario())
