@@ -214,12 +214,16 @@ class PostgresClaims(PostgresBase):
     def _let_go(self, owner: str) -> None:
         """Give up every host of `owner`'s where it holds no lease any more. Another poller's
         first start there comes a host_delay after now, after every request of ours to the
-        host: they were all sent before the leases ended."""
+        host: they were all sent before the leases ended. A host row locked elsewhere (a
+        fetch or a Retry-After being recorded) is left for the next call: a claim holds its
+        own hosts' rows already, and waiting for another in no set order could deadlock."""
         self.conn.execute(
             b"UPDATE hosts h SET owner = NULL, owner_until = NULL, "
             b"next_start = greatest(h.next_start, clock_timestamp() + h.delay) "
-            b"WHERE h.owner = %(owner)s AND NOT EXISTS "
-            b"(SELECT 1 FROM feeds f WHERE f.origin = h.origin AND f.lease_owner = %(owner)s)",
+            b"WHERE h.origin IN (SELECT o.origin FROM hosts o WHERE o.owner = %(owner)s "
+            b"AND NOT EXISTS (SELECT 1 FROM feeds f WHERE f.origin = o.origin "
+            b"AND f.lease_owner = %(owner)s) FOR UPDATE OF o SKIP LOCKED) "
+            b"AND h.owner = %(owner)s",
             {"owner": owner},
         )
 

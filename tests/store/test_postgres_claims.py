@@ -281,3 +281,20 @@ def test_a_leased_write_over_a_row_written_since_is_refused_and_nothing_changes(
     assert written == a.generation()
     row = a.conn.execute(b"SELECT title, lease_owner FROM feeds WHERE name = 'h0-00'").fetchone()
     assert row == {"title": "Written elsewhere", "lease_owner": None}
+
+
+def test_letting_a_host_go_never_waits_for_its_row(stores: Callable[[], PostgresStore]) -> None:
+    rule = HostLimit(concurrency=1, delay=timedelta(seconds=1))
+    a, other = stores(), stores()
+    names = feeds(a, per_host=1)
+    mine = claim(a, "a", names[:1], default=rule)
+    assert polled(a, mine[0], "a") is not None  # a holds no lease on h0 any more
+    # Another session holds h0's row (a fetch claiming, a Retry-After being recorded): a
+    # claim holding rows of its own must not wait for it, and lets h0 go the next time.
+    with other.conn.transaction():
+        other.conn.execute(b"SELECT * FROM hosts WHERE origin = %s FOR UPDATE", [HOSTS[0]])
+        a.conn.execute(b"SET statement_timeout = '5s'")  # a wait would fail the test
+        a.let_go("a")
+        assert a.host_rows()[HOSTS[0]]["owner"] == "a"
+    a.let_go("a")
+    assert a.host_rows()[HOSTS[0]]["owner"] is None
