@@ -9,8 +9,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +23,7 @@ from conftest import free_port
 from feedserver import FeedServer
 from pgserver import PgServer
 from test_e2e import Daemon, http_get, start_daemon, wait_for
-from test_e2e_claims import HOSTS, farm
+from test_e2e_claims import HOSTS, farm, run_fetch
 
 __all__ = ["farm", "start_daemon"]  # fixtures, used by name
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -190,13 +188,7 @@ def test_two_pollers_and_a_server_over_postgresql(
         base_url=f"http://127.0.0.1:{port}",
         host_delay="0s",
     )
-    fetched = subprocess.run(
-        [sys.executable, "-m", "aggregator", "fetch", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        cwd=path.parent,
-    )
+    fetched = run_fetch(path)
     assert fetched.returncode == 0, fetched.stderr
     alone = start_daemon(path, port)
     assert entries(server) == entries(alone)

@@ -5,8 +5,6 @@ host's concurrency and delay on arrival, and the fetch leaves to the poller what
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,12 +14,12 @@ from feedserver import FeedServer
 from test_e2e import Daemon, start_daemon, wait_for
 from test_e2e_claims import (
     DEADLINE,
-    LATENESS,
+    assert_hosts_limits,
     farm,
     log_of,
-    most_at_once,
     poller,
     rows,
+    run_fetch,
     serve,
 )
 
@@ -68,13 +66,7 @@ def test_fetch_beside_a_poller_keeps_every_hosts_limits(
         max_concurrency=2,
         **limits,
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "aggregator", "fetch", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        cwd=config.parent,
-    )
+    done = run_fetch(config)
     assert done.returncode == 0, done.stderr
     assert "left to the pollers that hold them" in done.stdout, done.stdout
     wait_for(lambda: all_done(pg_url, feeds), "every feed to be polled", DEADLINE)
@@ -82,11 +74,7 @@ def test_fetch_beside_a_poller_keeps_every_hosts_limits(
     agents = Counter(r.headers["User-Agent"] for reqs in log.values() for r in reqs)
     assert set(agents) == {"poller-a", "fetch"}, agents
     # Whoever sent them, a host saw its requests host_delay apart, at most two at once.
-    for host, requests in log.items():
-        assert most_at_once(requests) <= 2, host
-        starts = sorted(r.monotonic for r in requests)
-        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
-        assert min(gaps) >= 1.0 - LATENESS, (host, gaps)
+    assert_hosts_limits(log, most=2, delay=1.0)
     # No feed was polled by both at once: every feed's requests came one after the other.
     for requests in log.values():
         by_feed = sorted(requests, key=lambda r: (r.path, r.monotonic))
