@@ -211,7 +211,7 @@ class ClaimLoop:
         rt = self._runtime
         assert rt is not None
         settings = rt.config.aggregator
-        free = self._free(rt)
+        free = settings.max_concurrency - len(self._held)
         if free <= 0 or self._stopping:
             return
         limits, default = rt.ctx.hosts.limits()
@@ -230,10 +230,6 @@ class ClaimLoop:
             task = asyncio.ensure_future(self._poll(claim))
             self._held[claim.name] = task
             task.add_done_callback(functools.partial(self._finished, claim.name))
-
-    def _free(self, rt: Runtime) -> int:
-        """How many more feeds this poller may hold now."""
-        return rt.config.aggregator.max_concurrency - len(self._held)
 
     def _skipped(self, rt: Runtime) -> set[str]:
         """The stored feeds this poller must not claim: those its config does not have (a

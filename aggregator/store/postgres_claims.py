@@ -22,7 +22,7 @@ from ..ingest.feedstate import poll_url
 from ..ingest.hosts import HostLimit, origin
 from ..ingest.slots import CLAIM_AHEAD, HostRow, Start, plan_named, plan_starts
 from ..models import FeedState
-from .postgres_connection import PostgresBase, pg_store_errors
+from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .rows import _feed_state_from_row
 
 # The due feeds not leased (or whose lease expired), at most the free slots of each host, the
@@ -139,14 +139,7 @@ class PostgresClaims(PostgresBase):
                 },
             )
             states = {r["name"]: _feed_state_from_row(r) for r in rows}  # type: ignore[arg-type]
-            hosts = {r["name"]: r["origin"] for r in rows}
-            stale = [
-                (origin(poll_url(states[n], states[n].url)), n) for n, h in hosts.items() if not h
-            ]
-            if stale:
-                # A row written without its origin (by an older version, or a copy).
-                self._many("UPDATE feeds SET origin = %s WHERE name = %s", stale)
-                hosts.update((n, h) for h, n in stale)
+            hosts = self._origins(rows, states)
             plan_now, rows_of, owned = self._lock_hosts(sorted(set(hosts.values())), owner)
             plan = plan_starts(
                 [(r["name"], hosts[r["name"]]) for r in rows if hosts[r["name"]] not in owned],
@@ -184,6 +177,17 @@ class PostgresClaims(PostgresBase):
             Claim(s.name, s.origin, states[s.name], s.at, s.at + lease) for s in plan.starts
         )
         return Claimed(claims, plan_now, {r["origin"]: r["blocked_until"] for r in blocked})
+
+    def _origins(self, rows: Sequence[Row], states: Mapping[str, FeedState]) -> dict[str, str]:
+        """Each locked feed row's origin, the host its request goes to: as stored (every
+        state write stores it, from the same poll_url), else derived and written back (a row
+        written by an older version, or a copy)."""
+        hosts = {r["name"]: r["origin"] for r in rows}
+        stale = [(origin(poll_url(states[n], states[n].url)), n) for n, h in hosts.items() if not h]
+        if stale:
+            self._many("UPDATE feeds SET origin = %s WHERE name = %s", stale)
+            hosts.update((n, h) for h, n in stale)
+        return hosts
 
     def _own(
         self,
@@ -347,11 +351,7 @@ class PostgresClaims(PostgresBase):
                 {"names": list(names), "owner": owner},
             )
             states = {r["name"]: _feed_state_from_row(r) for r in rows}  # type: ignore[arg-type]
-            hosts = {n: origin(poll_url(s, s.url)) for n, s in states.items()}
-            self._many(
-                "UPDATE feeds SET origin = %s WHERE name = %s",
-                [(hosts[r["name"]], r["name"]) for r in rows if r["origin"] != hosts[r["name"]]],
-            )
+            hosts = self._origins(rows, states)
             others = self._all(
                 "SELECT name, lease_owner FROM feeds WHERE name = ANY(%s)",
                 [sorted(set(names) - set(states))],
