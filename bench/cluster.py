@@ -174,13 +174,15 @@ def politeness(log: Sequence[tuple[str, int, float, float]], lag: float) -> Poli
 # --- the processes ------------------------------------------------------------------------------
 
 
-def write_config(path: Path, database: str, port: int, feeds: int, hosts: int) -> None:
+def write_config(
+    path: Path, database: str, port: int, feeds: int, hosts: int, concurrency: int
+) -> None:
     lines = [
         "[aggregator]",
         f'database = "{database}"',
         'interval = "30m"',
         'timeout = "30s"',
-        "max_concurrency = 32",
+        f"max_concurrency = {concurrency}",
         f"host_concurrency = {HOST_CONCURRENCY}",
         f"host_delay = {HOST_DELAY}",
         'log_level = "warning"',
@@ -268,7 +270,9 @@ def prepare_round(farm: Connection, name: str) -> None:
 def sqlite_rounds(farm: Connection, tmp: Path, port: int, args: argparse.Namespace) -> list[Round]:
     config = tmp / "sqlite" / "aggregator.toml"
     config.parent.mkdir()
-    write_config(config, str(config.parent / "bench.db"), port, args.feeds, args.hosts)
+    write_config(
+        config, str(config.parent / "bench.db"), port, args.feeds, args.hosts, args.concurrency
+    )
     rounds = []
     for name in args.rounds:
         prepare_round(farm, name)
@@ -363,7 +367,7 @@ def pg_rounds(
     where = tmp / f"pg{pollers}"
     where.mkdir()
     config = where / "aggregator.toml"
-    write_config(config, url, port, args.feeds, args.hosts)
+    write_config(config, url, port, args.feeds, args.hosts, args.concurrency)
     store = PostgresStore(url)
     names = [
         (f"f{i:05d}", f"http://127.0.1.{1 + i % args.hosts}:{port}/feed/{i}.xml")
@@ -402,7 +406,9 @@ def pg_rounds(
             row = store.conn.execute("SELECT now() AS t").fetchone()
             assert row is not None
             mark = row["t"]
-            store.conn.execute("UPDATE feeds SET next_poll = now()")
+            # In whole seconds, as every poll writes it (the pollers' guarded writes compare
+            # the row with the state they claimed, kept in whole seconds).
+            store.conn.execute("UPDATE feeds SET next_poll = date_trunc('second', now())")
             started = time.perf_counter()
 
             def done(mark: datetime = mark) -> bool:
@@ -500,6 +506,7 @@ def run(args: argparse.Namespace) -> None:
         print(
             f"farm: {args.feeds} feeds x {args.entries} entries on {args.hosts} hosts; "
             f"host_concurrency {HOST_CONCURRENCY}, host_delay {HOST_DELAY * 1000:.0f} ms; "
+            f"max_concurrency {args.concurrency}; "
             f"{os.cpu_count()} cores"
         )
         with tempfile.TemporaryDirectory() as tmp:
@@ -556,6 +563,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--feeds", type=int, default=2000)
     parser.add_argument("--entries", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="max_concurrency of every process (32)"
+    )
     add_arguments(parser)
     run(parser.parse_args(argv))
 

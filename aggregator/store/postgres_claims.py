@@ -221,13 +221,18 @@ class PostgresClaims(PostgresBase):
         host: they were all sent before the leases ended. A host row locked elsewhere (a
         fetch or a Retry-After being recorded) is left for the next call: a claim holds its
         own hosts' rows already, and waiting for another in no set order could deadlock."""
+        # Each set once (MATERIALIZED): as a subquery of the UPDATE, the planner ran the
+        # locking scan again for every owned host, 16-40 ms a claim with 100 hosts.
         self.conn.execute(
-            b"UPDATE hosts h SET owner = NULL, owner_until = NULL, "
+            b"WITH mine AS MATERIALIZED ("
+            b"SELECT DISTINCT origin FROM feeds WHERE lease_owner = %(owner)s"
+            b"), idle AS MATERIALIZED ("
+            b"SELECT o.origin FROM hosts o WHERE o.owner = %(owner)s "
+            b"AND NOT EXISTS (SELECT 1 FROM mine WHERE mine.origin = o.origin) "
+            b"FOR UPDATE OF o SKIP LOCKED"
+            b") UPDATE hosts h SET owner = NULL, owner_until = NULL, "
             b"next_start = greatest(h.next_start, clock_timestamp() + h.delay) "
-            b"WHERE h.origin IN (SELECT o.origin FROM hosts o WHERE o.owner = %(owner)s "
-            b"AND NOT EXISTS (SELECT 1 FROM feeds f WHERE f.origin = o.origin "
-            b"AND f.lease_owner = %(owner)s) FOR UPDATE OF o SKIP LOCKED) "
-            b"AND h.owner = %(owner)s",
+            b"FROM idle WHERE h.origin = idle.origin AND h.owner = %(owner)s",
             {"owner": owner},
         )
 
