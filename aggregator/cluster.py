@@ -37,6 +37,10 @@ from .store.protocol import Store
 log = logging.getLogger("aggregator.cluster")
 
 CLAIM_TICK = 1.0  # seconds between claims (sooner when a poll ends and frees a slot)
+# Feeds held per max_concurrency: polls beyond it wait for a slot (ctx.work) under their lease,
+# so that the next claim is taken while the polls run, not after them (a warm round of 2,000
+# feeds on one poller: 740 → 920 feeds/s).
+CLAIM_DEPTH = 2
 DRAIN_SECONDS = 5.0  # what a stop gives the polls under way
 CLOCK_EVERY = 10.0  # seconds between readings of the database's clock
 STORE_RETRY = timedelta(minutes=1)  # a poll that failed on the store is claimed again then
@@ -211,7 +215,7 @@ class ClaimLoop:
         rt = self._runtime
         assert rt is not None
         settings = rt.config.aggregator
-        free = settings.max_concurrency - len(self._held)
+        free = CLAIM_DEPTH * settings.max_concurrency - len(self._held)
         if free <= 0 or self._stopping:
             return
         limits, default = rt.ctx.hosts.limits()

@@ -29,7 +29,7 @@ from ..ingest.identity import KeyMode
 from ..logs import fields
 from ..models import Entry, FeedHints, FeedState, Fetched, NotModified, PollOutcome, PollRecord
 from ..outputs.filters import Candidate, Filter
-from ..store.protocol import Store
+from ..store.protocol import AheadWrite, Store
 
 __all__ = ["Digest", "Feed", "PollContext", "PollFeed", "digest", "poll_source"]
 
@@ -344,8 +344,12 @@ async def _save(ctx: PollContext, old: FeedState | None, rec: PollRecord, slot: 
         # Nothing big is held any more (the body is gone): the write of a 304, an unchanged
         # body or an error must not keep a fetch waiting while the batch lingers.
         slot.release()
+    # A claimed feed's state-only write may be made with the batch's others (postgres_ahead).
+    ahead = None
+    if lease is not None and old is not None and not rec.new and not rec.updated:
+        ahead = AheadWrite(old, rec, lease)
     try:
-        generation, state = await ctx.store.write_batched(write)
+        generation, state = await ctx.store.write_batched(write, ahead)
     except BaseException:
         ctx.states.drop(rec.feed)
         raise

@@ -20,18 +20,16 @@ from ..models import Entry, FeedState, FeedStatus, PollRecord, StoredEntry
 from . import postgres_articles as queue
 from .common import StoreCommon
 from .nodes import NodeTable
+from .postgres_ahead import COLUMNS, UPDATE_LEASED_IF, WriteAhead, leased_params, state_values
 from .postgres_claims import PostgresClaims
 from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
 from .protocol import Entries, Store
 from .rows import (
-    FEED_COLUMNS,
     UPDATE_PRUNED,
     _entry_row,
     _feed_state_from_row,
     _feed_status_from_row,
-    _feed_values,
-    _hints_json,
     _stored_from_row,
     entry_update,
 )
@@ -53,40 +51,21 @@ _AFTER = (
 )
 
 
-_COLUMNS = (*FEED_COLUMNS, "origin")
+_COLUMNS = COLUMNS
 _WRITE_STATE = (
     f"INSERT INTO feeds (name, {', '.join(_COLUMNS)}) VALUES (%s{', %s' * len(_COLUMNS)}) "
     "ON CONFLICT (name) DO UPDATE SET {sets}"
 )
 _SETS = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS)
 _RELEASING_SETS = _SETS + ", lease_owner = NULL, lease_until = NULL"
-# A leased poll's write in one statement, as SQLite's guarded UPDATE (rows._UPDATE_FEED_IF):
-# the whole state, the lease ended, only while the poller holds the lease and the row holds
-# the state its poll started from; with the generation, which a write without entries keeps.
-# No row back: the lease was lost or another process wrote the row, told apart the long way.
-_UPDATE_LEASED_IF = (
-    f"UPDATE feeds SET ({', '.join(_COLUMNS)}, lease_owner, lease_until) = "
-    f"({', '.join(['%s'] * len(_COLUMNS))}, NULL, NULL) "
-    "WHERE name = %s AND lease_owner = %s"
-    + "".join(f" AND {c} IS NOT DISTINCT FROM %s" for c in FEED_COLUMNS)
-    + " RETURNING (SELECT value FROM meta WHERE key = 'generation') AS generation"
-)
 
 
 # New feeds in one sync after which the feeds table's statistics are taken at once.
 ANALYZE_AFTER_NEW_FEEDS = 100
 
 
-def _state_values(state: FeedState) -> list[Any]:
-    # The stored form of each FEED_COLUMNS field; times in whole seconds, as SQLite keeps them.
-    def t(when: datetime | None) -> datetime | None:
-        return _second(when) if when is not None else None
-
-    return _feed_values(state, t, _hints_json)
-
-
 @pg_store_errors
-class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PostgresBase):
+class PostgresStore(StoreCommon, NodeTable, PostgresClaims, WriteAhead, PostgresBase):
     """The store's queries on PostgreSQL; one connection, on one thread (PostgresBase)."""
 
     # The article queue's and the re-sanitising pass's SQL, one module (StoreCommon calls it).
@@ -186,11 +165,13 @@ class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PostgresBase):
         With `lease` (a poller's node id, see postgres_claims.py), the write also ends that
         poller's lease of the feed, and is refused with LeaseLost when the lease is no longer
         its own: it expired and another poller claimed (and maybe polled) the feed since."""
+        if lease is not None and not new and not updated:
+            ahead = self.done_ahead(expected, state, lease)
+            if ahead is not None:  # made with the batch's other writes (postgres_ahead)
+                return ahead
         with self._transaction():
             if lease is not None and expected is not None:
-                values = [*_state_values(state), origin(poll_url(state, state.url))]
-                guard = [state.name, lease, *_state_values(expected)]
-                done = self._one(_UPDATE_LEASED_IF, values + guard)
+                done = self._one(UPDATE_LEASED_IF, leased_params(expected, state, lease))
                 if done is not None:
                     if not new and not updated:
                         return int(done["generation"])
@@ -251,7 +232,7 @@ class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PostgresBase):
         sets = _RELEASING_SETS if release else _SETS
         self.conn.execute(
             _WRITE_STATE.format(sets=sets).encode(),
-            [state.name, *_state_values(state), origin(poll_url(state, state.url))],
+            [state.name, *state_values(state), origin(poll_url(state, state.url))],
         )
 
     def _update_entry(self, entry: Any, now: datetime) -> None:

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..models import Entry, FeedState, FeedStatus, Known, NodeRecord, PollRecord, StoredEntry
 
@@ -52,6 +52,27 @@ class Article:
     error: str | None = None
     transient: bool = False
     retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AheadWrite:
+    """A leased poll's write of its state alone (a 304, an unchanged body, an error): its
+    state as the claim read it, its record, and the lease; offered to a store that can make
+    a batch's such writes together (WritesAhead) before the batch's calls run."""
+
+    old: FeedState
+    rec: PollRecord
+    lease: str
+
+
+@runtime_checkable
+class WritesAhead(Protocol):
+    """A store that makes a write batch's AheadWrites in one go (postgres_ahead.py): each
+    call then finds its write done (save_poll_if returns at once), or makes it itself."""
+
+    def write_ahead(self, items: Sequence[AheadWrite]) -> None: ...
+
+    def forget_ahead(self) -> None: ...
 
 
 class Store(Protocol):

@@ -13,16 +13,18 @@ import concurrent.futures
 import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreError
-from .protocol import Store
+from .protocol import AheadWrite, Store, WritesAhead
 from .sqlite import SqliteStore
 
 T = TypeVar("T")
+# A queued call: what to run, who waits for it, and the state-only write it makes, if known.
+_Call = tuple[Callable[["Store"], Any], "asyncio.Future[Any]", "AheadWrite | None"]
 # How long a batched write waits for others to join its batch (seconds).
 WRITE_LINGER = 0.005
 
@@ -49,16 +51,16 @@ class _Batcher:
         self._transaction = transaction
         self._linger = linger
         self._max_batch = max_batch
-        self._pending: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]] = []
+        self._pending: list[_Call] = []
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         # Commits by other connections (another process), seen by the writer between batches.
         self.external_changes = 0
         self._data_version: int | None = None
 
-    async def call(self, fn: Callable[[Store], T]) -> T:
+    async def call(self, fn: Callable[[Store], T], ahead: AheadWrite | None = None) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn, future))
+        self._pending.append((fn, future, ahead))
         if len(self._pending) >= self._max_batch:
             if self._timer is not None:
                 self._timer.cancel()
@@ -83,9 +85,9 @@ class _Batcher:
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending, self._timer = self._pending, [], None
         try:
-            done = self._executor.submit(self._run, [fn for fn, _ in batch])
+            done = self._executor.submit(self._run, batch)
         except RuntimeError:  # the executor is shut down: the store was closed
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(StoreError("the store is closed"))
             return
@@ -98,14 +100,15 @@ class _Batcher:
     def _hand_back(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]],
+        batch: list[_Call],
         done: concurrent.futures.Future[list[tuple[bool, Any]]],
     ) -> None:
         loop.call_soon_threadsafe(self._deliver, batch, done)
 
-    def _run(self, fns: list[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
+    def _run(self, batch: list[_Call]) -> list[tuple[bool, Any]]:
+        fns = [fn for fn, _, _ in batch]
         store = self._store()
-        results = self._run_on(store, fns)
+        results = self._run_on(store, fns, [a for _, _, a in batch if a is not None])
         if not self._transaction and store.is_broken():
             # The connection broke under these reads (the server restarted): reads change
             # nothing, so the failed ones are tried once more on a fresh connection.
@@ -115,7 +118,9 @@ class _Batcher:
                 results[i] = outcome
         return results
 
-    def _run_on(self, store: Store, fns: list[Callable[[Store], Any]]) -> list[tuple[bool, Any]]:
+    def _run_on(
+        self, store: Store, fns: list[Callable[[Store], Any]], ahead: Sequence[AheadWrite] = ()
+    ) -> list[tuple[bool, Any]]:
         if self._transaction:
             # data_version moves only when another connection commits: then what the poller
             # keeps in memory of the feeds (see poll.StateCache) may be stale.
@@ -127,23 +132,38 @@ class _Batcher:
         results: list[tuple[bool, Any]] = []
         try:
             with store.atomic() if together else contextlib.nullcontext():
-                for fn in fns:
-                    try:
-                        results.append((True, fn(store)))
-                    except Exception as e:  # handed to that caller alone
-                        results.append((False, e))
+                if together and len(ahead) > 1 and isinstance(store, WritesAhead):
+                    self._write_ahead(store, ahead)
+                try:
+                    for fn in fns:
+                        try:
+                            results.append((True, fn(store)))
+                        except Exception as e:  # handed to that caller alone
+                            results.append((False, e))
+                finally:
+                    if ahead and isinstance(store, WritesAhead):
+                        store.forget_ahead()
         except StoreError as e:  # the batch's commit failed: none of its calls stands
             return [(False, e) for _ in fns]
         return results
 
     @staticmethod
+    def _write_ahead(store: WritesAhead, ahead: Sequence[AheadWrite]) -> None:
+        """The batch's state-only writes in one go (each call then finds its own made); if
+        that fails, each call makes its write itself, as it would have."""
+        try:
+            store.write_ahead(ahead)
+        except StoreError:
+            store.forget_ahead()
+
+    @staticmethod
     def _deliver(
-        batch: list[tuple[Callable[[Store], Any], asyncio.Future[Any]]],
+        batch: list[_Call],
         done: concurrent.futures.Future[list[tuple[bool, Any]]],
     ) -> None:
         error = done.exception()
         outcomes = [(False, error)] * len(batch) if error is not None else done.result()
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.cancelled():
                 continue
             if ok:
@@ -245,10 +265,12 @@ class StoreThreads:
         """How many times the writer saw another connection's commit (a CLI run, say)."""
         return self._write_batches.external_changes
 
-    async def write_batched(self, fn: Callable[[Store], T]) -> T:
+    async def write_batched(self, fn: Callable[[Store], T], ahead: AheadWrite | None = None) -> T:
         """Like `write`, for the many small writes of polls: those queued together commit in
-        one transaction, each still all or nothing (its own savepoint)."""
-        return await self._write_batches.call(fn)
+        one transaction, each still all or nothing (its own savepoint). `ahead`: the write
+        `fn` makes is that state-only write, which a store that WritesAhead may make with
+        the batch's others before the calls run (then `fn` finds it made)."""
+        return await self._write_batches.call(fn, ahead)
 
     async def read_batched(self, fn: Callable[[Store], T]) -> T:
         """Like `read`, with the reads queued together run in one hop to a reader thread."""

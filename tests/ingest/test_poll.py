@@ -17,6 +17,7 @@ from aggregator.ingest.fetch import Fetcher
 from aggregator.ingest.poll import Feed, PollContext, poll_source
 from aggregator.models import FeedStatus, PollOutcome, StoredEntry
 from aggregator.runtime import make_parse_pool
+from aggregator.store.protocol import AheadWrite
 from aggregator.store.sqlite import SqliteStore as Store
 from aggregator.store.threads import StoreThreads
 
@@ -366,9 +367,9 @@ def test_a_poll_with_nothing_to_store_gives_back_its_slot_before_writing(
         ctx = replace(ctx, work=asyncio.Semaphore(1))
         real = ctx.store.write_batched
 
-        async def observed(fn: Callable[[Store], T]) -> T:
+        async def observed(fn: Callable[[Store], T], ahead: AheadWrite | None = None) -> T:
             held_while_writing.append(ctx.work.locked())
-            return await real(fn)
+            return await real(fn, ahead)
 
         ctx.store.write_batched = observed  # type: ignore[method-assign]
         first = await poll(ctx, "blog", url, T0)
