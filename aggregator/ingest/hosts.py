@@ -125,8 +125,11 @@ class HostGates:
         return self._limits.get(host, self._default)
 
     def limits(self) -> tuple[dict[str, HostLimit], HostLimit]:
-        """The hosts' own limits (a copy) and the one every other host gets."""
-        return dict(self._limits), self._default
+        """The hosts' own limits, where they differ from the one every other host gets, and
+        that one. (Every feed's host is configured, most with the default: a PostgreSQL
+        claim sends these with each claim, and joined them all against every candidate.)"""
+        default = self._default
+        return {h: r for h, r in self._limits.items() if r != default}, default
 
     def blocked_until(self, host: str, now: datetime) -> datetime | None:
         """The host's Retry-After time if it is still ahead of `now`."""

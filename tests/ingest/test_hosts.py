@@ -28,6 +28,17 @@ def test_the_most_polite_setting_of_a_host_wins() -> None:
     assert HostGates(default=HostLimit(4, S)).limit("http://other") == HostLimit(4, S)
 
 
+def test_the_hosts_own_limits_leave_out_those_of_the_default() -> None:
+    # Every feed's host is configured; a PostgreSQL claim sends the hosts' own limits each
+    # time, so the many with the default limit are not among them.
+    gates = HostGates(default=HostLimit(2, S))
+    gates.configure(HOST, HostLimit(1, 5 * S))
+    gates.configure("http://plain", HostLimit(2, S))
+    limits, default = gates.limits()
+    assert (limits, default) == ({HOST: HostLimit(1, 5 * S)}, HostLimit(2, S))
+    assert gates.limit("http://plain") == HostLimit(2, S)
+
+
 def test_host_delay_spaces_starts_and_serves_waiting_feeds_first_come_first_served() -> None:
     gates = HostGates({HOST: HostLimit(1, 10 * S)})
     assert gates.reserve(HOST, NOW, "a") is None
