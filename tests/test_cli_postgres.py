@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from feedserver import FeedServer
@@ -91,8 +92,6 @@ def test_every_command_works_on_a_postgresql_url(
     for text in outputs:
         assert pg_server.password not in text
     # What the commands wrote is in the shared database: a second connection sees it.
-    import psycopg
-
     with psycopg.connect(pg_server.admin_url(pg_url.rsplit("/", 1)[1])) as conn:
         rows = conn.execute("SELECT feed, count(*) FROM entries GROUP BY feed ORDER BY feed")
         assert rows.fetchall() == [("bakery", 3), ("eng", 4)]
@@ -155,3 +154,48 @@ def test_a_password_from_pgpassword_and_an_unreachable_server(
         refused.output
     )
     assert pg_server.password not in refused.output
+
+
+def test_a_database_named_by_a_libpq_service_file(
+    write_config: Callable[..., Path], feed_server: FeedServer, pg_url: str, pg_server: PgServer
+) -> None:
+    # `database = "postgresql:///?service=NAME"`: host, port, database, user and password all
+    # come from the service file $PGSERVICEFILE names (a real subprocess: its own environment).
+    user_host, database = pg_url.split("//", 1)[1].split("@", 1)[1].rsplit("/", 1)
+    host, port = user_host.split(":")
+    user = pg_url.split("//", 1)[1].split(":", 1)[0]
+    path = _config(write_config, feed_server, "postgresql:///?service=news")
+    services = path.parent / "pg_service.conf"
+    services.write_text(
+        f"[news]\nhost={host}\nport={port}\ndbname={database}\nuser={user}\n"
+        f"password={pg_server.password}\n"
+    )
+    services.chmod(0o600)
+    env = {"PATH": "/usr/bin:/bin", "PGSERVICEFILE": str(services)}
+    command = [sys.executable, "-m", "aggregator", "--config", str(path)]
+    fetched = subprocess.run(
+        [*command, "fetch"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    listing = subprocess.run(
+        [*command, "feeds"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert listing.stdout.count(" ok ") == 2, listing.stdout
+    for done in (fetched, listing):
+        assert pg_server.password not in done.stdout + done.stderr
+    # The entries are in the service's database, as a direct connection sees them.
+    with psycopg.connect(pg_server.admin_url(database)) as conn:
+        row = conn.execute("SELECT count(DISTINCT feed) FROM entries").fetchone()
+    assert row == (2,)
+    # A service the file does not have: one line, exit 1, naming the database as written.
+    missing = _config(write_config, feed_server, "postgresql:///?service=elsewhere")
+    failed = subprocess.run(
+        [sys.executable, "-m", "aggregator", "--config", str(missing), "feeds"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("error: cannot open database postgresql:///?service=elsewhere")
+    assert len(failed.stderr.splitlines()) == 1
