@@ -29,6 +29,7 @@ from .errors import AggregatorError, LeaseLost, StoreError
 from .ingest.context import StateCache
 from .ingest.hosts import HostGates, HostLimit
 from .ingest.poll import poll_source
+from .ingest.schedule import capped_waits
 from .models import FeedState, PollOutcome
 from .runtime import Runtime, make_gates
 from .store.postgres_claims import Claim, Claimed, PostgresClaims
@@ -115,6 +116,7 @@ class ClaimLoop:
         self._woken = False  # a tick is armed for now
         self._skip: set[str] = set()  # stored feeds not in the config of `_skip_for`
         self._skip_for: Config | None = None
+        self._capped_for: Config | None = None  # the config whose waits were capped
         self._writes: set[asyncio.Task[None]] = set()
         # (round trip, the database's clock minus ours) of the last clock readings.
         self._clock: deque[tuple[timedelta, timedelta]] = deque(maxlen=6)
@@ -218,6 +220,14 @@ class ClaimLoop:
         free = CLAIM_DEPTH * settings.max_concurrency - len(self._held)
         if free <= 0 or self._stopping:
             return
+        moves = self._caps(rt)
+        if moves:
+            try:
+                moved = await rt.store.write_aside(lambda s: _claims(s).bring_forward(moves))
+            except AggregatorError:
+                self._capped_for = None  # tried again at the next claim
+                raise
+            log.info("%d stored next poll(s) brought forward to the config's intervals", moved)
         limits, default = rt.ctx.hosts.limits()
         skip, node, lease = sorted(self._skipped(rt)), self.node, settings.lease
         claimed: Claimed = await rt.store.write_aside(
@@ -234,6 +244,17 @@ class ClaimLoop:
             task = asyncio.ensure_future(self._poll(claim))
             self._held[claim.name] = task
             task.add_done_callback(functools.partial(self._finished, claim.name))
+
+    def _caps(self, rt: Runtime) -> list[tuple[str, datetime, datetime]]:
+        """Once for each config (at the first claim, and after each reload): the stored next
+        polls it cuts short, as the SQLite daemon caps its timers at a start or a reload (a
+        shortened interval applies at once). From the states as stored then (Runtime.follow
+        reads them again); the database moves only those no poll decided anew since."""
+        if self._capped_for is rt.config:
+            return []
+        self._capped_for = rt.config
+        policies = {name: feed.policy for name, feed in rt.config.feeds.items()}
+        return capped_waits(policies, rt.states, datetime.now(UTC))
 
     def _skipped(self, rt: Runtime) -> set[str]:
         """The stored feeds this poller must not claim: those its config does not have (a

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from feedserver import FeedServer
 
 from aggregator.cluster import ClaimLoop
 from aggregator.config.load import load_config
-from aggregator.models import PollOutcome
+from aggregator.models import FeedState, NextKind, PollOutcome
 from aggregator.runtime import open_runtime
+from aggregator.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -133,3 +135,49 @@ def test_each_feed_is_polled_again_when_its_next_poll_comes(
         # Polled on its 5 s interval by one poller or the other, never twice for one due time
         # (a second poll of one due time would come at once, not seconds later).
         assert min(b - a for a, b in itertools.pairwise(arrivals)) > 2.5, (name, arrivals)
+
+
+def test_a_shortened_interval_brings_stored_next_polls_forward(
+    write_config: Callable[..., Path], pg_url: str, host: FeedServer
+) -> None:
+    # As the SQLite daemon caps its timers: at a start and at each reload, a stored plain
+    # interval decision comes forward to the config's interval; a server's Retry-After stays.
+    cfg = config(write_config, pg_url, host, interval="2h", max_interval="2h", host_delay="0s")
+    now = datetime.now(UTC).replace(microsecond=0)
+    day, noon = now + timedelta(days=1), now + timedelta(hours=12)
+    store = PostgresStore(pg_url)
+    try:
+        store.sync_feeds([(name, feed.url) for name, feed in cfg.feeds.items()])
+        for name, kind, when in (
+            ("slow", NextKind.INTERVAL, day),
+            ("next", NextKind.RETRY_AFTER, noon),
+        ):
+            store.save_poll(
+                FeedState(name, cfg.feeds[name].url, last_poll=now, next_poll=when, next_kind=kind)
+            )
+    finally:
+        store.close()
+
+    def next_polls() -> dict[str, datetime]:
+        return dict(rows(pg_url, "SELECT name, next_poll FROM feeds WHERE name <> 'last'"))
+
+    async def run() -> dict[str, datetime]:
+        async with open_runtime(cfg) as rt:
+            loop = ClaimLoop()
+            loop.start(rt, "only")
+            await until(lambda: next_polls()["slow"] < day, "the start to cap the stored wait")
+            capped = next_polls()
+            # A reload to a shorter interval: capped again at the next claim.
+            shorter = config(write_config, pg_url, host, interval="30m", host_delay="0s")
+            states = {s.name: s for s in await rt.store.read(lambda s: s.feed_states())}
+            rt.follow(shorter, states, datetime.now(UTC))
+            await until(lambda: next_polls()["slow"] < capped["slow"], "the reload to cap it again")
+            await loop.stop()
+            return capped
+
+    capped = asyncio.run(run())
+    assert now + timedelta(hours=2) <= capped["slow"] <= now + timedelta(hours=2, minutes=6)
+    after = next_polls()
+    assert now + timedelta(minutes=30) <= after["slow"] <= now + timedelta(minutes=34)
+    assert capped["next"] == after["next"] == noon  # the Retry-After is kept
+    assert host.requests("/slow.xml") == host.requests("/next.xml") == []  # none came due

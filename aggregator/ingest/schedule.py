@@ -10,20 +10,21 @@ text). Each feed has one one-shot job; the poll's decision arms the next one.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from ..ingest.decide import MAX_JITTER, PollPolicy, jitter
-from ..ingest.feedstate import poll_url
+from ..ingest.feedstate import poll_url, second
 from ..ingest.hosts import origin
 from ..models import FeedState, NextKind
 
 __all__ = [
     "MAX_JITTER",
     "FeedScheduler",
+    "capped_waits",
     "first_poll",
     "first_run",
     "jitter",
@@ -87,6 +88,26 @@ def first_poll(
         return now
     stored_next = state.next_poll if state is not None else None
     return first_run(stored_next, now, policy.interval, rng, restart_cap(state, policy))
+
+
+def capped_waits(
+    policies: Mapping[str, PollPolicy], states: Mapping[str, FeedState], now: datetime
+) -> list[tuple[str, datetime, datetime]]:
+    """The stored next polls that a (re)start or a reload cuts short, as (feed, stored time,
+    new time): each later than `now` plus its restart_cap comes forward to that time (in
+    whole seconds, as polls store it). For pollers that take due feeds from the stored next
+    poll itself (PostgreSQL's claims), this is what first_poll does to the SQLite daemon's
+    timers: a shortened interval applies at once, a server's longer wait is kept. Gone feeds
+    wait for their URL to change, as there."""
+    moves = []
+    for name, policy in policies.items():
+        state = states.get(name)
+        if state is None or state.gone or state.next_poll is None:
+            continue
+        latest = second(now + restart_cap(state, policy))
+        if state.next_poll > latest:
+            moves.append((name, state.next_poll, latest))
+    return moves
 
 
 def stored_block(state: FeedState | None, url: str, now: datetime) -> tuple[str, datetime] | None:

@@ -297,6 +297,19 @@ class PostgresClaims(PostgresBase):
         )
         return sorted([r["name"] for r in rows] + [r["name"] for r in busy])
 
+    def bring_forward(self, moves: Sequence[tuple[str, datetime, datetime]]) -> int:
+        """Move each (feed, stored, when) of `moves` to `when` while its row still holds the
+        next poll `stored` (a poll since decided anew) and is not leased (a poll under way
+        will), so a claim takes it then (schedule.capped_waits). Returns how many moved."""
+        rows = self._all(
+            "UPDATE feeds f SET next_poll = g.at "
+            "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS g(name, was, at) "
+            "WHERE f.name = g.name AND f.next_poll = g.was "
+            "AND (f.lease_until IS NULL OR f.lease_until < now()) RETURNING f.name",
+            [[m[0] for m in moves], [m[1] for m in moves], [m[2] for m in moves]],
+        )
+        return len(rows)
+
     def release(self, owner: str, names: Sequence[str], after: timedelta = timedelta(0)) -> int:
         """End `owner`'s leases of `names` without a poll (a claim not started before a stop):
         other pollers may claim the feeds at once, or, with `after`, once that much time has

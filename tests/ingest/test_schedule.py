@@ -11,6 +11,7 @@ import pytest
 from aggregator.ingest.decide import PollPolicy
 from aggregator.ingest.schedule import (
     FeedScheduler,
+    capped_waits,
     first_poll,
     first_run,
     jitter,
@@ -112,6 +113,26 @@ def test_first_poll_after_a_start() -> None:
     assert first_poll(polled, NOW, POLICY, rng, added=True) == NOW + 2 * H
     start = first_poll(None, NOW, POLICY, rng)
     assert start is not None and NOW <= start <= NOW + timedelta(minutes=1)
+
+
+def test_the_stored_waits_a_start_or_a_reload_cuts_short() -> None:
+    # For pollers that claim feeds by their stored next poll (PostgreSQL), as first_poll caps
+    # the SQLite daemon's timers.
+    far = NOW + 20 * H
+    states = {
+        "interval": stored(NextKind.INTERVAL, next_poll=far),
+        "soon": stored(NextKind.INTERVAL, next_poll=NOW + H / 2),
+        "retry": stored(NextKind.RETRY_AFTER, next_poll=far),
+        "hint": stored(NextKind.HINT, next_poll=NOW + 30 * H),
+        "gone": stored(NextKind.GONE, next_poll=far, gone=True),
+        "never": stored(None),
+    }
+    policies = {name: POLICY for name in [*states, "new"]}
+    moves = capped_waits(policies, states, NOW.replace(microsecond=123))
+    assert moves == [
+        ("interval", far, NOW + H + jitter(H)),  # a shortened interval applies at once
+        ("hint", NOW + 30 * H, NOW + 24 * H),  # at most max_interval
+    ]
 
 
 def test_a_stored_retry_after_blocks_its_host_until_it_passes() -> None:
