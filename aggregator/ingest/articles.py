@@ -91,6 +91,8 @@ class ArticleQueue:
         self._wake = asyncio.Event()
         # A host's robots.txt Crawl-delay: the next page of it may not start before this.
         self._crawl_next: dict[str, datetime] = {}
+        # When each queued page's hold runs out (take_articles): then it is due for anyone.
+        self._until: dict[str, datetime] = {}
 
     # --- what polls call ---------------------------------------------------------------------
 
@@ -139,7 +141,13 @@ class ArticleQueue:
                 await asyncio.wait(self._tasks)
 
     async def _due(self, now: datetime) -> list[Due]:
-        return await self.store.read(lambda s: s.articles_due(now, BATCH))
+        """Take the due pages for this poller (on PostgreSQL, for `lease`: other pollers
+        sharing the store leave them meanwhile); a page still queued when that runs out is
+        left to them (see _start_due)."""
+        hold = self.config().aggregator.lease
+        taken = await self.store.write(lambda s: s.take_articles(now, hold, BATCH))
+        self._until = {due.link: now + hold for due in taken}
+        return taken
 
     async def _defer(self, link: str, when: datetime) -> None:
         await self.store.write_batched(lambda s: s.defer_articles(link, when))
@@ -171,6 +179,9 @@ class ArticleQueue:
         for due in list(self._queue):
             if len(self._tasks) >= config.aggregator.article_concurrency:
                 break
+            if self._until.get(due.link, now) < now:
+                self._queue.remove(due)  # held too long: another poller may take it now
+                continue
             host = origin(due.url)
             blocked = gates.blocked_until(host, now)
             if blocked is not None:

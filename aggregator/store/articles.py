@@ -192,6 +192,11 @@ def due(store: SqliteBase, now: datetime, limit: int = 200) -> list[Due]:
     return group_due(rows)
 
 
+def take(store: SqliteBase, now: datetime, limit: int, hold: timedelta) -> list[Due]:
+    """SQLite has one poller (its file lock): what is due is its own, held by nothing."""
+    return due(store, now, limit)
+
+
 def group_due(rows: Sequence[Any]) -> list[Due]:
     """Due pages from pending rows (link, feed, key, attempts, url, title), oldest first:
     one page per link, with every entry waiting for it. Pure; both stores use it."""

@@ -19,6 +19,7 @@ class QueueQueries(Protocol):
         self, store: Any, rec: PollRecord, wanted: FeedTest, private: FeedTest
     ) -> int | None: ...
     def due(self, store: Any, now: datetime, limit: int) -> list[Due]: ...
+    def take(self, store: Any, now: datetime, limit: int, hold: timedelta) -> list[Due]: ...
     def next_due(self, store: Any) -> datetime | None: ...
     def defer(self, store: Any, link: str, when: datetime) -> None: ...
     def record(
@@ -67,6 +68,9 @@ class StoreCommon:
 
     def articles_due(self, now: datetime, limit: int = 200) -> list[Due]:
         return self._queue.due(self, now, limit)
+
+    def take_articles(self, now: datetime, hold: timedelta, limit: int = 200) -> list[Due]:
+        return self._queue.take(self, now, limit, hold)
 
     def next_article_due(self) -> datetime | None:
         return self._queue.next_due(self)

@@ -111,6 +111,30 @@ def due(store: PostgresBase, now: datetime, limit: int) -> list[Due]:
     return group_due(rows)
 
 
+def take(store: PostgresBase, now: datetime, limit: int, hold: timedelta) -> list[Due]:
+    """The due pages (the `limit` longest due), taken whole for `hold`: every pending entry
+    of each has its next try moved to now + hold, locked rows skipped, so that two pollers
+    taking at once never take one page (store.take_articles)."""
+    # One statement: atomic by itself (the connection autocommits), or part of the caller's
+    # transaction.
+    rows = store._all(
+        "WITH links AS ("
+        "  SELECT link FROM entry_articles WHERE status = 'pending' AND next_try <= %(now)s"
+        "  GROUP BY link ORDER BY min(next_try), link LIMIT %(limit)s"
+        "), taken AS ("
+        "  SELECT a.feed, a.key FROM entry_articles a JOIN links USING (link)"
+        "  WHERE a.status = 'pending' AND a.next_try <= %(now)s"
+        "  FOR UPDATE OF a SKIP LOCKED"
+        ") UPDATE entry_articles a SET next_try = %(until)s "
+        "FROM taken t JOIN entries e ON e.feed = t.feed AND e.key = t.key "
+        "WHERE a.feed = t.feed AND a.key = t.key "
+        "RETURNING a.link, a.feed, a.key, a.attempts, e.link AS url, e.title, e.first_seen",
+        {"now": now, "limit": limit, "until": _second(now + hold)},
+    )
+    # Oldest entries first within and across pages, as `due` gives them.
+    return group_due(sorted(rows, key=lambda r: (r["first_seen"], r["feed"], r["key"])))
+
+
 def next_due(store: PostgresBase) -> datetime | None:
     row = store._one("SELECT min(next_try) AS at FROM entry_articles WHERE status = 'pending'")
     return row["at"] if row is not None else None

@@ -200,6 +200,14 @@ class Store(Protocol):
     def articles_due(self, now: datetime, limit: int = 200) -> list[Due]:
         """Pages whose pending entries' next try has come, oldest first."""
 
+    def take_articles(self, now: datetime, hold: timedelta, limit: int = 200) -> list[Due]:
+        """The due pages (as articles_due) for this process to fetch: where several pollers
+        share the store (PostgreSQL), their pending entries' next try moves `hold` on in the
+        same transaction, so no other poller takes them meanwhile (a fetch's record or
+        defer sets it anew; a poller that died leaves them due again after `hold`). Whole
+        pages: every pending entry of a page taken is taken. One poller alone (SQLite):
+        articles_due."""
+
     def next_article_due(self) -> datetime | None:
         """When the next pending entry comes due (None: nothing pending)."""
 

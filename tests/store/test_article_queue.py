@@ -9,6 +9,7 @@ from typing import Any
 
 from test_sqlite import T0, entries, ok, parsed
 
+from aggregator.store.postgres import PostgresStore
 from aggregator.store.protocol import Article
 
 LONG = "<p>" + "The whole story, told at length. " * 40 + "</p>"
@@ -124,3 +125,42 @@ def test_the_sanitising_pass_reads_batches_and_keeps_its_progress(store: Any) ->
     assert store.sanitize_resume("p2") == 0
     contents = {s.entry.key: s.entry.content for s in store.iter_entries(["plain"])}
     assert sorted(contents.values()) == sorted(["c", "c", parsed(3).content])
+
+
+def test_pages_taken_by_one_poller_are_left_to_it_until_their_hold_runs_out(
+    store: Any, request: Any
+) -> None:
+    [one, two] = _poll(store, "a", 1, 2)
+    hold = timedelta(minutes=2)
+    if isinstance(store, PostgresStore):
+        # Two pollers taking at once: the rows the first holds are skipped, not waited for.
+        rival = PostgresStore(request.getfixturevalue("pg_url"))
+        try:
+            with rival.conn.transaction(force_rollback=True):
+                assert len(rival.take_articles(T0, hold)) == 2
+                store.conn.execute(b"SET statement_timeout = '5s'")  # a wait fails the test
+                assert store.take_articles(T0, hold) == []
+        finally:
+            rival.close()
+    taken = store.take_articles(T0, hold)
+    assert {d.url for d in taken} == {one.link, two.link}
+    if not isinstance(store, PostgresStore):
+        # SQLite has one poller (its file lock): what is due stays due until it is fetched.
+        assert store.articles_due(T0) == taken
+        return
+    assert store.articles_due(T0) == []  # held: due again at T0 + hold
+    # Another poller (another connection) takes none of them while the hold lasts ...
+    other = PostgresStore(request.getfixturevalue("pg_url"))
+    try:
+        assert other.take_articles(T0 + timedelta(minutes=1), hold) == []
+        # ... and all of them, whole pages, once it ran out (the first poller died, say).
+        again = other.take_articles(T0 + hold, hold)
+        assert {d.url for d in again} == {one.link, two.link}
+        # A page fetched is done for everyone; a deferred one is due at its new time.
+        page = Article(url=one.link, content=LONG, text_length=1200, method="trafilatura")
+        store.record_article(again[0].link, page, T0 + hold)
+        store.defer_articles(again[1].link, T0 + 3 * hold)
+        assert other.take_articles(T0 + 2 * hold + timedelta(minutes=1), hold) == []
+        assert [d.link for d in other.take_articles(T0 + 3 * hold, hold)] == [again[1].link]
+    finally:
+        other.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ READS: dict[str, Callable[[Store], Any]] = {
     "last prune": lambda s: s.last_prune(),
     "generation": lambda s: s.generation(),
     "articles due": lambda s: s.articles_due(T0),
+    "take articles": lambda s: s.take_articles(T0, timedelta(minutes=2)),
     "next article due": lambda s: s.next_article_due(),
     "article counts": lambda s: s.article_counts(),
     "sanitize resume": lambda s: s.sanitize_resume("policy"),
