@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LeaseLost, StoreError
-from ..ingest.feedstate import moved, next_state, poll_url
+from ..ingest.feedstate import moved, next_state
 from ..ingest.feedstate import second as _second
 from ..ingest.hosts import origin
 from ..ingest.identity import Known, uid_for
@@ -20,7 +20,7 @@ from ..models import Entry, FeedState, FeedStatus, PollRecord, StoredEntry
 from . import postgres_articles as queue
 from .common import StoreCommon
 from .nodes import NodeTable
-from .postgres_ahead import COLUMNS, UPDATE_LEASED_IF, WriteAhead, leased_params, state_values
+from .postgres_ahead import COLUMNS, UPDATE_LEASED_IF, WriteAhead, leased_params, row_values
 from .postgres_claims import PostgresClaims
 from .postgres_connection import PostgresBase, Row, pg_store_errors
 from .postgres_search import QueryError, to_tsquery
@@ -51,12 +51,11 @@ _AFTER = (
 )
 
 
-_COLUMNS = COLUMNS
 _WRITE_STATE = (
-    f"INSERT INTO feeds (name, {', '.join(_COLUMNS)}) VALUES (%s{', %s' * len(_COLUMNS)}) "
+    f"INSERT INTO feeds (name, {', '.join(COLUMNS)}) VALUES (%s{', %s' * len(COLUMNS)}) "
     "ON CONFLICT (name) DO UPDATE SET {sets}"
 )
-_SETS = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS)
+_SETS = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS)
 _RELEASING_SETS = _SETS + ", lease_owner = NULL, lease_until = NULL"
 
 
@@ -232,7 +231,7 @@ class PostgresStore(StoreCommon, NodeTable, PostgresClaims, WriteAhead, Postgres
         sets = _RELEASING_SETS if release else _SETS
         self.conn.execute(
             _WRITE_STATE.format(sets=sets).encode(),
-            [state.name, *state_values(state), origin(poll_url(state, state.url))],
+            [state.name, *row_values(state)],
         )
 
     def _update_entry(self, entry: Any, now: datetime) -> None:

@@ -49,10 +49,15 @@ def state_values(state: FeedState) -> list[Any]:
     return _feed_values(state, t)
 
 
+def row_values(state: FeedState) -> list[Any]:
+    """The COLUMNS values of a state's row: its fields, and the origin its polls go to (the
+    redirect target's once a permanent redirect moved the feed)."""
+    return [*state_values(state), origin(poll_url(state, state.url))]
+
+
 def leased_params(expected: FeedState, state: FeedState, lease: str) -> list[Any]:
     """UPDATE_LEASED_IF's parameters: `state` written over `expected`, under `lease`."""
-    values = [*state_values(state), origin(poll_url(state, state.url))]
-    return [*values, state.name, lease, *state_values(expected)]
+    return [*row_values(state), state.name, lease, *state_values(expected)]
 
 
 class WriteAhead(PostgresBase):

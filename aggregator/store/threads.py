@@ -133,7 +133,9 @@ class _Batcher:
         try:
             with store.atomic() if together else contextlib.nullcontext():
                 if together and len(ahead) > 1 and isinstance(store, WritesAhead):
-                    self._write_ahead(store, ahead)
+                    # Each call makes its write itself if these cannot be made in one go.
+                    with contextlib.suppress(StoreError):
+                        store.write_ahead(ahead)
                 try:
                     for fn in fns:
                         try:
@@ -146,15 +148,6 @@ class _Batcher:
         except StoreError as e:  # the batch's commit failed: none of its calls stands
             return [(False, e) for _ in fns]
         return results
-
-    @staticmethod
-    def _write_ahead(store: WritesAhead, ahead: Sequence[AheadWrite]) -> None:
-        """The batch's state-only writes in one go (each call then finds its own made); if
-        that fails, each call makes its write itself, as it would have."""
-        try:
-            store.write_ahead(ahead)
-        except StoreError:
-            store.forget_ahead()
 
     @staticmethod
     def _deliver(
