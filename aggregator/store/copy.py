@@ -24,6 +24,7 @@ from psycopg import sql
 from ..errors import StoreError
 from ..ingest.hosts import origin
 from .postgres import PostgresStore
+from .postgres_schema import GENERATION
 from .sqlite import SqliteStore
 from .wrapping import cause
 
@@ -163,11 +164,13 @@ def _copy_meta(src: sqlite3.Connection, target: PostgresStore) -> TableCount:
     )
     # The generation only grows: past both stores' own, so every render cache that knew the
     # target before sees the change.
+    # The slots' counts are folded into meta's, all in this transaction.
     source_gen = int(dict(rows).get("generation", "0"))
     target.conn.execute(
-        "UPDATE meta SET value = (GREATEST(value::bigint, %s) + 1)::text WHERE key = 'generation'",
+        f"UPDATE meta SET value = (GREATEST({GENERATION}, %s) + 1)::text WHERE key = 'generation'",
         [source_gen],
     )
+    target.conn.execute("UPDATE generation_slots SET value = 0")
     present = _count_keys(target, [k for k, _ in rows])
     return TableCount("meta", len(rows), present)
 

@@ -21,6 +21,7 @@ from ..ingest.feedstate import second as _second
 from ..ingest.hosts import origin
 from ..models import FeedState
 from .postgres_connection import PostgresBase
+from .postgres_schema import GENERATION
 from .protocol import AheadWrite
 from .rows import FEED_COLUMNS, _feed_values
 
@@ -34,7 +35,7 @@ UPDATE_LEASED_IF = (
     f"({', '.join(['%s'] * len(COLUMNS))}, NULL, NULL) "
     "WHERE name = %s AND lease_owner = %s"
     + "".join(f" AND {c} IS NOT DISTINCT FROM %s" for c in FEED_COLUMNS)
-    + " RETURNING (SELECT value FROM meta WHERE key = 'generation') AS generation"
+    + f" RETURNING {GENERATION} AS generation"
 )
 
 

@@ -22,10 +22,23 @@ from psycopg.rows import dict_row
 from ..config.database import display_url
 from ..config.secret import remember, split_userinfo
 from ..errors import StoreError
-from .postgres_schema import migrate
+from .postgres_schema import GENERATION, GENERATION_SLOTS, migrate
 from .wrapping import cause, raising_store_error
 
 Row = dict[str, Any]
+
+# RETURNING's subqueries read the statement's snapshot, without this very update: hence + 1.
+_BUMPED = f" RETURNING {GENERATION} + 1 AS value"
+_BUMP_FREE_SLOT = (
+    "WITH free AS (SELECT slot FROM generation_slots ORDER BY slot FOR UPDATE SKIP LOCKED"
+    " LIMIT 1) UPDATE generation_slots g SET value = g.value + 1 FROM free"
+    " WHERE g.slot = free.slot" + _BUMPED
+)
+# Every slot held by others (more writers at once than slots): wait for one of them.
+_BUMP_OWN_SLOT = (
+    "UPDATE generation_slots SET value = value + 1"
+    f" WHERE slot = mod(pg_backend_pid(), {GENERATION_SLOTS})" + _BUMPED
+)
 
 # Seconds to wait for a connection when the URL does not say (libpq's default is forever: a
 # daemon pointed at a host that drops packets would hang at start with no word).
@@ -128,16 +141,17 @@ class PostgresBase:
         return self._generation()
 
     def bump_generation(self) -> int:
-        # The row lock orders concurrent writers' generations.
-        row = self._one(
-            "UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation' "
-            "RETURNING value"
-        )
+        """Count one more change, in a slot no other open transaction holds (the one this
+        transaction took already, if any, comes first): writers never wait for each other's
+        commits here. The generation as this transaction sees it is returned: a writer
+        committing beside it may have counted the same number, so the committed total (what
+        servers follow, jobs.follow_generation) is the one to trust across processes."""
+        row = self._one(_BUMP_FREE_SLOT) or self._one(_BUMP_OWN_SLOT)
         assert row is not None
         return int(row["value"])
 
     def _generation(self) -> int:
-        row = self._one("SELECT value FROM meta WHERE key = 'generation'")
+        row = self._one(f"SELECT {GENERATION} AS value")
         assert row is not None
         return int(row["value"])
 

@@ -256,6 +256,28 @@ def m006_claim_scan(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+# Slots the generation is counted in (migration 7): a write bumps one no other transaction
+# holds, so writers never queue behind one row; more writers at once than this share slots.
+GENERATION_SLOTS = 16
+# The store generation: the count migrations and copy-store fold into meta, plus the slots'.
+GENERATION = (
+    "((SELECT value::bigint FROM meta WHERE key = 'generation')"
+    " + (SELECT coalesce(sum(value), 0) FROM generation_slots))::bigint"
+)
+
+
+@migration(7)
+def m007_generation_slots(conn: psycopg.Connection[Any]) -> None:
+    """The generation counted in slots: with one row, every write that added entries held
+    that row's lock from its bump to its commit, and a batch (up to 64 polls in one
+    transaction) kept every other writer of every poller waiting meanwhile."""
+    _run(
+        conn,
+        "CREATE TABLE generation_slots (slot integer PRIMARY KEY, value bigint NOT NULL DEFAULT 0)",
+        f"INSERT INTO generation_slots (slot) SELECT generate_series(0, {GENERATION_SLOTS - 1})",
+    )
+
+
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
     """Apply the migrations this database has not run, all in one transaction, under the
     advisory lock. Returns the numbers applied (none when it is up to date). Raises

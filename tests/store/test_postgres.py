@@ -20,7 +20,7 @@ from test_store_errors import READS
 
 from aggregator.errors import StoreError
 from aggregator.store.postgres import PostgresStore
-from aggregator.store.postgres_schema import INDEXED_CHARS, MIGRATIONS
+from aggregator.store.postgres_schema import GENERATION_SLOTS, INDEXED_CHARS, MIGRATIONS
 from aggregator.store.postgres_search import QueryError, to_tsquery
 from aggregator.store.search import to_fts
 from aggregator.store.sqlite import SqliteStore as Store
@@ -147,7 +147,7 @@ def test_check_writable_waits_for_a_lock_then_says_not_writable(
 ) -> None:
     pg.check_writable()
     with psycopg.connect(pg_url) as other:
-        # Another session holds the row every write touches (a stuck transaction, say).
+        # Another session holds the row the check writes (a stuck transaction, say).
         other.execute("SELECT * FROM meta WHERE key = 'generation' FOR UPDATE")
         with pytest.raises(StoreError, match="not writable"):
             pg.check_writable()
@@ -184,6 +184,84 @@ def test_concurrent_writers_of_one_feed_take_turns(pg_url: str) -> None:
         assert state is not None and state.error_count == 2 * polls
     finally:
         store.close()
+
+
+def _stores(url: str, n: int) -> list[PostgresStore]:
+    stores = [PostgresStore(url) for _ in range(n)]
+    for store in stores:
+        # A write that queues behind another fails in time instead of hanging the test.
+        store.conn.execute("SET lock_timeout = '20s'")
+    return stores
+
+
+def test_writers_adding_entries_to_different_feeds_do_not_wait_for_each_other(
+    pg_url: str,
+) -> None:
+    """Two transactions add entries at once (two pollers' batches): the second commits while
+    the first is still open. With the generation in one row, it waited for the first."""
+    first, second = _stores(pg_url, 2)
+    second.conn.execute("SET lock_timeout = '2s'")
+    try:
+        with first.atomic():
+            first.record_poll(ok("a", new=entries("a", parsed(1))))
+            second.record_poll(ok("b", new=entries("b", parsed(2))))
+            # The first's write is not committed: the generation counts the second's only.
+            assert second.generation() == 1
+        assert second.generation() == first.generation() == 2
+        assert second.count_entries() == 2
+    finally:
+        first.close()
+        second.close()
+
+
+def test_more_writers_at_once_than_generation_slots_all_commit(pg_url: str) -> None:
+    """Every slot is held by an open transaction: one more writer waits for a slot, then
+    commits, and every write is counted once."""
+    holders = _stores(pg_url, GENERATION_SLOTS)
+    [late] = _stores(pg_url, 1)
+    errors: list[BaseException] = []
+    try:
+        for k, store in enumerate(holders):
+            store.conn.execute("BEGIN")
+            store.record_poll(ok(f"h{k}", new=entries(f"h{k}", parsed(k))))
+
+        def write() -> None:
+            try:
+                late.record_poll(ok("late", new=entries("late", parsed(99))))
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive(), errors  # waiting for a slot, not writing beside its holder
+        for store in holders:
+            store.conn.execute("COMMIT")
+        thread.join(timeout=60)
+        assert errors == [] and not thread.is_alive()
+        assert late.generation() == GENERATION_SLOTS + 1
+        assert late.count_entries() == GENERATION_SLOTS + 1
+    finally:
+        for store in [*holders, late]:
+            store.close()
+
+
+def test_a_store_from_before_the_generation_slots_keeps_its_generation(pg_url: str) -> None:
+    """A database whose generation is all in meta (as before migration 7) opens with that
+    generation, and counts on from it."""
+    store = PostgresStore(pg_url)
+    store.conn.execute("DROP TABLE generation_slots")
+    store.conn.execute("DELETE FROM schema_migrations WHERE version = 7")
+    store.conn.execute("UPDATE meta SET value = '41' WHERE key = 'generation'")
+    store.conn.commit()
+    store.close()
+    again = PostgresStore(pg_url)
+    try:
+        assert again.generation() == 41
+        assert again.record_poll(ok("a", new=entries("a", parsed(1)))) == 42
+        assert again.generation() == 42
+    finally:
+        again.close()
 
 
 def test_the_index_follows_updates_and_prunes(pg: PostgresStore) -> None:
