@@ -104,6 +104,31 @@ def test_a_stop_hands_back_the_claims_not_started(
     assert polled == [("last",)]
 
 
+def test_a_claim_waiting_for_a_free_slot_has_not_started(
+    write_config: Callable[..., Path], pg_url: str, host: FeedServer
+) -> None:
+    """A poller holds more claims than it runs at once (cluster.CLAIM_DEPTH): one waiting for
+    a free slot has sent nothing, so a stop hands it back at once, as one waiting for its
+    start, and it is never polled by this poller."""
+    cfg = config(write_config, pg_url, host, max_concurrency=1, host_delay="0s", host_concurrency=3)
+    host.serve_slow("/last.xml", 3.0)  # the first claimed holds the only slot meanwhile
+
+    async def run() -> None:
+        async with open_runtime(cfg) as rt:
+            loop = ClaimLoop()
+            loop.start(rt, "only")
+            await until(lambda: loop.held == 2, "the poller to claim two feeds")
+            await asyncio.sleep(1.0)  # the first one's request under way, the other waiting
+            await loop.stop()
+
+    asyncio.run(run())
+    assert host.requests("/next.xml") == []
+    leased = rows(pg_url, "SELECT name FROM feeds WHERE lease_owner IS NOT NULL ORDER BY name")
+    assert leased == []  # released by the stop, not left to run out
+    polled = rows(pg_url, "SELECT name FROM feeds WHERE last_status = 'ok'")
+    assert polled == [("last",)]
+
+
 def test_each_feed_is_polled_again_when_its_next_poll_comes(
     write_config: Callable[..., Path], pg_url: str, host: FeedServer
 ) -> None:

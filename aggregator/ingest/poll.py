@@ -38,13 +38,22 @@ _NO_HINTS = FeedHints()
 log = logging.getLogger("aggregator.poll")
 
 
-async def poll_source(ctx: PollContext, feed: PollFeed, now: datetime) -> PollOutcome:
+async def poll_source(
+    ctx: PollContext,
+    feed: PollFeed,
+    now: datetime,
+    started: Callable[[], datetime] | None = None,
+) -> PollOutcome:
     """Poll one feed once, decide its next poll, and commit both in one transaction.
 
     `now` is the poll's single notion of the current time (first-seen times, last_poll, the
     decision). No request is sent for a feed that is gone, nor to a host that is blocked by a
     Retry-After or whose `host_delay` has not passed: the poll is then "deferred" to the time
     it may run. A 304 or a byte-identical body stops early and parses nothing.
+
+    `started`, when given, is called once the poll holds its slot of `ctx.work`, before
+    anything else, and the time it returns is the poll's `now` instead: a poll that waited for
+    a slot neither counts as under way nor dates itself from before the wait.
     """
     # A slot is held from the request until the poll's entries are committed: fetching outruns
     # parsing, and parsing can outrun the writer, so without this bound fetched bodies and
@@ -53,6 +62,8 @@ async def poll_source(ctx: PollContext, feed: PollFeed, now: datetime) -> PollOu
     slot = _Slot(ctx.work)
     await slot.acquire()
     try:
+        if started is not None:
+            now = started()
         return await _poll(ctx, feed, now, slot)
     finally:
         slot.release()

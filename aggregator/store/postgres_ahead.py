@@ -30,13 +30,15 @@ COLUMNS = (*FEED_COLUMNS, "origin")
 # the whole state, the lease ended, only while the poller holds the lease and the row holds
 # the state its poll started from; with the generation, which a write without entries keeps.
 # No row back: the lease was lost or another process wrote the row, told apart the long way.
-UPDATE_LEASED_IF = (
+_LEASED_IF = (
     f"UPDATE feeds SET ({', '.join(COLUMNS)}, lease_owner, lease_until) = "
     f"({', '.join(['%s'] * len(COLUMNS))}, NULL, NULL) "
     "WHERE name = %s AND lease_owner = %s"
     + "".join(f" AND {c} IS NOT DISTINCT FROM %s" for c in FEED_COLUMNS)
-    + f" RETURNING {GENERATION} AS generation"
 )
+UPDATE_LEASED_IF = _LEASED_IF + f" RETURNING {GENERATION} AS generation"
+# Ahead of a batch: whether each went through; the generation is read once for them all.
+_AHEAD = _LEASED_IF + " RETURNING name"
 
 
 def state_values(state: FeedState) -> list[Any]:
@@ -81,11 +83,13 @@ class WriteAhead(PostgresBase):
         done: dict[str, tuple[FeedState, FeedState, str, int]] = {}
         with self._transaction():  # a savepoint: a failure here undoes only these writes
             cur = self.conn.cursor()
-            cur.executemany(UPDATE_LEASED_IF.encode(), params, returning=True)
+            cur.executemany(_AHEAD.encode(), params, returning=True)
+            # A state-only write moves no generation: the one of the whole batch so far.
+            generation = self._generation()
             for item, state in zip(items, states, strict=True):
                 row = cur.fetchone()
                 if row is not None and state.name not in done:
-                    done[state.name] = (item.old, state, item.lease, int(row["generation"]))
+                    done[state.name] = (item.old, state, item.lease, generation)
                 cur.nextset()
         self._ahead = done
 

@@ -162,9 +162,11 @@ class PostgresClaims(PostgresBase):
                         "ats": [s.at for s in plan.starts],
                     },
                 )
-                self._many(
-                    "UPDATE hosts SET next_start = %s WHERE origin = %s",
-                    [(at, host) for host, at in plan.next_start.items()],
+                self._all(
+                    "UPDATE hosts h SET next_start = g.at "
+                    "FROM unnest(%(hosts)s::text[], %(ats)s::timestamptz[]) AS g(origin, at) "
+                    "WHERE h.origin = g.origin RETURNING h.origin",
+                    {"hosts": list(plan.next_start), "ats": list(plan.next_start.values())},
                 )
                 self._own(owner, plan.starts, limits, default, lease)
             # The hosts whose last lease of ours a poll's write ended since the last claim
@@ -206,13 +208,19 @@ class PostgresClaims(PostgresBase):
             if limits.get(s.origin, default).delay > timedelta(0):
                 until[s.origin] = max(until.get(s.origin, s.at), s.at) + lease
         if until:
-            self._many(
-                "UPDATE hosts SET owner = %s, delay = %s, owner_until = CASE WHEN owner = %s "
-                "THEN greatest(owner_until, %s) ELSE %s END WHERE origin = %s",
-                [
-                    (owner, limits.get(host, default).delay, owner, end, end, host)
-                    for host, end in until.items()
-                ],
+            # One statement for every host, not one a host (a claim of 30 feeds held ~30).
+            self._all(
+                "UPDATE hosts h SET owner = %(owner)s, delay = g.delay, owner_until = "
+                "CASE WHEN h.owner = %(owner)s THEN greatest(h.owner_until, g.until) "
+                "ELSE g.until END FROM unnest(%(hosts)s::text[], %(delays)s::interval[], "
+                "%(untils)s::timestamptz[]) AS g(origin, delay, until) "
+                "WHERE h.origin = g.origin RETURNING h.origin",
+                {
+                    "owner": owner,
+                    "hosts": list(until),
+                    "delays": [limits.get(host, default).delay for host in until],
+                    "untils": list(until.values()),
+                },
             )
 
     def _let_go(self, owner: str) -> None:
