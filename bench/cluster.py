@@ -40,7 +40,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 
 import psycopg
 from aiohttp import web
+from cputrace import CpuTrace
 from farm import CHURN_ENTRIES, CHURN_FRACTION, Farm
 from psycopg.conninfo import conninfo_to_dict
 
@@ -205,49 +205,29 @@ def aggregator(config: Path, *args: str, log: Path | None = None) -> subprocess.
     )
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process and its children (the parse workers, a server's backends),
-    the live ones and the reaped, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid:  # with its children already reaped
-            total += sum(int(f) for f in fields[11:15]) / tick
-        elif int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
-def postgres_cpu(postmaster: int | None) -> float | None:
-    """CPU seconds of a local server's processes (its postmaster and the backends it forked),
-    or None for a server elsewhere."""
-    return tree_cpu(postmaster) if postmaster is not None else None
-
-
 @dataclass(frozen=True, slots=True)
 class Round:
     name: str
     feeds: int
     seconds: float
     polite: Politeness
-    cpu: float  # pollers (with their parse workers)
-    db_cpu: float | None  # the temporary server's processes (None for a server elsewhere)
+    # CPU seconds within the round (its first request to its last answer), cputrace.py:
+    cpu: dict[str, float]  # "ours" (the pollers, or SQLite's process, with their parse
+    # workers), "db" (a temporary server's processes), "farm", "machine" (every core)
     stored: float | None = None  # PostgreSQL: seconds from the round's start to every poll stored
 
     def line(self) -> str:
         p = self.polite
-        db = f"  db CPU {self.db_cpu:5.1f} s" if self.db_cpu is not None else ""
-        if self.stored is not None:
-            db += f"  all stored {self.stored:6.2f} s"
+        stored = f"  all stored {self.stored:6.2f} s" if self.stored is not None else ""
+        per_feed = "  ".join(
+            f"{name} {self.cpu[name] / self.feeds * 1000:.2f}"
+            for name in ("ours", "db", "farm")
+            if name in self.cpu
+        )
+        busy = self.cpu["machine"] / ((os.cpu_count() or 1) * self.seconds)
         return (
-            f"  {self.name:<10} {self.feeds / self.seconds:9,.0f} feeds/s  {self.seconds:6.2f} s  "
-            f"poller CPU {self.cpu:6.1f} s{db}  "
+            f"  {self.name:<10} {self.feeds / self.seconds:9,.0f} feeds/s  {self.seconds:6.2f} s"
+            f"{stored}  CPU ms a feed: {per_feed}; machine {busy:.0%} busy  "
             f"duplicates {p.duplicates}  over host_concurrency {p.over_concurrency}  "
             f"under host_delay {p.under_delay} (closest {p.min_gap_ms:.1f} ms, "
             f"farm stamps within {max(p.farm_lag_ms, SLACK * 1000):.1f} ms)"
@@ -255,48 +235,58 @@ class Round:
 
 
 def prepare_round(farm: Connection, name: str) -> None:
-    ask(farm, "log")  # the previous round's requests are not this one's
+    """The farm's state for a round, set once for every store's run of it."""
     if name == "unchanged":
         ask(farm, "validators", False)
     elif name == "churn":
         ask(farm, "validators", True)
         ask(farm, "churn", CHURN_FRACTION, CHURN_ENTRIES)
-        ask(farm, "log")  # the churn's rendering stalled the farm: not the round's lag
 
 
 # --- SQLite: `aggregator fetch`, one process ---------------------------------------------------
 
 
-def sqlite_rounds(farm: Connection, tmp: Path, port: int, args: argparse.Namespace) -> list[Round]:
-    config = tmp / "sqlite" / "aggregator.toml"
-    config.parent.mkdir()
-    write_config(
-        config, str(config.parent / "bench.db"), port, args.feeds, args.hosts, args.concurrency
-    )
-    rounds = []
-    for name in args.rounds:
-        prepare_round(farm, name)
-        proc = aggregator(config, "fetch", log=tmp / "sqlite.log")
-        cpu = 0.0
-        while proc.poll() is None:
-            cpu = max(cpu, tree_cpu(proc.pid))
-            time.sleep(0.2)
-        log, lag = ask(farm, "log")
+class SqliteRuns:
+    """The single SQLite process: `aggregator fetch` (every feed once) for each round."""
+
+    label = "SQLite"
+
+    def __init__(self, farm: Connection, tmp: Path, port: int, args: argparse.Namespace):
+        self.farm, self.tmp, self.args = farm, tmp, args
+        self.config = tmp / "sqlite" / "aggregator.toml"
+        self.config.parent.mkdir()
+        write_config(
+            self.config,
+            str(self.config.parent / "bench.db"),
+            port,
+            args.feeds,
+            args.hosts,
+            args.concurrency,
+        )
+
+    def round(self, name: str) -> Round:
+        ask(self.farm, "log")  # the requests before are not this round's
+        proc = aggregator(self.config, "fetch", log=self.tmp / "sqlite.log")
+        trace = CpuTrace({"ours": lambda: [proc.pid], "farm": lambda: [self.args.farm_pid]})
+        trace.start()
+        proc.wait()
+        trace.stop()
+        log, lag = ask(self.farm, "log")
         if proc.returncode != 0 or not log:
-            sys.exit(f"aggregator fetch failed ({proc.returncode}): see {tmp / 'sqlite.log'}")
+            sys.exit(f"aggregator fetch failed ({proc.returncode}): see {self.tmp / 'sqlite.log'}")
         # From the first request to the last answer: the process's start-up is not the round.
-        seconds = _span(log)
-        rounds.append(Round(name, args.feeds, seconds, politeness(log, lag), cpu, None))
-        print(rounds[-1].line(), flush=True)
-    size = (config.parent / "bench.db").stat().st_size
-    stored = _sqlite_entries(config.parent / "bench.db")
-    _print_store("SQLite", stored, ask(farm, "entries"), size)
-    return rounds
+        start, end = _bounds(log)
+        cpu = trace.between(start, end)
+        return Round(name, self.args.feeds, end - start, politeness(log, lag), cpu)
+
+    def finish(self) -> None:
+        db = self.config.parent / "bench.db"
+        _print_store(self.label, _sqlite_entries(db), ask(self.farm, "entries"), db.stat().st_size)
 
 
-def _span(log: Sequence[tuple[str, int, float, float]]) -> float:
-    """Seconds from a round's first request to its last answer, on the farm's clock."""
-    return max(e for *_, e in log) - min(s for _, _, s, _ in log)
+def _bounds(log: Sequence[tuple[str, int, float, float]]) -> tuple[float, float]:
+    """A round's first request and last answer, on the farm's clock (perf_counter)."""
+    return min(s for _, _, s, _ in log), max(e for *_, e in log)
 
 
 def _sqlite_entries(path: Path) -> int:
@@ -359,28 +349,40 @@ def _wait(
         time.sleep(0.05)
 
 
-def pg_rounds(
-    farm: Connection, tmp: Path, port: int, url: str, pollers: int, args: argparse.Namespace
-) -> list[Round]:
-    from aggregator.store.postgres import PostgresStore
+class PostgresRuns:
+    """`pollers` processes of `aggregator run --role poller` on a database of their own, alive
+    from the first round to the last and stopped (SIGSTOP) while other stores run theirs: an
+    idle poller still claims every second, which would count in the others' figures."""
 
-    where = tmp / f"pg{pollers}"
-    where.mkdir()
-    config = where / "aggregator.toml"
-    write_config(config, url, port, args.feeds, args.hosts, args.concurrency)
-    store = PostgresStore(url)
-    names = [
-        (f"f{i:05d}", f"http://127.0.1.{1 + i % args.hosts}:{port}/feed/{i}.xml")
-        for i in range(args.feeds)
-    ]
-    store.sync_feeds(names)
-    # Nothing due until the round starts: the pollers start at leisure.
-    store.conn.execute("UPDATE feeds SET next_poll = now() + interval '1 day'")
-    procs = []
-    try:
+    def __init__(
+        self,
+        farm: Connection,
+        tmp: Path,
+        port: int,
+        url: str,
+        pollers: int,
+        args: argparse.Namespace,
+    ):
+        from aggregator.store.postgres import PostgresStore
+
+        self.farm, self.args, self.pollers = farm, args, pollers
+        self.label = f"PostgreSQL, {pollers} poller(s)"
+        self.where = tmp / f"pg{pollers}"
+        self.where.mkdir()
+        config = self.where / "aggregator.toml"
+        write_config(config, url, port, args.feeds, args.hosts, args.concurrency)
+        self.store = PostgresStore(url)
+        names = [
+            (f"f{i:05d}", f"http://127.0.1.{1 + i % args.hosts}:{port}/feed/{i}.xml")
+            for i in range(args.feeds)
+        ]
+        self.store.sync_feeds(names)
+        # Nothing due until the round starts: the pollers start at leisure.
+        self.store.conn.execute("UPDATE feeds SET next_poll = now() + interval '1 day'")
+        self.procs: list[subprocess.Popen[bytes]] = []
         for k in range(pollers):
             listen = f"127.0.0.1:{_free_port()}"
-            procs.append(
+            self.procs.append(
                 aggregator(
                     config,
                     "run",
@@ -388,69 +390,78 @@ def pg_rounds(
                     "poller",
                     "--listen",
                     listen,
-                    log=where / f"poller{k}.log",
+                    log=self.where / f"poller{k}.log",
                 )
             )
-        time.sleep(3.0)  # their parse pools up (a round does not wait for a start-up)
-        for p in procs:
+
+    def ready(self) -> None:
+        for p in self.procs:
             if p.poll() is not None:
-                sys.exit(f"a poller exited ({p.returncode}): see {where}")
-        rounds = []
-        for name in args.rounds:
-            prepare_round(farm, name)
-            # A round here is half an hour of polls in seconds: autovacuum (every minute)
-            # would have tidied the previous one's row versions by the next in production.
-            store.conn.execute(b"VACUUM (ANALYZE) feeds, hosts")
-            cpu0 = sum(tree_cpu(p.pid) for p in procs)
-            db0 = postgres_cpu(args.postmaster)
-            row = store.conn.execute("SELECT now() AS t").fetchone()
-            assert row is not None
-            mark = row["t"]
-            # In whole seconds, as every poll writes it (the pollers' guarded writes compare
-            # the row with the state they claimed, kept in whole seconds).
-            store.conn.execute("UPDATE feeds SET next_poll = date_trunc('second', now())")
-            started = time.perf_counter()
+                sys.exit(f"a poller exited ({p.returncode}): see {self.where}")
+        self._signal(signal.SIGSTOP)
 
-            def done(mark: datetime = mark) -> bool:
-                # Polled: its next poll decided, half an hour on (last_poll is kept in whole
-                # seconds, so it cannot tell this round's polls from a second ago's).
-                row = store.conn.execute(
-                    "SELECT count(*) AS n FROM feeds WHERE next_poll > %s + interval '1 minute'",
-                    [mark],
-                ).fetchone()
-                return row is not None and row["n"] >= args.feeds
+    def _signal(self, sig: signal.Signals) -> None:
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
 
-            _wait(done, f"round {name} with {pollers} poller(s)", logs=where)
-            stored = time.perf_counter() - started
-            cpu = sum(tree_cpu(p.pid) for p in procs) - cpu0
-            log, lag = ask(farm, "log")
-            db = postgres_cpu(args.postmaster)
-            # As for SQLite, from the first request to the last answer: the wait for the next
-            # claim tick (up to a second) is not the round's, nor the last write's commit.
-            seconds = _span(log)
-            rounds.append(
-                Round(name, args.feeds, seconds, politeness(log, lag), cpu, _minus(db, db0), stored)
-            )
-            print(rounds[-1].line(), flush=True)
-        row = store.conn.execute(
+    def round(self, name: str) -> Round:
+        store, args = self.store, self.args
+        ask(self.farm, "log")  # the requests before are not this round's
+        # A round here is half an hour of polls in seconds: autovacuum (every minute) would
+        # have tidied the previous one's row versions by the next in production.
+        store.conn.execute(b"VACUUM (ANALYZE) feeds, hosts")
+        self._signal(signal.SIGCONT)
+        time.sleep(0.5)  # each catches up with the ticks it missed
+        roots = {"ours": lambda: [p.pid for p in self.procs], "farm": lambda: [args.farm_pid]}
+        if args.postmaster is not None:
+            roots["db"] = lambda: [args.postmaster]
+        trace = CpuTrace(roots).start()
+        row = store.conn.execute("SELECT now() AS t").fetchone()
+        assert row is not None
+        mark = row["t"]
+        # In whole seconds, as every poll writes it (the pollers' guarded writes compare the
+        # row with the state they claimed, kept in whole seconds).
+        store.conn.execute("UPDATE feeds SET next_poll = date_trunc('second', now())")
+        started = time.perf_counter()
+
+        def done() -> bool:
+            # Polled: its next poll decided, half an hour on (last_poll is kept in whole
+            # seconds, so it cannot tell this round's polls from a second ago's).
+            row = store.conn.execute(
+                "SELECT count(*) AS n FROM feeds WHERE next_poll > %s + interval '1 minute'",
+                [mark],
+            ).fetchone()
+            return row is not None and row["n"] >= args.feeds
+
+        _wait(done, f"round {name} with {self.pollers} poller(s)", logs=self.where)
+        stored = time.perf_counter() - started
+        trace.stop()
+        log, lag = ask(self.farm, "log")
+        self._signal(signal.SIGSTOP)
+        # As for SQLite, from the first request to the last answer: the wait for the next
+        # claim tick (up to a second) is not the round's, nor the last write's commit.
+        start, end = _bounds(log)
+        cpu = trace.between(start, end)
+        return Round(name, args.feeds, end - start, politeness(log, lag), cpu, stored)
+
+    def finish(self) -> None:
+        row = self.store.conn.execute(
             "SELECT count(*) AS n, pg_database_size(current_database()) AS size FROM entries"
         ).fetchone()
         assert row is not None
-        _print_store("database", row["n"], ask(farm, "entries"), row["size"])
-        return rounds
-    finally:
-        for p in procs:
+        _print_store("database", row["n"], ask(self.farm, "entries"), row["size"])
+
+    def close(self) -> None:
+        self._signal(signal.SIGCONT)
+        for p in self.procs:
             p.terminate()
-        for p in procs:
+        for p in self.procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        store.close()
-
-
-def _minus(after: float | None, before: float | None) -> float | None:
-    return after - before if after is not None and before is not None else None
+        self.store.close()
 
 
 def _free_port() -> int:
@@ -466,10 +477,13 @@ def _free_port() -> int:
 
 
 def _summary(sqlite: list[Round], pg: dict[int, list[Round]]) -> None:
-    base = {r.name: r.feeds / r.seconds for r in sqlite}
-    print("\nratio to the single SQLite process (feeds/s):")
+    print("\nratio to the single SQLite process (feeds/s), each round against SQLite's run of it")
+    print("just before (the machine's speed drifts over minutes; a pair shares its moment):")
     for n, rounds in pg.items():
-        ratios = "  ".join(f"{r.name} {r.feeds / r.seconds / base[r.name]:.2f}x" for r in rounds)
+        ratios = "  ".join(
+            f"{r.name} {r.feeds / r.seconds / (b.feeds / b.seconds):.2f}x"
+            for r, b in zip(rounds, sqlite, strict=True)
+        )
         print(f"  {n} poller(s): {ratios}")
     warm = {n: [r for r in rounds if r.name == "warm"] for n, rounds in pg.items()}
     for n, r in ((n, rs[-1]) for n, rs in warm.items() if rs):
@@ -501,6 +515,7 @@ def run(args: argparse.Namespace) -> None:
         target=_farm_main, args=(child, args.feeds, args.entries, args.seed, args.hosts)
     )
     farm.start()
+    args.farm_pid = farm.pid
     try:
         _, port = parent.recv()
         print(
@@ -509,24 +524,30 @@ def run(args: argparse.Namespace) -> None:
             f"max_concurrency {args.concurrency}; "
             f"{os.cpu_count()} cores"
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            print("\nSQLite, one process (aggregator fetch per round)")
-            sqlite = sqlite_rounds(parent, Path(tmp), port, args)
-            pg: dict[int, list[Round]] = {}
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+            sqlite = SqliteRuns(parent, Path(tmp), port, args)
+            clusters: dict[int, PostgresRuns] = {}
             for n in args.pollers:
-                # The farm starts each run as it was: the churned feeds back to the start.
-                parent.send(("stop",))
-                farm.join()
-                parent, child = multiprocessing.Pipe()
-                farm = multiprocessing.Process(
-                    target=_farm_main, args=(child, args.feeds, args.entries, args.seed, args.hosts)
-                )
-                farm.start()
-                _, port = parent.recv()
-                print(f"\nPostgreSQL, {n} poller process(es) (aggregator run --role poller)")
-                with fresh_database(url, n) as db:
-                    pg[n] = pg_rounds(parent, Path(tmp), port, db, n, args)
-        _summary(sqlite, pg)
+                db = stack.enter_context(fresh_database(url, n))
+                clusters[n] = PostgresRuns(parent, Path(tmp), port, db, n, args)
+                stack.callback(clusters[n].close)
+            time.sleep(3.0)  # their parse pools up (a round does not wait for a start-up)
+            for cluster in clusters.values():
+                cluster.ready()
+            # Round by round, every store in turn on the farm in the same state: a store's
+            # figure and SQLite's just before it were taken at the same speed of the machine.
+            runs: list[SqliteRuns | PostgresRuns] = [sqlite, *clusters.values()]
+            results: dict[str, list[Round]] = {r.label: [] for r in runs}
+            for name in args.rounds:
+                prepare_round(parent, name)
+                for r in runs:
+                    results[r.label].append(r.round(name))
+                    print(f"{r.label:<26}{results[r.label][-1].line()}", flush=True)
+            print()
+            for r in runs:
+                print(r.label)
+                r.finish()
+        _summary(results[sqlite.label], {n: results[c.label] for n, c in clusters.items()})
     finally:
         parent.send(("stop",))
         farm.join(timeout=10)
