@@ -31,6 +31,7 @@ from .ingest.hosts import HostGates, HostLimit
 from .ingest.poll import poll_source
 from .ingest.schedule import capped_waits
 from .models import FeedState, PollOutcome
+from .page_hosts import SharedPageHosts
 from .runtime import Runtime, make_gates
 from .store.postgres_claims import Claim, Claimed, PostgresClaims
 from .store.protocol import Store
@@ -139,6 +140,13 @@ class ClaimLoop:
         gates = self._gates(runtime.config, runtime.states, datetime.now(UTC))
         gates.carry_from(runtime.ctx.hosts)  # with the stored Retry-Afters make_gates applied
         runtime.ctx = replace(runtime.ctx, lease=self.node, hosts=gates, states=ClaimedStates())
+        runtime.articles.shared = SharedPageHosts(
+            runtime.store,
+            node,
+            lambda: runtime.config,
+            lambda: runtime.ctx.hosts,
+            self._clock_offset,
+        )
         lease = runtime.config.aggregator.lease.total_seconds()
         self._scheduler.add_job(
             self._renew,
@@ -155,6 +163,9 @@ class ClaimLoop:
         self._arm(datetime.now(UTC))
         self._scheduler.start()
         log.info("poller %s claims due feeds every %.1f s", self.node, self._tick_every)
+
+    def _clock_offset(self) -> timedelta:
+        return self._offset
 
     def _gates(self, config: Config, states: Mapping[str, FeedState], now: datetime) -> HostGates:
         limits, default = make_gates(config, states, now).limits()

@@ -22,6 +22,7 @@ from .cluster import ClusterGates
 from .errors import AggregatorError, StoreError
 from .ingest.hosts import HostLimit
 from .nodes import ThisNode
+from .page_hosts import SharedPageHosts
 from .runtime import Runtime
 from .store.postgres_claims import NamedClaim, PostgresClaims
 from .store.protocol import Store
@@ -71,6 +72,14 @@ class SharedFetch:
         gates = ClusterGates(*runtime.ctx.hosts.limits(), self._block)
         gates.carry_from(runtime.ctx.hosts)  # with the stored Retry-Afters
         runtime.ctx = replace(runtime.ctx, lease=self.node, hosts=gates)
+        # Its article pages take their hosts as a poller's do (page_hosts.py).
+        runtime.articles.shared = SharedPageHosts(
+            runtime.store,
+            self.node,
+            lambda: runtime.config,
+            lambda: runtime.ctx.hosts,
+            self._clock_offset,
+        )
 
     async def claim(self, names: Sequence[str]) -> tuple[list[str], list[Late]]:
         """Lease what of `names` no poller holds (the others go to `held`): the granted

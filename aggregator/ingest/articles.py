@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..config.resolved import Config, Feed
 from ..errors import FetchError
@@ -41,6 +41,7 @@ TICK = 0.2  # seconds between looks at a queue whose hosts were all busy
 IDLE_WAIT = 60.0  # longest sleep with nothing due (a new poll wakes the queue sooner)
 BATCH = 200  # due entries read at a time
 MAX_CRAWL_DELAY = timedelta(minutes=10)  # the longest robots.txt Crawl-delay honoured
+ELSEWHERE_WAIT = timedelta(seconds=2)  # a host another poller has is asked for again then
 # Statuses that say nothing lasting about the page: tried again later, a few times.
 _LASTING = frozenset({401, 403, 410, 451})
 
@@ -51,6 +52,15 @@ def _transient(status: int | None) -> bool:
     """Whether a failed fetch may succeed later: no answer at all, or an HTTP error other
     than the lasting ones. (A 200 whose body is over the cap is lasting.)"""
     return status is None or (status >= 400 and status not in _LASTING)
+
+
+class SharedHosts(Protocol):
+    """Hosts shared with other pollers (PostgreSQL, page_hosts.py): `take` one before each
+    request (when it may start, or None: another poller has it), `done` after."""
+
+    async def take(self, host: str) -> datetime | None: ...
+
+    async def done(self, host: str) -> None: ...
 
 
 class ArticleQueue:
@@ -93,6 +103,10 @@ class ArticleQueue:
         self._crawl_next: dict[str, datetime] = {}
         # When each queued page's hold runs out (take_articles): then it is due for anyone.
         self._until: dict[str, datetime] = {}
+        # A poller sharing its store with others takes a page's host first (ClaimLoop sets
+        # it); hosts another poller had at the last try are left alone until then.
+        self.shared: SharedHosts | None = None
+        self._elsewhere: dict[str, datetime] = {}
 
     # --- what polls call ---------------------------------------------------------------------
 
@@ -189,6 +203,8 @@ class ArticleQueue:
                 await self._defer(due.link, blocked)
                 progressed = True
                 continue
+            if self._elsewhere.get(host, now) > now:
+                continue  # another poller's host: its pages wait here for their turn
             rules = self.robots.get(host, now) if config.aggregator.respect_robots else None
             if config.aggregator.respect_robots and rules is None:
                 if host not in self._busy and gates.try_reserve(host, now):
@@ -233,19 +249,45 @@ class ArticleQueue:
 
     # --- one host's robots.txt, one page -----------------------------------------------------
 
+    async def _take(self, host: str) -> bool:
+        """Whether `host` may get a request from here now: always, but where other pollers
+        share it; then once it is taken for this poller, at the start that gives."""
+        if self.shared is None:
+            return True
+        start = await self.shared.take(host)
+        if start is None:
+            self._elsewhere[host] = self.clock() + ELSEWHERE_WAIT
+            return False
+        wait = (start - self.clock()).total_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+    async def _give_back(self, host: str) -> None:
+        if self.shared is not None:
+            await self.shared.done(host)
+
     async def _read_robots(self, host: str) -> None:
+        if not await self._take(host):
+            return  # read when the host is free for this poller
         gates = self.hosts()
         status: int | None = 200
         body = b""
-        async with gates.slot(host):
-            sent = await gates.pace(host)
-            try:
-                got = await self.fetcher.fetch(
-                    "robots.txt", f"{host}/robots.txt", accept="text/plain, */*;q=0.5", sent=sent
-                )
-                body = got.body if isinstance(got, Fetched) else b""
-            except FetchError as e:
-                status = e.status
+        try:
+            async with gates.slot(host):
+                sent = await gates.pace(host)
+                try:
+                    got = await self.fetcher.fetch(
+                        "robots.txt",
+                        f"{host}/robots.txt",
+                        accept="text/plain, */*;q=0.5",
+                        sent=sent,
+                    )
+                    body = got.body if isinstance(got, Fetched) else b""
+                except FetchError as e:
+                    status = e.status
+        finally:
+            await self._give_back(host)
         rules: Rules = rules_from(status, body, self.clock())
         self.robots.put(host, rules)
         if rules.unreachable:
@@ -260,21 +302,28 @@ class ArticleQueue:
         # The feed's own request options: its user_agent and proxy, and its credentials where
         # they may go (only to the feed's own origin: a paywalled site's cookie, say).
         options = feed.request_options if feed is not None else None
-        async with gates.slot(host):
-            sent = await gates.pace(host)
-            try:
-                got = await self.fetcher.fetch(
-                    due.feed, due.url, None, options, accept=ACCEPT_HTML, sent=sent
-                )
-            except FetchError as e:
-                retry = retry_after(e.retry_after, now)
-                if retry is not None:
-                    gates.block(host, retry)  # the host's word holds for its feeds too
-                article = Article(due.url, error=e.message, transient=_transient(e.status))
-                if retry is not None:
-                    article = Article(due.url, error=e.message, transient=True, retry_at=retry)
-                await self._record(due, article)
-                return
+        if not await self._take(host):
+            self._queue.insert(0, due)  # tried again when the host is free for this poller
+            return
+        try:
+            async with gates.slot(host):
+                sent = await gates.pace(host)
+                try:
+                    got = await self.fetcher.fetch(
+                        due.feed, due.url, None, options, accept=ACCEPT_HTML, sent=sent
+                    )
+                except FetchError as e:
+                    retry = retry_after(e.retry_after, now)
+                    if retry is not None:
+                        gates.block(host, retry)  # the host's word holds for its feeds too
+                    error = e.message
+                    article = Article(due.url, error=error, transient=_transient(e.status))
+                    if retry is not None:
+                        article = Article(due.url, error=error, transient=True, retry_at=retry)
+                    await self._record(due, article)
+                    return
+        finally:
+            await self._give_back(host)
         assert isinstance(got, Fetched)  # no validators were sent
         await self._record(due, await self._extract(due, got))
 

@@ -23,6 +23,7 @@ from .nodes import NodeTable
 from .postgres_ahead import COLUMNS, UPDATE_LEASED_IF, WriteAhead, leased_params, row_values
 from .postgres_claims import PostgresClaims
 from .postgres_connection import PostgresBase, Row, pg_store_errors
+from .postgres_pages import PageHosts
 from .postgres_search import QueryError, to_tsquery
 from .protocol import Entries, Store
 from .rows import (
@@ -64,7 +65,7 @@ ANALYZE_AFTER_NEW_FEEDS = 100
 
 
 @pg_store_errors
-class PostgresStore(StoreCommon, NodeTable, PostgresClaims, WriteAhead, PostgresBase):
+class PostgresStore(StoreCommon, NodeTable, PostgresClaims, PageHosts, WriteAhead, PostgresBase):
     """The store's queries on PostgreSQL; one connection, on one thread (PostgresBase)."""
 
     # The article queue's and the re-sanitising pass's SQL, one module (StoreCommon calls it).

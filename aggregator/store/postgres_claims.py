@@ -224,7 +224,8 @@ class PostgresClaims(PostgresBase):
             )
 
     def _let_go(self, owner: str) -> None:
-        """Give up every host of `owner`'s where it holds no lease any more. Another poller's
+        """Give up every host of `owner`'s where it holds no lease any more (nor a hold for
+        its article pages, postgres_pages.py). Another poller's
         first start there comes a host_delay after now, after every request of ours to the
         host: they were all sent before the leases ended. A host row locked elsewhere (a
         fetch or a Retry-After being recorded) is left for the next call: a claim holds its
@@ -237,6 +238,7 @@ class PostgresClaims(PostgresBase):
             b"), idle AS MATERIALIZED ("
             b"SELECT o.origin FROM hosts o WHERE o.owner = %(owner)s "
             b"AND NOT EXISTS (SELECT 1 FROM mine WHERE mine.origin = o.origin) "
+            b"AND (o.pages_until IS NULL OR o.pages_until < clock_timestamp()) "
             b"FOR UPDATE OF o SKIP LOCKED"
             b") UPDATE hosts h SET owner = NULL, owner_until = NULL, "
             b"next_start = greatest(h.next_start, clock_timestamp() + h.delay) "

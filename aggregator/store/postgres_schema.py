@@ -278,6 +278,12 @@ def m007_generation_slots(conn: psycopg.Connection[Any]) -> None:
     )
 
 
+@migration(8)
+def m008_page_hosts(conn: psycopg.Connection[Any]) -> None:
+    """A host taken by one poller for its article pages, until when (postgres_pages.py)."""
+    _run(conn, "ALTER TABLE hosts ADD COLUMN pages_until timestamptz")
+
+
 def migrate(conn: psycopg.Connection[Any]) -> list[int]:
     """Apply the migrations this database has not run, all in one transaction, under the
     advisory lock. Returns the numbers applied (none when it is up to date). Raises
