@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 from articlesite import STORIES, ArticleSite, article_site  # noqa: F401 (the fixture)
+from test_cluster import rows, until
 
 from aggregator.cluster import ClaimLoop
 from aggregator.config.load import load_config
@@ -25,18 +23,6 @@ pytestmark = pytest.mark.postgres
 
 DELAY = 0.3  # the site's host_delay, seconds
 SLACK = 0.05  # a loaded machine's jitter between a request's start and its arrival
-
-
-def rows(pg_url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(pg_url) as conn:
-        return conn.execute(sql.encode()).fetchall()
-
-
-async def until(check: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
-    end = time.monotonic() + deadline
-    while not check():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def test_a_host_taken_for_pages_is_one_pollers_until_handed_back(pg_url: str) -> None:
