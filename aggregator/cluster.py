@@ -185,9 +185,25 @@ class ClaimLoop:
             replace_existing=True,
         )
 
+    def _free(self) -> tuple[int, int]:
+        """The places free for claims (CLAIM_DEPTH per slot of max_concurrency, less the feeds
+        held), and how many must be before a claim is worth making. A claim costs the
+        database about as much for 3 feeds as for 30 (its scan, the hosts' locks, the idle
+        hosts let go): it waits until a good part of the depth is free, while the polls held
+        keep every slot busy. Claiming as each poll ended, the cold bench round's claims took
+        3 feeds each."""
+        assert self._runtime is not None
+        settings = self._runtime.config.aggregator
+        free = CLAIM_DEPTH * settings.max_concurrency - len(self._held)
+        return free, max(1, settings.max_concurrency // 2)
+
     def _wake(self) -> None:
         """A poll ended: claim again now rather than at the next tick (once for all the polls
-        that end meanwhile: re-arming the job costs more than a poll's 304)."""
+        that end meanwhile: re-arming the job costs more than a poll's 304), once a claim is
+        worth making."""
+        free, worth = self._free()
+        if free < worth:
+            return  # a later poll's end wakes it
         if self._ticking:  # the claim under way claims once more when it ends
             self._again = True
         elif not self._woken and not self._stopping and self._scheduler.running:
@@ -228,12 +244,8 @@ class ClaimLoop:
         rt = self._runtime
         assert rt is not None
         settings = rt.config.aggregator
-        free = CLAIM_DEPTH * settings.max_concurrency - len(self._held)
-        # A claim costs the database about as much for 3 feeds as for 30 (its scan, the
-        # hosts' locks, the idle hosts let go): it waits until a good part of the depth is
-        # free, while the polls held keep every slot busy. Claiming as each poll ended, the
-        # cold bench round's claims took 3 feeds each.
-        if free < max(1, settings.max_concurrency // 2) or self._stopping:
+        free, worth = self._free()
+        if free < worth or self._stopping:
             return
         moves = self._caps(rt)
         if moves:
