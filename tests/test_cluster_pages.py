@@ -38,8 +38,14 @@ def test_a_host_taken_for_pages_is_one_pollers_until_handed_back(pg_url: str) ->
         store.end_pages("a", host)
         store.let_go("a")
         taken = store.take_for_pages("b", host, timedelta(seconds=1), hold)
-        # The next poller's first request comes a host_delay after the last one's release.
+        # The next poller's first request comes a host_delay after the last one's release,
+        # and its hold lasts from then.
         assert taken is not None and taken >= start + timedelta(seconds=1)
+        row = store.conn.execute(
+            "SELECT owner, owner_until, pages_until FROM hosts WHERE origin = %s", [host]
+        ).fetchone()
+        assert row is not None and row["owner"] == "b"
+        assert row["owner_until"] >= taken + hold and row["pages_until"] >= taken + hold
     finally:
         store.close()
 

@@ -14,11 +14,14 @@ from .postgres_connection import PostgresBase, pg_store_errors
 # Retry-After holds, and no other poller has a poll of it under a live lease (a host without
 # a host_delay is owned by nobody while its feeds are polled). Run after the row is locked,
 # as a statement of its own: its snapshot then sees every claim that held the row before.
+# The hold runs from the request's start, which waits for the host's next start (a
+# host_delay after the previous owner's last request): a long delay must not outlast it.
 _TAKE = """
 UPDATE hosts h SET owner = %(owner)s, delay = %(delay)s,
     owner_until = greatest(
-        CASE WHEN h.owner = %(owner)s THEN h.owner_until END, clock_timestamp() + %(hold)s),
-    pages_until = greatest(h.pages_until, clock_timestamp() + %(hold)s)
+        CASE WHEN h.owner = %(owner)s THEN h.owner_until END,
+        greatest(h.next_start, clock_timestamp()) + %(hold)s),
+    pages_until = greatest(h.pages_until, greatest(h.next_start, clock_timestamp()) + %(hold)s)
 WHERE h.origin = %(host)s
 AND (h.owner IS NULL OR h.owner = %(owner)s OR h.owner_until < clock_timestamp())
 AND (h.blocked_until IS NULL OR h.blocked_until <= clock_timestamp())
