@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from .cluster import ClusterGates
+from .cluster_gates import ClusterGates
 from .errors import AggregatorError, StoreError
 from .ingest.hosts import HostLimit
 from .nodes import ThisNode

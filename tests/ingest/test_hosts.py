@@ -6,7 +6,7 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-from aggregator.cluster import ClusterGates
+from aggregator.cluster_gates import ClusterGates
 from aggregator.ingest.hosts import HostGates, HostLimit, NetworkWatch, origin
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
