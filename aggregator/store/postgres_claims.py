@@ -162,10 +162,10 @@ class PostgresClaims(PostgresBase):
                         "ats": [s.at for s in plan.starts],
                     },
                 )
-                self._all(
-                    "UPDATE hosts h SET next_start = g.at "
-                    "FROM unnest(%(hosts)s::text[], %(ats)s::timestamptz[]) AS g(origin, at) "
-                    "WHERE h.origin = g.origin RETURNING h.origin",
+                self.conn.execute(
+                    b"UPDATE hosts h SET next_start = g.at "
+                    b"FROM unnest(%(hosts)s::text[], %(ats)s::timestamptz[]) AS g(origin, at) "
+                    b"WHERE h.origin = g.origin",
                     {"hosts": list(plan.next_start), "ats": list(plan.next_start.values())},
                 )
                 self._own(owner, plan.starts, limits, default, lease)
@@ -209,12 +209,12 @@ class PostgresClaims(PostgresBase):
                 until[s.origin] = max(until.get(s.origin, s.at), s.at) + lease
         if until:
             # One statement for every host, not one a host (a claim of 30 feeds held ~30).
-            self._all(
-                "UPDATE hosts h SET owner = %(owner)s, delay = g.delay, owner_until = "
-                "CASE WHEN h.owner = %(owner)s THEN greatest(h.owner_until, g.until) "
-                "ELSE g.until END FROM unnest(%(hosts)s::text[], %(delays)s::interval[], "
-                "%(untils)s::timestamptz[]) AS g(origin, delay, until) "
-                "WHERE h.origin = g.origin RETURNING h.origin",
+            self.conn.execute(
+                b"UPDATE hosts h SET owner = %(owner)s, delay = g.delay, owner_until = "
+                b"CASE WHEN h.owner = %(owner)s THEN greatest(h.owner_until, g.until) "
+                b"ELSE g.until END FROM unnest(%(hosts)s::text[], %(delays)s::interval[], "
+                b"%(untils)s::timestamptz[]) AS g(origin, delay, until) "
+                b"WHERE h.origin = g.origin",
                 {
                     "owner": owner,
                     "hosts": list(until),
